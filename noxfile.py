@@ -1,0 +1,96 @@
+"""nox sessions: tests, correctness, perf, report, mutation, lint.
+
+CPU machines: each session builds a virtualenv and pins the CPU build of torch (``torch==2.13.0``
+resolves to a local CPU wheel here; an unpinned torch would pull gigabytes of CUDA wheels) and a
+Triton whose interpreter runs every kernel (3.9: it also runs ``tl.dot_scaled``).
+
+GPU machines already carry a CUDA torch and Triton and may be offline, so the sessions that need a
+GPU (``correctness`` when a GPU is present, ``perf``) run in the machine's own interpreter: no new
+virtualenv, nothing installed, the repository put on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CPU_TORCH = "torch==2.13.0"
+CPU_TRITON = "triton==3.9.0"
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+
+
+def _has_gpu() -> bool:
+    """A CUDA GPU is visible (decided without importing torch, which the nox process may lack)."""
+    if os.environ.get("GEMLITE_FORCE_CPU"):
+        return False
+    return shutil.which("nvidia-smi") is not None and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+
+
+GPU = _has_gpu()
+# On a GPU machine use its interpreter as is ("none"); elsewhere a fresh virtualenv with CPU wheels.
+GPU_OR_VENV = "none" if GPU else "virtualenv"
+
+
+def _cpu_env(session: nox.Session) -> dict[str, str]:
+    """Install the CPU stack into the session's virtualenv; return the environment for the run."""
+    session.install(CPU_TORCH, CPU_TRITON)
+    session.install("-e", ".[test]")
+    # The interpreter must be chosen before any module with @triton.jit kernels is imported.
+    return {"TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1", "PYTHONHASHSEED": "0"}
+
+
+def _gpu_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT), "TRITON_DEFAULT_FP_FUSION": "1"}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Fast CPU suite (what CI runs): reference and harness unit tests, an interpreter smoke of the
+    kernels, the API and bad-input tests, and the sm_90 compile-only checks."""
+    env = _cpu_env(session)
+    args = session.posargs or ["-q", "-m", "not slow and not gpu"]
+    session.run("python", "-m", "pytest", "suites/unit", "suites/correctness", *args, env=env)
+
+
+@nox.session(venv_backend=GPU_OR_VENV)
+def correctness(session: nox.Session) -> None:
+    """gemlite vs reference for every format and kernel family; writes reports/correctness.md.
+
+    Options after ``--``: ``--profile cpu|gpu|thorough`` (default: by the device found) and
+    ``--gpu h100|h200`` (refuse any other GPU); anything else goes to pytest.
+    """
+    env = _gpu_env() if GPU else _cpu_env(session)
+    session.run("python", "-m", "pytest", "suites/correctness", "-q", "-p", "harness.pytest_plugin",
+                "--correctness-report", "reports/correctness.md", *session.posargs, env=env)
+
+
+@nox.session(venv_backend="none")
+def perf(session: nox.Session) -> None:
+    """Per-GPU performance suite with a regression gate (``-- --gpu h100``); not built yet."""
+    session.error("perf: the performance harness is not built yet (issue: Performance harness)")
+
+
+@nox.session(venv_backend="none")
+def report(session: nox.Session) -> None:
+    """Re-render reports from stored results; not built yet."""
+    session.error("report: arrives with the performance harness")
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Plant known kernel bugs one at a time and show the correctness suite catches each; not built yet."""
+    session.error("mutation: arrives with the correctness harness")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
