@@ -1,0 +1,620 @@
+"""`GemLiteLinear`: a drop-in linear layer whose weight is stored in a low-bit gemlite format.
+
+Life of a layer::
+
+    layer = GemLiteLinear(4, group_size=64, in_features=K, out_features=N)   # what it will hold
+    layer.pack(W_q, scales, zeros, bias)    # validate user tensors -> canonical form -> kernel layout
+    y = layer(x)                            # validate x -> flatten to [M, K] -> gemlite.kernels.matmul
+
+Everything the user hands in is validated here, at the boundary, before any kernel runs; errors name
+the argument and show what was expected and what was given. The layer's behaviour follows from one
+frozen `WeightLayout` (its format spec, sizes, group size, packing word, compute dtype), which is also
+saved as the ``metadata`` buffer, so ``state_dict()`` / ``load_state_dict()`` rebuild the same layer.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import nn
+
+from gemlite.formats import HQQ_BITS, DType, Format, WeightKind, WeightSpec, Zeros
+from gemlite.kernels import MATMUL_TYPES, WeightLayout, interpreter_active, matmul, prepare_weight
+from gemlite.packing import unpack_codes
+
+__all__ = ["GemLiteLinear"]
+
+W_NBITS = (8, 4, 2, 1, 16)
+PACKING_BITWIDTHS = (8, 32)
+INPUT_DTYPES = (DType.FP16, DType.BF16)
+OUTPUT_DTYPES = (DType.FP16, DType.BF16, DType.FP32)
+# Activation dtypes of formats that are planned but not in this release (dynamic INT8/FP8, MX, NVFP4).
+_LATER_INPUT_DTYPES = (
+    DType.INT8,
+    DType.FP8,
+    DType.FP8e5,
+    DType.MXFP16,
+    DType.MXBF16,
+    DType.MXFP8,
+    DType.MXFP4,
+    DType.NVFP4,
+)
+_META_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # scales / zeros / bias
+_BUFFERS = ("W_q", "scales", "zeros", "metadata", "bias")
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks (constructor)
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value, hint: str = "") -> int:
+    if value is None:
+        raise ValueError(f"{name}: required, got None{hint}")
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a positive int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return value
+
+
+def _as_dtype(name: str, value, allowed: tuple[DType, ...]) -> DType:
+    """`value` as a DType (a torch.dtype is accepted too); ValueError when it is not in `allowed`."""
+    if isinstance(value, torch.dtype):
+        value = DType.from_torch(value)
+    if not isinstance(value, DType):
+        raise TypeError(f"{name}: expected a gemlite DType (or torch.dtype), got {type(value).__name__} {value!r}")
+    if name == "input_dtype" and value in _LATER_INPUT_DTYPES:
+        raise NotImplementedError(
+            f"input_dtype: {value.name} activations (dynamic INT8/FP8, MXFP/NVFP4) are planned for a later "
+            f"release of gemlite; this release takes {' or '.join(d.name for d in allowed)} activations"
+        )
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(d.name for d in allowed)}, got {value.name}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks (pack)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, t, device: torch.device) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device} (the device of W_q), got one on {t.device}")
+
+
+def _check_meta_tensor(name: str, t: torch.Tensor, count: int, what: str, device: torch.device) -> torch.Tensor:
+    """Validate a scales/zeros tensor: float dtype, `count` elements, finite. Returns it flattened."""
+    _check_tensor(name, t, device)
+    if t.dtype not in _META_DTYPES:
+        raise TypeError(f"{name}: expected a float16, bfloat16 or float32 tensor, got {t.dtype}")
+    if t.numel() != count:
+        raise ValueError(f"{name}: expected {what} = {count} values (any shape), got {t.numel()} (shape {tuple(t.shape)})")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return t.reshape(-1)
+
+
+def _check_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
+    if bias is None:
+        return None
+    _check_tensor("bias", bias, device)
+    if bias.dtype not in _META_DTYPES:
+        raise TypeError(f"bias: expected a float16, bfloat16 or float32 tensor, got {bias.dtype}")
+    if tuple(bias.shape) != (n,):
+        raise ValueError(f"bias: expected shape ({n},) (out_features), got {tuple(bias.shape)}")
+    if not bool(torch.isfinite(bias).all()):
+        raise ValueError("bias: contains NaN or Inf")
+    return bias.contiguous()
+
+
+def _format_of(spec: WeightSpec) -> Format:
+    """The named Format of a weight spec (weight-only: activations are used as given)."""
+    if spec.kind is WeightKind.FLOAT:
+        name = "A16W16"
+    elif spec.kind is WeightKind.HQQ:
+        name = f"A16W{spec.bits}_HQQ_INT"
+    elif spec.kind is WeightKind.INT8:
+        name = "A16W8_INT8"
+    elif spec.kind is WeightKind.FP8:
+        name = "A16W8_FP8"
+    elif spec.kind is WeightKind.TERNARY:
+        name = "A16W158_INT"
+    else:
+        raise NotImplementedError(f"{spec.kind.name} weights are planned for a later release of gemlite")
+    return Format(name, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# The layer
+# --------------------------------------------------------------------------------------------
+
+
+class GemLiteLinear(nn.Module):
+    """A linear layer ``y = x @ W.T + bias`` with W stored in a gemlite weight format.
+
+    The constructor says what the layer will hold; `pack` gives it the weight. Which format that is
+    follows from ``W_nbits`` and the dtype of the ``W_q`` given to `pack`:
+
+    ========  ==================  =============================================================
+    W_nbits   W_q dtype           format
+    ========  ==================  =============================================================
+    16        fp16 / bf16         A16W16: the weight as is (its dtype must be `input_dtype`)
+    8/4/2/1   uint8               A16W{n}_HQQ_INT: unsigned codes, ``W = (W_q - zeros) * scales``
+    8         int8                A16W8_INT8: channel-wise symmetric, ``W = W_q * scales``
+    8         float8_e4m3fn       A16W8_FP8: channel-wise, ``W = W_q * scales``
+    ========  ==================  =============================================================
+
+    Args:
+        W_nbits: bits per weight code: 8, 4, 2, 1, or 16 for an unquantized fp16/bf16 weight.
+        group_size: inputs (along K, inside one output row) sharing one scale/zero; must divide
+            in_features. None means channel-wise (one group per row, = in_features). Ignored for
+            W_nbits=16; INT8/FP8 weights are always channel-wise.
+        in_features: K, the size of the last dim of x. Required.
+        out_features: N, the size of the last dim of y. Required.
+        input_dtype: activation dtype, DType.FP16 or DType.BF16 (a torch dtype is accepted too).
+        output_dtype: DType.FP16, DType.BF16 or DType.FP32.
+        scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a
+            later release; only False is accepted.
+
+    Raises:
+        ValueError: a missing or non-positive size, W_nbits not in (8, 4, 2, 1, 16), group_size not
+            dividing in_features, an unsupported dtype.
+        TypeError: an argument of the wrong type.
+        NotImplementedError: INT8/FP8/MX activations or scaled_activations=True (a later release).
+
+    Buffers (the state_dict schema, the same before and after `pack`): ``W_q``, ``scales``,
+    ``zeros``, ``metadata`` (the layout as int32) and, when the layer has one, ``bias``.
+    """
+
+    def __init__(
+        self,
+        W_nbits: int = 4,
+        group_size: int | None = 64,
+        in_features: int | None = None,
+        out_features: int | None = None,
+        input_dtype: DType = DType.FP16,
+        output_dtype: DType = DType.FP16,
+        scaled_activations: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(W_nbits, bool) or W_nbits not in W_NBITS:
+            raise ValueError(f"W_nbits: expected one of {W_NBITS} (16 = unquantized weight), got {W_nbits!r}")
+        self.W_nbits = int(W_nbits)
+        self.in_features = _positive_int("in_features", in_features, " (the layer's K)")
+        self.out_features = _positive_int("out_features", out_features, " (the layer's N)")
+        if self.W_nbits == 16 or group_size is None:
+            self.group_size = self.in_features
+        else:
+            g = _positive_int("group_size", group_size)
+            if self.in_features % g != 0:
+                raise ValueError(
+                    f"group_size: must divide in_features={self.in_features} (or be None for channel-wise), "
+                    f"got {g}"
+                )
+            self.group_size = g
+        self.input_dtype = _as_dtype("input_dtype", input_dtype, INPUT_DTYPES)
+        self.output_dtype = _as_dtype("output_dtype", output_dtype, OUTPUT_DTYPES)
+        if not isinstance(scaled_activations, bool):
+            raise TypeError(f"scaled_activations: expected a bool, got {type(scaled_activations).__name__}")
+        if scaled_activations:
+            raise NotImplementedError(
+                "scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a later "
+                "release of gemlite; use scaled_activations=False"
+            )
+        self.scaled_activations = False
+
+        # Placeholders, so a fresh layer has the same state_dict keys as a packed one (generic
+        # loaders such as meta-device initialisation rely on it). `pack` / `load_state_dict` replace them.
+        self.register_buffer("W_q", torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("scales", torch.empty(0, dtype=torch.float32))
+        self.register_buffer("zeros", torch.empty(0, dtype=torch.float32))
+        self.register_buffer("metadata", torch.empty(0, dtype=torch.int32))
+        self.register_buffer("bias", None)
+        # The decoded `metadata` buffer; a Python object (no tensors), so it survives .to(device).
+        self._layout: WeightLayout | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Properties
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def is_packed(self) -> bool:
+        """Whether the layer holds a weight (from `pack` or `load_state_dict`)."""
+        return self._get_layout() is not None
+
+    @property
+    def layout(self) -> WeightLayout:
+        """The `WeightLayout` of the packed weight; RuntimeError before `pack`."""
+        layout = self._get_layout()
+        if layout is None:
+            raise RuntimeError("GemLiteLinear: the layer holds no weight yet; call pack() or load_state_dict() first")
+        return layout
+
+    @property
+    def format(self) -> Format:
+        """The `gemlite.formats.Format` of the packed weight (e.g. ``A16W4_HQQ_INT`` with its group size).
+
+        Raises RuntimeError before `pack`: for W_nbits=8 the format follows from W_q's dtype.
+        """
+        return _format_of(self.layout.spec)
+
+    # ----------------------------------------------------------------------------------------
+    # pack
+    # ----------------------------------------------------------------------------------------
+
+    def pack(
+        self,
+        W_q: torch.Tensor,
+        scales: torch.Tensor | None,
+        zeros: torch.Tensor | int | None,
+        bias: torch.Tensor | None = None,
+        *,
+        packed: bool = False,
+        packing_bitwidth: int | None = None,
+    ) -> GemLiteLinear:
+        """Give the layer its weight; returns self. Calling it again replaces the weight.
+
+        Args:
+            W_q: the weight, ``[N, K]`` (N = out_features, K = in_features):
+                uint8 HQQ codes in ``[0, 2**W_nbits - 1]`` (W_nbits 8/4/2/1); int8 (INT8) or
+                float8_e4m3fn (FP8) for a channel-wise 8-bit weight (W_nbits 8); fp16/bf16 of the
+                activation dtype for W_nbits 16. With ``packed=True``: HQQ codes already packed in
+                GemLite's layout (`gemlite.packing.pack_codes`), ``[N, K // e]`` with
+                ``e = packing_bitwidth // W_nbits`` codes per word along K, least significant bits first,
+                as any integer dtype of the word's width (uint8/int8 for 8-bit words, int32/uint32 for 32).
+            scales: HQQ: ``N * K / group_size`` values in any shape (e.g. HQQ's ``[N*K/g, 1]``), in
+                row-major group order (group ``n * (K // g) + k // g``), fp16/bf16/fp32 (kept).
+                INT8/FP8: N values (fp16/bf16/fp32, stored as fp32). W_nbits 16: None.
+            zeros: HQQ only: a tensor like scales, a Python int in ``[0, 2**W_nbits - 1]`` shared by the
+                whole weight, or None (no zero-point: ``W = W_q * scales``). Otherwise None.
+            bias: ``[N]`` fp16/bf16/fp32, or None.
+            packed: W_q is already packed (see above).
+            packing_bitwidth: word for packed HQQ codes, 8 or 32. None: 32, or with ``packed=True``
+                the width of W_q's dtype. Weights stored unpacked (INT8, FP8, 16-bit) ignore it.
+
+        Raises:
+            TypeError: a tensor of the wrong dtype (or not a tensor).
+            ValueError: wrong shapes or counts, codes or integer zeros out of range, non-finite scales,
+                zeros or bias, tensors on different devices, a group size or shape the kernels cannot run.
+        """
+        n, k = self.out_features, self.in_features
+        if not isinstance(W_q, torch.Tensor):
+            raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
+        if not isinstance(packed, bool):
+            raise TypeError(f"packed: expected a bool, got {type(packed).__name__}")
+        device = W_q.device
+        word_bits = self._word_bits(W_q, packed, packing_bitwidth)
+        if packed:
+            W_q = self._unpack(W_q, word_bits)
+
+        if W_q.dim() != 2 or tuple(W_q.shape) != (n, k):
+            raise ValueError(f"W_q: expected shape [out_features, in_features] = [{n}, {k}], got {tuple(W_q.shape)}")
+        if self.W_nbits == 16:
+            spec, codes, scales, zeros = self._canonical_float(W_q, scales, zeros)
+        elif W_q.dtype == torch.uint8:
+            spec, codes, scales, zeros = self._canonical_hqq(W_q, scales, zeros, device)
+        elif W_q.dtype in (torch.int8, torch.float8_e4m3fn) and self.W_nbits == 8:
+            spec, codes, scales, zeros = self._canonical_channelwise8(W_q, scales, zeros, device)
+        else:
+            expected = "uint8 (HQQ codes)"
+            if self.W_nbits == 8:
+                expected += ", int8 (INT8) or float8_e4m3fn (FP8)"
+            raise TypeError(f"W_q: a W_nbits={self.W_nbits} layer takes {expected}, got {W_q.dtype}")
+        bias = _check_bias(bias, n, device)
+        return self._pack_canonical(spec, codes, scales, zeros, bias, word_bits)
+
+    def _word_bits(self, W_q: torch.Tensor, packed: bool, packing_bitwidth) -> int:
+        if packing_bitwidth is not None and (isinstance(packing_bitwidth, bool) or packing_bitwidth not in PACKING_BITWIDTHS):
+            raise ValueError(f"packing_bitwidth: expected one of {PACKING_BITWIDTHS} or None, got {packing_bitwidth!r}")
+        if not packed:
+            return 32 if packing_bitwidth is None else int(packing_bitwidth)
+        if self.W_nbits == 16:
+            raise ValueError("packed: a W_nbits=16 weight is never packed; use packed=False")
+        if W_q.dtype.is_floating_point or W_q.dtype.is_complex or W_q.dtype == torch.bool:
+            raise TypeError(f"W_q: packed words must have an integer dtype, got {W_q.dtype}")
+        width = W_q.element_size() * 8
+        if width not in PACKING_BITWIDTHS:
+            raise TypeError(f"W_q: packed words must be 8- or 32-bit integers, got {W_q.dtype} ({width}-bit)")
+        if packing_bitwidth is not None and width != packing_bitwidth:
+            raise TypeError(
+                f"W_q: packing_bitwidth={packing_bitwidth} needs {packing_bitwidth}-bit integer words, "
+                f"got {W_q.dtype} ({width}-bit)"
+            )
+        return width
+
+    def _unpack(self, W_q: torch.Tensor, word_bits: int) -> torch.Tensor:
+        """Packed words ``[N, K // e]`` -> uint8 codes ``[N, K]`` (checked against the layer's sizes)."""
+        n, k, bits = self.out_features, self.in_features, self.W_nbits
+        per_word = word_bits // bits
+        if k % per_word != 0:
+            raise ValueError(
+                f"packing_bitwidth: {word_bits}-bit words hold {per_word} {bits}-bit codes, which does not "
+                f"divide in_features={k}"
+            )
+        if W_q.dim() != 2 or tuple(W_q.shape) != (n, k // per_word):
+            raise ValueError(
+                f"W_q: packed {bits}-bit codes in {word_bits}-bit words must have shape "
+                f"[out_features, in_features // {per_word}] = [{n}, {k // per_word}], got {tuple(W_q.shape)}"
+            )
+        words = W_q.contiguous().view(torch.uint8 if word_bits == 8 else torch.int32)
+        return unpack_codes(words, bits, k)
+
+    def _canonical_float(self, W_q, scales, zeros):
+        if W_q.dtype != self.input_dtype.torch_dtype:
+            raise TypeError(
+                f"W_q: a W_nbits=16 weight must have the activation dtype {self.input_dtype.torch_dtype} "
+                f"(input_dtype={self.input_dtype.name}), got {W_q.dtype}"
+            )
+        if scales is not None:
+            raise ValueError(f"scales: a W_nbits=16 weight takes no scales, got {type(scales).__name__}")
+        if zeros is not None:
+            raise ValueError(f"zeros: a W_nbits=16 weight takes no zeros, got {type(zeros).__name__}")
+        if not bool(torch.isfinite(W_q).all()):
+            raise ValueError("W_q: the 16-bit weight contains NaN or Inf")
+        return WeightSpec(WeightKind.FLOAT, 16), W_q.contiguous(), None, None
+
+    def _canonical_hqq(self, W_q, scales, zeros, device):
+        n, k, g, bits = self.out_features, self.in_features, self.group_size, self.W_nbits
+        max_code = (1 << bits) - 1
+        top = int(W_q.max())
+        if top > max_code:
+            raise ValueError(f"W_q: {bits}-bit codes must lie in [0, {max_code}], got a maximum of {top}")
+        count, what = n * (k // g), f"N * K / group_size = {n} * {k} / {g}"
+        if g == k:
+            what = f"N = {n} (channel-wise: group_size = in_features)"
+        if scales is None:
+            raise ValueError(f"scales: {bits}-bit HQQ codes need scales ({what} values), got None")
+        scales = _check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)
+        if zeros is None:
+            zero_mode = Zeros.NONE
+        elif isinstance(zeros, torch.Tensor):
+            zeros = _check_meta_tensor("zeros", zeros, count, what, device).reshape(n, k // g)
+            zero_mode = Zeros.FLOAT
+        elif isinstance(zeros, bool):
+            raise TypeError(f"zeros: expected a tensor, an int or None, got {zeros!r}")
+        else:
+            try:
+                zeros = operator.index(zeros)
+            except TypeError:
+                raise TypeError(
+                    f"zeros: expected a tensor, an int or None, got {type(zeros).__name__} {zeros!r}"
+                ) from None
+            if not 0 <= zeros <= max_code:
+                raise ValueError(f"zeros: an integer zero of {bits}-bit codes must lie in [0, {max_code}], got {zeros}")
+            zero_mode = Zeros.INT
+        spec = WeightSpec(WeightKind.HQQ, bits, group_size=None if g == k else g, zeros=zero_mode)
+        return spec, W_q.contiguous(), scales.contiguous(), zeros
+
+    def _canonical_channelwise8(self, W_q, scales, zeros, device):
+        n, k = self.out_features, self.in_features
+        kind = WeightKind.INT8 if W_q.dtype == torch.int8 else WeightKind.FP8
+        if self.group_size != k:
+            raise ValueError(
+                f"group_size: {kind.name} weights are channel-wise; construct the layer with group_size=None "
+                f"(or in_features={k}), got {self.group_size}"
+            )
+        if zeros is not None:
+            raise ValueError(f"zeros: {kind.name} weights are symmetric and take no zeros, got {type(zeros).__name__}")
+        if kind is WeightKind.FP8 and bool(torch.isnan(W_q.float()).any()):
+            raise ValueError("W_q: the float8_e4m3fn weight contains NaN")
+        if scales is None:
+            raise ValueError(f"scales: {kind.name} weights need one scale per output channel (N = {n} values), got None")
+        scales = _check_meta_tensor("scales", scales, n, f"N = {n}", device)
+        return WeightSpec(kind, 8), W_q.contiguous(), scales.reshape(n, 1).float().contiguous(), None
+
+    def _pack_ternary(self, weight_t: torch.Tensor, weight_scale, bias: torch.Tensor | None) -> GemLiteLinear:
+        """Pack a BitNet b1.58 weight: ``W = weight_t * weight_scale``, weight_t in {-1, 0, 1} ``[N, K]``.
+
+        Used by `gemlite.helper.A16W158_INT`: stored as 2-bit codes ``weight_t + 1`` with the integer
+        zero 1 and the scale repeated per output channel (fp32). The layer must be W_nbits=2 and
+        channel-wise.
+
+        Raises:
+            TypeError / ValueError: as `pack`, plus values of weight_t outside {-1, 0, 1}, a non-finite
+                or non-scalar weight_scale.
+        """
+        n, k = self.out_features, self.in_features
+        if self.W_nbits != 2 or self.group_size != k:
+            raise ValueError(
+                f"W_nbits/group_size: ternary weights need a W_nbits=2 channel-wise layer, got W_nbits={self.W_nbits}, "
+                f"group_size={self.group_size}"
+            )
+        if not isinstance(weight_t, torch.Tensor):
+            raise TypeError(f"weight: expected a torch.Tensor, got {type(weight_t).__name__}")
+        if weight_t.dtype.is_complex or weight_t.dtype == torch.bool:
+            raise TypeError(f"weight: expected a real tensor with values in {{-1, 0, 1}}, got {weight_t.dtype}")
+        if tuple(weight_t.shape) != (n, k):
+            raise ValueError(f"weight: expected shape [{n}, {k}], got {tuple(weight_t.shape)}")
+        ternary = (weight_t == -1) | (weight_t == 0) | (weight_t == 1)
+        if not bool(ternary.all()):
+            bad = weight_t[~ternary].flatten()[0].item()
+            raise ValueError(f"weight: ternary weights take values in {{-1, 0, 1}}, got {bad}")
+        if isinstance(weight_scale, torch.Tensor):
+            if weight_scale.numel() != 1 or weight_scale.dtype.is_complex:
+                raise ValueError(
+                    f"weight_scale: expected one real number, got a tensor of shape {tuple(weight_scale.shape)}"
+                )
+            weight_scale = float(weight_scale.item())
+        elif isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)):
+            raise TypeError(f"weight_scale: expected a float or a 1-element tensor, got {type(weight_scale).__name__}")
+        if not torch.isfinite(torch.tensor(float(weight_scale))):
+            raise ValueError(f"weight_scale: expected a finite number, got {weight_scale}")
+        device = weight_t.device
+        bias = _check_bias(bias, n, device)
+        codes = (weight_t.to(torch.int16) + 1).to(torch.uint8).contiguous()
+        scales = torch.full((n, 1), float(weight_scale), dtype=torch.float32, device=device)
+        spec = WeightSpec(WeightKind.TERNARY, 2, zeros=Zeros.INT)
+        return self._pack_canonical(spec, codes, scales, 1, bias, 32)
+
+    def _pack_canonical(self, spec, codes, scales, zeros, bias, word_bits: int) -> GemLiteLinear:
+        """Hand validated canonical tensors to the kernels' `prepare_weight` and keep what it returns."""
+        layout, tensors = prepare_weight(
+            spec, codes, scales, zeros, compute_dtype=self.input_dtype.torch_dtype, word_bits=word_bits
+        )
+        self.W_q = tensors["W_q"]
+        self.scales = tensors["scales"]
+        self.zeros = tensors["zeros"]
+        self.metadata = layout.to_metadata().to(codes.device)
+        self.bias = bias
+        self._layout = layout
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    # forward
+    # ----------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = x @ W.T + bias``, the kernel family chosen from M (see `gemlite.dispatch`).
+
+        Args:
+            x: ``[..., in_features]`` of `input_dtype`, on the weight's device. Any leading dims
+                (flattened to M rows and restored); non-contiguous input is copied.
+
+        Returns:
+            ``[..., out_features]`` of `output_dtype` (empty when x has no rows).
+
+        Raises:
+            RuntimeError: the layer has no weight yet, or the tensors are on the CPU and the Triton
+                interpreter is off (the kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before
+                importing gemlite).
+            TypeError: x is not a tensor of `input_dtype`.
+            ValueError: x's last dim is not in_features, or x is on another device than the weight.
+        """
+        return self._forward(x, None)
+
+    def forward_manual(self, x: torch.Tensor, matmul_type: str) -> torch.Tensor:
+        """`forward` through one kernel family, e.g. to test or time it.
+
+        Args:
+            x: as in `forward`.
+            matmul_type: one of ``"GEMV"``, ``"GEMV_REVSPLITK"``, ``"GEMV_SPLITK"``, ``"GEMM_SPLITK"``, ``"GEMM"``.
+
+        Raises:
+            ValueError: an unknown matmul_type; otherwise as `forward`.
+        """
+        if not isinstance(matmul_type, str) or matmul_type not in MATMUL_TYPES:
+            raise ValueError(f"matmul_type: expected one of {', '.join(MATMUL_TYPES)}, got {matmul_type!r}")
+        return self._forward(x, matmul_type)
+
+    def _forward(self, x: torch.Tensor, matmul_type: str | None) -> torch.Tensor:
+        layout = self._get_layout()
+        if layout is None:
+            raise RuntimeError(
+                "GemLiteLinear: forward() called before the layer holds a weight; call pack() or load_state_dict() first"
+            )
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != self.input_dtype.torch_dtype:
+            raise TypeError(
+                f"x: expected dtype {self.input_dtype.torch_dtype} (input_dtype={self.input_dtype.name}), got {x.dtype}"
+            )
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}")
+        if x.device != self.W_q.device:
+            raise ValueError(f"x: expected a tensor on {self.W_q.device} (the layer's device), got one on {x.device}")
+        if x.device.type == "cpu" and not interpreter_active():
+            raise RuntimeError(
+                "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's kernels "
+                "need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU (slowly), "
+                "TRITON_INTERPRET=1 set in the environment before importing gemlite"
+            )
+        out_shape = (*x.shape[:-1], self.out_features)
+        out_dtype = self.output_dtype.torch_dtype
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return torch.empty(out_shape, dtype=out_dtype, device=x.device)
+        y = matmul(
+            x2.contiguous(), self.W_q, self.scales, self.zeros, self.bias, layout, out_dtype, matmul_type=matmul_type
+        )
+        return y.view(out_shape)
+
+    # ----------------------------------------------------------------------------------------
+    # nn.Module hygiene: layout cache, state_dict loading, dtype-preserving .to()
+    # ----------------------------------------------------------------------------------------
+
+    def _get_layout(self) -> WeightLayout | None:
+        """The layout, decoded once from the metadata buffer if it was loaded without being decoded
+        (e.g. a meta-device module materialised after load). None before pack."""
+        if self._layout is None and self.metadata.numel() > 0 and self.metadata.device.type != "meta":
+            self._layout = self._decode_layout(self.metadata)
+        return self._layout
+
+    def _decode_layout(self, metadata: torch.Tensor) -> WeightLayout:
+        """Decode a metadata buffer and check it fits this layer's constructor arguments (ValueError)."""
+        layout = WeightLayout.from_metadata(metadata.cpu())
+        spec = layout.spec
+        found = {
+            "in_features": layout.in_features,
+            "out_features": layout.out_features,
+            "W_nbits": spec.bits,
+            "input_dtype": DType.from_torch(layout.compute_dtype),
+        }
+        expected = {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "W_nbits": self.W_nbits,
+            "input_dtype": self.input_dtype,
+        }
+        if spec.kind is not WeightKind.FLOAT:
+            found["group_size"] = layout.group_size
+            expected["group_size"] = self.group_size
+        diff = [f"{key}={found[key]} (layer: {expected[key]})" for key in expected if found[key] != expected[key]]
+        if diff:
+            raise ValueError(
+                f"metadata: the saved weight does not fit this layer: {', '.join(diff)}; build the layer with the "
+                "constructor arguments of the saved one"
+            )
+        return layout
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # The saved tensors' shapes and dtypes depend on the format, so our placeholders cannot hold
+        # them: re-create each buffer with the saved shape/dtype (on our device) and let nn.Module copy
+        # (or assign) into it, which keeps strict / assign / missing-key handling standard.
+        loading_weight = isinstance(state_dict.get(prefix + "metadata"), torch.Tensor)
+        device = self.metadata.device
+        for name in _BUFFERS:
+            saved = state_dict.get(prefix + name)
+            if isinstance(saved, torch.Tensor):
+                self._buffers[name] = torch.empty_like(saved, device=device)
+            elif name == "bias" and loading_weight:
+                self._buffers["bias"] = None  # the saved layer had no bias
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if loading_weight:
+            self._layout = None
+            try:
+                self._get_layout()
+            except (ValueError, TypeError, KeyError) as e:
+                error_msgs.append(f"While loading {prefix or 'the GemLiteLinear'}: {e}")
+
+    def _apply(self, fn, recurse: bool = True):
+        # .half() / .to(torch.bfloat16) would convert the float buffers (fp32 INT8 scales, the 16-bit
+        # weight, ...) to a dtype the layout does not describe. A gemlite layer keeps its storage
+        # dtypes: only device moves apply.
+        def keep_dtype(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            if isinstance(out, torch.Tensor) and out.dtype != t.dtype:
+                out = t.to(device=out.device)
+            return out
+
+        return super()._apply(keep_dtype, recurse)
+
+    def extra_repr(self) -> str:
+        layout = self._get_layout()
+        what = f"format={_format_of(layout.spec).label}" if layout is not None else f"W_nbits={self.W_nbits}, group_size={self.group_size}, not packed"
+        return (
+            f"{what}, in_features={self.in_features}, out_features={self.out_features}, "
+            f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}, bias={self.bias is not None}"
+        )

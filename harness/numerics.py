@@ -1,0 +1,537 @@
+"""When is a kernel output right? The element-wise error bound, exact comparisons, and report figures.
+
+A kernel is judged against the float64 golden ``y*`` computed by ``reference`` from the *same* quantized
+operands (same codes, scales, zeros): quantization error is therefore not part of the tolerance, and what
+is left is rounding inside the kernel, which can be bounded element by element (DESIGN.md, "Numerics")::
+
+    |y - y*| <= c * ( u_out * |y*| + eta_out
+                      + (u_deq + K * u_acc) * sum_k |x_k| * |W_k|  +  eta_deq * sum_k |x_k| )
+
+* ``u_out``: unit roundoff of the output dtype (one rounding when the fp32 result is cast).
+* ``u_deq``: unit roundoff of the dtype the weights are dequantized to (the compute / tensor-core dtype,
+  fp16 or bf16): ``(q - z) * s`` is computed in fp32 and rounded once to it.
+* ``u_acc``: unit roundoff of the accumulator (fp32): a sum of K products computed in any order has a
+  relative error of at most ``gamma_K ~= K * u_acc`` of ``sum_k |x_k W_k|`` (Higham, Accuracy and
+  Stability of Numerical Algorithms, 2nd ed., eq. 3.5). fp16 x fp16 and bf16 x bf16 products are exact in
+  fp32, so only the additions round.
+* ``eta_out`` / ``eta_deq``: half the subnormal spacing of the output / compute dtype. A relative bound
+  says nothing when a value underflows (a dequantized weight of 1e-6 in fp16 is subnormal and keeps
+  only an absolute accuracy of 2**-25), so each rounding is ``u * |v| + eta``.
+* The bias (``b``, added once in the epilogue) is folded in by treating it as one more product term:
+  ``sum_k |x_k W_k|`` above is computed as ``sum_k |x_k W_k| + |b|`` (`magnitude`).
+
+The safety factor ``c`` (`SAFETY`) is 4:
+
+* a factor 2 because Hopper tensor cores accumulate in fp32 by truncation, not round-to-nearest, so
+  each addition may lose up to a whole ulp (``2 * u_acc``), not half an ulp;
+* another factor 2 for the second-order and lower-order terms the formula leaves out: ``gamma_K`` vs
+  ``K * u``, the ``(1 + u_out)`` on the inner error, the fp32 roundings of ``q - z`` and of ``* s``
+  during dequantization, the bias addition, a split-K partial reduction.
+
+Anything a real bug produces (a wrong group index, a dropped bias, fp16 accumulation over large K, a
+skipped K tail) is orders of magnitude above this bound at the shapes the suite draws; the mutation
+session (`harness.mutation`) is the proof.
+
+Pack/unpack, codes and scales are not rounded anywhere and are compared exactly (`exact_diff`,
+`assert_exact`). For reports, `compare_output` also computes aggregate figures a human reads quickly:
+the worst bound ratio, the max relative error (normalised by ``max |y*|``), the mean absolute error and
+the SQNR in dB against the golden and against the unquantized float product.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+#: The safety factor ``c`` of the bound; see the module docstring for why 4.
+SAFETY = 4.0
+
+#: How many of the worst elements a failure message lists.
+WORST_SHOWN = 8
+
+_FLOAT_DTYPES = (
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
+)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """The unit roundoff ``u = 2**-p`` (half the machine epsilon) of a floating-point dtype.
+
+    dtype: a torch floating-point dtype (fp64, fp32, fp16, bf16, fp8 e4m3fn / e5m2).
+    Returns 2**-53, 2**-24, 2**-11, 2**-8, 2**-4, 2**-3 respectively.
+    Raises TypeError for non-float dtypes.
+    """
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected a floating-point dtype ({_names(_FLOAT_DTYPES)}), got {dtype}")
+    return torch.finfo(dtype).eps / 2
+
+
+def underflow_unit(dtype: torch.dtype) -> float:
+    """Half the subnormal spacing of a float dtype: the absolute error of rounding a tiny value to it.
+
+    dtype: as for `unit_roundoff`. fp16: 2**-25, bf16: 2**-134, fp32: 2**-150.
+    """
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected a floating-point dtype ({_names(_FLOAT_DTYPES)}), got {dtype}")
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps / 2
+
+
+def _names(dtypes) -> str:
+    return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+def _u_label(dtype: torch.dtype) -> str:
+    return f"2^{round(math.log2(unit_roundoff(dtype)))} ({str(dtype).removeprefix('torch.')})"
+
+
+# --------------------------------------------------------------------------------------------
+# The bound
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtypes one kernel run rounds in, which fix the constants of the bound.
+
+    out_dtype: the dtype of the kernel output (fp16, bf16 or fp32).
+    compute_dtype: the dtype weights are dequantized to before the dot (fp16 or bf16: the activation dtype).
+    acc_dtype: the accumulator dtype (fp32 for every weight-only format).
+    safety: the factor ``c`` (default `SAFETY`).
+    """
+
+    out_dtype: torch.dtype
+    compute_dtype: torch.dtype
+    acc_dtype: torch.dtype = torch.float32
+    safety: float = SAFETY
+
+    def __post_init__(self) -> None:
+        for name in ("out_dtype", "compute_dtype", "acc_dtype"):
+            dtype = getattr(self, name)
+            if dtype not in _FLOAT_DTYPES:
+                raise TypeError(f"{name}: expected a floating-point dtype ({_names(_FLOAT_DTYPES)}), got {dtype}")
+        if not (1.0 <= self.safety <= 16.0):
+            raise ValueError(f"safety: expected a small factor in [1, 16], got {self.safety}")
+
+    @property
+    def u_out(self) -> float:
+        return unit_roundoff(self.out_dtype)
+
+    @property
+    def u_deq(self) -> float:
+        return unit_roundoff(self.compute_dtype)
+
+    @property
+    def u_acc(self) -> float:
+        return unit_roundoff(self.acc_dtype)
+
+    def describe(self, K: int) -> str:
+        """The bound in words, with its constants: what a failure message prints."""
+        return (
+            f"|y - y*| <= {self.safety:g} * (u_out*|y*| + eta_out + (u_deq + K*u_acc) * sum_k|x_k W_k| "
+            f"+ eta_deq * sum_k|x_k|) with u_out={_u_label(self.out_dtype)}, u_deq={_u_label(self.compute_dtype)}, "
+            f"u_acc={_u_label(self.acc_dtype)}, K={K} (sum_k|x_k W_k| includes |bias|)"
+        )
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Everything the bound needs from the golden side, all float64 and on one device.
+
+    y: the golden output ``y*`` [M, N] (``reference.linear`` in float64).
+    magnitude: ``sum_k |x_k| |W_k| + |b|`` [M, N].
+    x_abs_sum: ``sum_k |x_k|`` [M, 1].
+    K: the reduction length.
+    y_float: the UNQUANTIZED float product ``x @ W_float.T + b`` [M, N], or None when there is no float
+        weight the quantized one came from.
+    """
+
+    y: torch.Tensor
+    magnitude: torch.Tensor
+    x_abs_sum: torch.Tensor
+    K: int
+    y_float: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("y", "magnitude", "x_abs_sum", "y_float"):
+            t = getattr(self, name)
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float64 or t.dim() != 2:
+                raise TypeError(f"{name}: expected a 2-D float64 tensor, got {_describe(t)}")
+        if self.magnitude.shape != self.y.shape:
+            raise ValueError(f"magnitude: expected shape {tuple(self.y.shape)}, got {tuple(self.magnitude.shape)}")
+        if self.x_abs_sum.shape != (self.y.shape[0], 1):
+            raise ValueError(f"x_abs_sum: expected shape ({self.y.shape[0]}, 1), got {tuple(self.x_abs_sum.shape)}")
+        if self.y_float is not None and self.y_float.shape != self.y.shape:
+            raise ValueError(f"y_float: expected shape {tuple(self.y.shape)}, got {tuple(self.y_float.shape)}")
+        if self.K < 1:
+            raise ValueError(f"K: expected a positive reduction length, got {self.K}")
+
+
+def golden_from_dequantized(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    y: torch.Tensor | None = None,
+    W_float: torch.Tensor | None = None,
+) -> Golden:
+    """Build a `Golden` from the activations and the DEQUANTIZED weight (both taken exactly in float64).
+
+    x: [M, K] activations as the kernel sees them (fp16/bf16/fp32; converted exactly to float64).
+    W: [N, K] dequantized weight (``reference.dequantize_weight``, float64).
+    bias: [N] or None.
+    y: the golden output if already computed (``reference.linear``); else ``x @ W.T + b`` in float64.
+    W_float: [N, K] the float weight before quantization, for the SQNR against the unquantized product.
+    Raises ValueError on shape mismatches.
+    """
+    if x.dim() != 2 or W.dim() != 2 or x.shape[1] != W.shape[1]:
+        raise ValueError(f"x, W: expected [M, K] and [N, K], got {tuple(x.shape)} and {tuple(W.shape)}")
+    N = W.shape[0]
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
+    x64 = x.to(torch.float64)
+    W64 = W.to(device=x.device, dtype=torch.float64)
+    b64 = None if bias is None else bias.to(device=x.device, dtype=torch.float64)
+    magnitude = x64.abs() @ W64.abs().T
+    if y is None:
+        y = x64 @ W64.T
+        if b64 is not None:
+            y = y + b64
+    if b64 is not None:
+        magnitude = magnitude + b64.abs()
+    y_float = None
+    if W_float is not None:
+        y_float = x64 @ W_float.to(device=x.device, dtype=torch.float64).T
+        if b64 is not None:
+            y_float = y_float + b64
+    return Golden(
+        y=y.to(torch.float64),
+        magnitude=magnitude,
+        x_abs_sum=x64.abs().sum(dim=1, keepdim=True),
+        K=x.shape[1],
+        y_float=y_float,
+    )
+
+
+def error_bound(golden: Golden, precision: Precision) -> torch.Tensor:
+    """The element-wise bound [M, N] (float64) of the module docstring."""
+    p = precision
+    inner = (p.u_deq + golden.K * p.u_acc) * golden.magnitude + underflow_unit(p.compute_dtype) * golden.x_abs_sum
+    return p.safety * (p.u_out * golden.y.abs() + underflow_unit(p.out_dtype) + inner)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing one output
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorstElement:
+    """One badly-off output element, as a failure message lists it."""
+
+    index: tuple[int, int]
+    y: float
+    y_star: float
+    error: float
+    bound: float
+
+    @property
+    def ratio(self) -> float:
+        return _ratio(self.error, self.bound)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one kernel output and the aggregate figures the report shows.
+
+    n_elements / n_failed / n_nonfinite: element counts (nonfinite: NaN/Inf in y where the golden,
+        rounded to the output dtype, is finite; these are counted in n_failed too).
+    bound_ratio: max |y - y*| / bound over finite elements (<= 1 passes); inf if any non-finite failure.
+    max_rel_error: max |y - y*| / max |y*| (normalised by the largest golden magnitude).
+    mae: mean |y - y*|.
+    sqnr_golden_db: 20 log10(||y*|| / ||y - y*||); inf when y equals the golden exactly.
+    sqnr_float_db: the same against the unquantized float product, or None when not available.
+    worst: the worst elements, by bound ratio.
+    """
+
+    n_elements: int
+    n_failed: int
+    n_nonfinite: int
+    bound_ratio: float
+    max_rel_error: float
+    mae: float
+    sqnr_golden_db: float
+    sqnr_float_db: float | None
+    worst: tuple[WorstElement, ...]
+    precision: Precision
+    K: int
+    repro: str | None = None
+    context: str = ""
+    nonfinite_examples: tuple[WorstElement, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.n_failed == 0
+
+    def message(self) -> str:
+        """A multi-line failure (or success) report: the bound, the worst elements, the reproducer."""
+        lines = []
+        verdict = "within" if self.ok else "OUTSIDE"
+        head = f"kernel output {verdict} the error bound"
+        if self.context:
+            head += f" [{self.context}]"
+        lines.append(
+            f"{head}: {self.n_failed} of {self.n_elements} elements fail, worst bound ratio "
+            f"{self.bound_ratio:.3g}, max rel error {self.max_rel_error:.3g}, SQNR vs golden "
+            f"{_db(self.sqnr_golden_db)}"
+        )
+        lines.append("bound: " + self.precision.describe(self.K))
+        if self.nonfinite_examples:
+            lines.append(f"non-finite outputs where the golden is finite: {self.n_nonfinite}")
+            lines.extend(_table(self.nonfinite_examples))
+        if self.worst:
+            lines.append("worst elements (by |y - y*| / bound):")
+            lines.extend(_table(self.worst))
+        if self.repro:
+            lines.append(f"reproduce: {self.repro}")
+        return "\n".join(lines)
+
+
+def _db(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return "inf dB" if math.isinf(v) else f"{v:.1f} dB"
+
+
+def _table(rows) -> list[str]:
+    out = [f"  {'(m, n)':>12} {'y':>13} {'y*':>13} {'|y-y*|':>11} {'bound':>11} {'ratio':>9}"]
+    for w in rows:
+        out.append(
+            f"  {str(w.index):>12} {w.y:>13.6g} {w.y_star:>13.6g} {w.error:>11.4g} {w.bound:>11.4g} {w.ratio:>9.3g}"
+        )
+    return out
+
+
+def _ratio(error: float, bound: float) -> float:
+    if error == 0:
+        return 0.0
+    if bound == 0 or math.isnan(error):
+        return math.inf
+    return error / bound
+
+
+def _sqnr_db(signal: torch.Tensor, noise: torch.Tensor) -> float:
+    s = float(torch.linalg.vector_norm(signal))
+    n = float(torch.linalg.vector_norm(noise))
+    if n == 0:
+        return math.inf
+    if s == 0:
+        return -math.inf
+    return 20 * math.log10(s / n)
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB: 20 log10(||reference|| / ||approx - reference||).
+
+    Both tensors are compared in float64; inf when they are equal, -inf when the reference is all zero
+    and approx is not. Raises ValueError on a shape mismatch.
+    """
+    if reference.shape != approx.shape:
+        raise ValueError(f"approx: expected shape {tuple(reference.shape)}, got {tuple(approx.shape)}")
+    r = reference.to(torch.float64)
+    return _sqnr_db(r, approx.to(device=r.device, dtype=torch.float64) - r)
+
+
+def compare_output(
+    y: torch.Tensor,
+    golden: Golden,
+    precision: Precision,
+    *,
+    repro: str | None = None,
+    context: str = "",
+) -> Comparison:
+    """Judge a kernel output against the golden under the bound; never raises on a bad output.
+
+    y: [M, N] kernel output, any float dtype (normally precision.out_dtype).
+    golden: the float64 golden side (`golden_from_dequantized`).
+    precision: the dtypes of the run.
+    repro: the one-line reproducer a failure message prints.
+    context: a short label (format, family) for the message.
+    Raises ValueError if y's shape differs from the golden's, TypeError if y is not floating point.
+    """
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError(f"y: expected a floating-point tensor, got {_describe(y)}")
+    if tuple(y.shape) != tuple(golden.y.shape):
+        raise ValueError(f"y: expected shape {tuple(golden.y.shape)} (the golden's), got {tuple(y.shape)}")
+    y64 = y.detach().to(device=golden.y.device, dtype=torch.float64)
+    y_star = golden.y
+    bound = error_bound(golden, precision)
+
+    # The golden as the output dtype can hold it: where it overflows (strategies avoid this), the
+    # right answer is that infinity; elsewhere any NaN/Inf in y is a failure.
+    y_star_out = y_star.to(precision.out_dtype).to(torch.float64)
+    golden_inf = torch.isinf(y_star_out)
+    y_finite = torch.isfinite(y64)
+    nonfinite = ~y_finite & ~golden_inf
+    inf_wrong = golden_inf & (y64 != y_star_out) & ~((y64 - y_star).abs() <= bound)
+
+    err = (y64 - y_star).abs()
+    err_finite = torch.where(y_finite, err, torch.zeros_like(err))
+    ratio = torch.where(
+        err_finite == 0,
+        torch.zeros_like(err_finite),
+        err_finite / bound.clamp_min(torch.finfo(torch.float64).tiny),
+    )
+    ratio = torch.where(golden_inf, torch.zeros_like(ratio), ratio)
+    over = (ratio > 1.0) & y_finite
+    failed = over | nonfinite | inf_wrong
+
+    n_nonfinite = int(nonfinite.sum())
+    n_failed = int(failed.sum())
+    bound_ratio = float(ratio.max()) if ratio.numel() else 0.0
+    if n_nonfinite or int(inf_wrong.sum()):
+        bound_ratio = math.inf
+
+    scale = float(y_star.abs().max()) if y_star.numel() else 0.0
+    max_err = float(err_finite.max()) if err.numel() else 0.0
+    max_rel = max_err / scale if scale > 0 else (0.0 if max_err == 0 else math.inf)
+    if n_nonfinite:
+        max_rel = math.inf
+    mae = float(err.mean()) if err.numel() else 0.0
+
+    worst = _worst(ratio, y64, y_star, err, bound, WORST_SHOWN)
+    nonfinite_examples = _pick(nonfinite | inf_wrong, y64, y_star, err, bound, WORST_SHOWN)
+    sqnr_float = None
+    if golden.y_float is not None:
+        sqnr_float = _sqnr_db(golden.y_float, y64 - golden.y_float)
+    return Comparison(
+        n_elements=y_star.numel(),
+        n_failed=n_failed,
+        n_nonfinite=n_nonfinite,
+        bound_ratio=bound_ratio,
+        max_rel_error=max_rel,
+        mae=mae,
+        sqnr_golden_db=_sqnr_db(y_star, y64 - y_star),
+        sqnr_float_db=sqnr_float,
+        worst=worst,
+        precision=precision,
+        K=golden.K,
+        repro=repro,
+        context=context,
+        nonfinite_examples=nonfinite_examples,
+    )
+
+
+def _worst(ratio, y, y_star, err, bound, k) -> tuple[WorstElement, ...]:
+    if ratio.numel() == 0:
+        return ()
+    flat = ratio.flatten()
+    k = min(k, flat.numel())
+    vals, idx = torch.topk(flat, k)
+    N = ratio.shape[1]
+    out = []
+    for v, i in zip(vals.tolist(), idx.tolist()):
+        if v <= 0:
+            break
+        m, n = divmod(i, N)
+        out.append(WorstElement((m, n), float(y[m, n]), float(y_star[m, n]), float(err[m, n]), float(bound[m, n])))
+    return tuple(out)
+
+
+def _pick(mask, y, y_star, err, bound, k) -> tuple[WorstElement, ...]:
+    pos = mask.nonzero()[:k].tolist()
+    return tuple(
+        WorstElement((m, n), float(y[m, n]), float(y_star[m, n]), float(err[m, n]), float(bound[m, n])) for m, n in pos
+    )
+
+
+def check_output(
+    y: torch.Tensor,
+    golden: Golden,
+    precision: Precision,
+    *,
+    repro: str | None = None,
+    context: str = "",
+) -> Comparison:
+    """`compare_output`, raising AssertionError with `Comparison.message` when the bound is broken."""
+    result = compare_output(y, golden, precision, repro=repro, context=context)
+    if not result.ok:
+        raise AssertionError(result.message())
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Exact comparisons: codes, packed words, scales
+# --------------------------------------------------------------------------------------------
+
+_BITS_VIEW = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float8_e4m3fn: torch.uint8,
+    torch.float8_e5m2: torch.uint8,
+}
+
+
+def exact_diff(actual: torch.Tensor, expected: torch.Tensor, *, what: str = "tensor", shown: int = 8) -> str | None:
+    """None when `actual` equals `expected` exactly, else a summary of the difference.
+
+    Equality is bitwise: same dtype, same shape, same bits (so -0.0 differs from 0.0 and NaNs with the
+    same payload are equal), which is what codes, packed words and stored scales must satisfy.
+    actual, expected: tensors of any dtype (compared on the CPU).
+    what: a name for the message ("packed W_q", "scales").
+    shown: how many mismatching elements to list.
+    """
+    if not isinstance(actual, torch.Tensor) or not isinstance(expected, torch.Tensor):
+        raise TypeError(f"{what}: expected two tensors, got {_describe(actual)} and {_describe(expected)}")
+    if actual.dtype != expected.dtype:
+        return f"{what}: dtype {actual.dtype} != expected {expected.dtype}"
+    if actual.shape != expected.shape:
+        return f"{what}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"
+    a = actual.detach().cpu()
+    e = expected.detach().cpu()
+    view = _BITS_VIEW.get(a.dtype)
+    a_bits = a.contiguous().view(view) if view is not None else a
+    e_bits = e.contiguous().view(view) if view is not None else e
+    if a_bits.dtype == torch.bool:
+        mismatch = a_bits != e_bits
+    else:
+        mismatch = a_bits.to(torch.int64) != e_bits.to(torch.int64)
+    n = int(mismatch.sum())
+    if n == 0:
+        return None
+    lines = [f"{what}: {n} of {a.numel()} elements differ ({100.0 * n / max(a.numel(), 1):.3g}%)"]
+    hexed = not a.is_floating_point() and a.dtype != torch.bool
+    for index in mismatch.nonzero()[:shown].tolist():
+        ix = tuple(index)
+        av, ev = a[ix].item(), e[ix].item()
+        if hexed:
+            width = a.element_size() * 2
+            mask = (1 << (8 * a.element_size())) - 1
+            lines.append(f"  {ix}: {av} (0x{av & mask:0{width}x}) != expected {ev} (0x{ev & mask:0{width}x})")
+        else:
+            lines.append(f"  {ix}: {av!r} != expected {ev!r}")
+    return "\n".join(lines)
+
+
+def assert_exact(actual: torch.Tensor, expected: torch.Tensor, *, what: str = "tensor") -> None:
+    """Raise AssertionError with `exact_diff`'s summary unless the tensors are bitwise equal."""
+    diff = exact_diff(actual, expected, what=what)
+    if diff is not None:
+        raise AssertionError(diff)
+
+
+def _describe(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"tensor(shape={tuple(v.shape)}, dtype={v.dtype})"
+    return type(v).__name__

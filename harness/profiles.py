@@ -1,0 +1,123 @@
+"""Correctness profiles: how many cases the suite draws, how large, and how hypothesis runs them.
+
+A profile is chosen once per pytest process (by `harness.pytest_plugin`, from ``--correctness-profile``
+or the device found) and read back with `current()`:
+
+=========  ======================================================================================
+quick      the fast CPU subset (``nox -s tests``, plain ``pytest``, the mutation session): a few
+           derandomized examples per format x kernel family, interpreter-sized shapes.
+cpu        ``nox -s correctness`` on a CPU machine: the same shapes, more examples (~10 min on 2 cores).
+gpu        ``nox -s correctness`` on a GPU: real shapes (K, N up to 8192, M up to 4096), derandomized.
+thorough   nightly: many more examples, random (not derandomized), failures shrunk to a minimal case.
+=========  ======================================================================================
+
+Shapes stay small under the Triton interpreter because every program of the grid runs in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, Phase, settings
+
+#: GemLite's autotune M buckets: a layer picks its config by the next bucket >= M (notes §4).
+M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much and how large the correctness suite draws.
+
+    name: the profile's name (a key of PROFILES).
+    examples: hypothesis max_examples per test (one test = one format x one kernel family).
+    max_M, max_K, max_N: the largest batch, reduction and output sizes drawn.
+    large_sizes: extra "real model" sizes K and N may take (GPU profiles), each clipped to max_K/max_N.
+    derandomize: draw the same cases on every run (stable verdicts, no example database).
+    shrink: shrink a failing case to a minimal one (costly under the interpreter, so off on CPU).
+    """
+
+    name: str
+    examples: int
+    max_M: int
+    max_K: int
+    max_N: int
+    large_sizes: tuple[int, ...] = ()
+    derandomize: bool = True
+    shrink: bool = False
+
+    def __post_init__(self) -> None:
+        if self.examples < 1:
+            raise ValueError(f"examples: expected >= 1, got {self.examples}")
+        if self.max_M < 1 or self.max_N < 1:
+            raise ValueError(f"max_M, max_N: expected >= 1, got {self.max_M}, {self.max_N}")
+        if self.max_K < 32 or self.max_K % 32:
+            raise ValueError(f"max_K: expected a positive multiple of 32, got {self.max_K}")
+
+    def hypothesis_settings(self) -> settings:
+        """The hypothesis settings of this profile (applied per test with ``@settings(...)``)."""
+        phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
+        if self.shrink:
+            phases.append(Phase.shrink)
+        return settings(
+            max_examples=self.examples,
+            derandomize=self.derandomize,
+            deadline=None,  # interpreter and first-call autotuning make timings meaningless
+            database=None if self.derandomize else settings.default.database,
+            phases=phases,
+            print_blob=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            report_multiple_bugs=False,
+        )
+
+
+_LLM_SIZES = (1024, 2048, 3072, 4096, 5120, 8192)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("quick", examples=2, max_M=65, max_K=512, max_N=192),
+        Profile("cpu", examples=6, max_M=65, max_K=512, max_N=192),
+        Profile("gpu", examples=25, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES),
+        Profile(
+            "thorough",
+            examples=200,
+            max_M=4096,
+            max_K=8192,
+            max_N=8192,
+            large_sizes=_LLM_SIZES,
+            derandomize=False,
+            shrink=True,
+        ),
+    )
+}
+
+_selected: Profile | None = None
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`; raises ValueError listing the known names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"profile: unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def default_profile_name(has_gpu: bool) -> str:
+    """The profile when none is asked for: "gpu" on a GPU machine, else the fast "quick" subset."""
+    return "gpu" if has_gpu else "quick"
+
+
+def select(name: str) -> Profile:
+    """Make `name` the process-wide profile (done by the pytest plugin at configure time); returns it."""
+    global _selected
+    _selected = get_profile(name)
+    return _selected
+
+
+def current() -> Profile:
+    """The selected profile; without a selection, the default for the device found."""
+    if _selected is not None:
+        return _selected
+    import torch
+
+    return get_profile(default_profile_name(torch.cuda.is_available()))
