@@ -63,30 +63,85 @@ def tests(session: nox.Session) -> None:
 def correctness(session: nox.Session) -> None:
     """gemlite vs reference for every format and kernel family; writes reports/correctness.md.
 
-    Options after ``--``: ``--profile cpu|gpu|thorough`` (default: by the device found) and
-    ``--gpu h100|h200`` (refuse any other GPU); anything else goes to pytest.
+    Options after ``--``: ``--profile quick|cpu|gpu|thorough`` (default: gpu on a GPU machine, else
+    cpu; harness/profiles.py) and ``--gpu h100|h100-sxm|h100-pcie|h200`` (refuse any other GPU);
+    anything else goes to pytest. On CPU the sm_90 compile-only checks are left to ``nox -s tests``.
     """
-    env = _gpu_env() if GPU else _cpu_env(session)
-    session.run("python", "-m", "pytest", "suites/correctness", "-q", "-p", "harness.pytest_plugin",
-                "--correctness-report", "reports/correctness.md", *session.posargs, env=env)
+    import sys
+
+    profile, gpu, rest = None, None, []
+    args = list(session.posargs)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in ("--profile", "--gpu"):
+            if not eq:
+                if not args or args[0].startswith("-"):
+                    session.error(f"usage: nox -s correctness -- {name} NAME")
+                value = args.pop(0)
+            if name == "--profile":
+                profile = value
+            else:
+                gpu = value
+        else:
+            rest.append(arg)
+    if gpu and not GPU:
+        session.error(f"--gpu {gpu}: no CUDA GPU is visible on this machine")
+    pytest_args = [
+        "suites/correctness", "-q", "-p", "harness.pytest_plugin",
+        "--correctness-report", "reports/correctness.md",
+        "--correctness-profile", profile or ("gpu" if GPU else "cpu"),
+    ]  # fmt: skip
+    if gpu:
+        pytest_args += ["--correctness-gpu", gpu]
+    if GPU:
+        session.run(sys.executable, "-m", "pytest", *pytest_args, *rest, env=_gpu_env(), external=True)
+    else:
+        # Before the user's arguments, so that their own -m wins.
+        pytest_args += ["-m", "not compile_only and not gpu"]
+        session.run("python", "-m", "pytest", *pytest_args, *rest, env=_cpu_env(session))
 
 
 @nox.session(venv_backend="none")
 def perf(session: nox.Session) -> None:
-    """Per-GPU performance suite with a regression gate (``-- --gpu h100``); not built yet."""
-    session.error("perf: the performance harness is not built yet (issue: Performance harness)")
+    """Per-GPU performance suite with a regression gate: ``nox -s perf -- --gpu h100 [--quick]``.
+
+    Runs in this machine's interpreter (its CUDA torch and Triton). Options after ``--`` go to
+    ``python -m harness.perf_cli run`` (``--help`` lists them): ``--update-baseline`` records a
+    baseline, ``--against <git-ref>`` times that revision and the working tree interleaved,
+    ``--dry-run`` exercises the harness without a GPU. Exits 1 on a confirmed regression.
+    """
+    import sys
+
+    if not session.posargs:
+        session.error(
+            "usage: nox -s perf -- --gpu h100|h100-sxm|h100-pcie|h200 [--quick] "
+            "[--update-baseline] [--against REF] [--dry-run] ... "
+            "(python -m harness.perf_cli run --help)"
+        )
+    session.run(
+        sys.executable, "-m", "harness.perf_cli", "run", *session.posargs, env=_gpu_env(), external=True
+    )
 
 
 @nox.session(venv_backend="none")
 def report(session: nox.Session) -> None:
-    """Re-render reports from stored results; not built yet."""
-    session.error("report: arrives with the performance harness")
+    """Re-render reports/<gpu>.md and reports/figures/ from reports/<gpu>.json (CPU only; needs
+    matplotlib for the figures). ``-- h100-sxm`` renders one GPU's report, default all."""
+    import sys
+
+    session.run(
+        sys.executable, "-m", "harness.perf_cli", "report", *session.posargs, env=_gpu_env(), external=True
+    )
 
 
 @nox.session
 def mutation(session: nox.Session) -> None:
-    """Plant known kernel bugs one at a time and show the correctness suite catches each; not built yet."""
-    session.error("mutation: arrives with the correctness harness")
+    """Plant known kernel bugs one at a time (harness/mutants.py) in a temporary copy of the repository
+    and show the fast correctness subset catches each; fails if one is missed or a patch no longer
+    applies. Options after ``--`` go to ``python -m harness.mutation`` (``--only NAME``, ``--jobs N``,
+    ``--list``)."""
+    session.run("python", "-m", "harness.mutation", *session.posargs, env=_cpu_env(session))
 
 
 @nox.session

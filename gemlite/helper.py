@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from gemlite.autotune import M_BUCKETS
 from gemlite.formats import DType
 from gemlite.linear import GemLiteLinear
 from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize_ternary
@@ -38,9 +39,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
 ]
 
-# GemLite's M buckets (the autotuner keys configs by the next bucket >= M), largest first so a
-# warm-up tunes the slow large-M configs while nothing else runs yet.
-DEFAULT_BATCH_SIZES = (4096, 3072, 2048, 1536, 1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32, 24, 16, 8, 4, 2, 1)
+# Every autotune M bucket, largest first so a warm-up tunes the slow large-M configs first.
+DEFAULT_BATCH_SIZES = tuple(reversed(M_BUCKETS))
 DEFAULT_SKIP_MODULES = ("lm_head", "vision", "visual")
 _ACT_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -79,9 +79,13 @@ class _Processor:
         try:
             self.device = torch.device(device)
         except (TypeError, RuntimeError) as e:
-            raise ValueError(f"device: expected a torch device such as 'cuda:0' or 'cpu', got {device!r} ({e})") from None
+            raise ValueError(
+                f"device: expected a torch device such as 'cuda:0' or 'cpu', got {device!r} ({e})"
+            ) from None
         if dtype not in _ACT_DTYPES:
-            raise ValueError(f"dtype: expected torch.float16 or torch.bfloat16 (the activation dtype), got {dtype!r}")
+            raise ValueError(
+                f"dtype: expected torch.float16 or torch.bfloat16 (the activation dtype), got {dtype!r}"
+            )
         self.dtype = dtype
 
     def __repr__(self) -> str:
@@ -120,7 +124,9 @@ class A16W16(_Processor):
     def from_weights(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> GemLiteLinear:
         """A W_nbits=16 layer from a ``[N, K]`` weight of `dtype` (not converted: TypeError otherwise)."""
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-            raise ValueError(f"weight: expected a 2-D tensor [N, K], got {getattr(weight, 'shape', weight)!r}")
+            raise ValueError(
+                f"weight: expected a 2-D tensor [N, K], got {getattr(weight, 'shape', weight)!r}"
+            )
         n, k = weight.shape
         weight, bias = self._to_device("weight", weight), self._to_device("bias", bias)
         return self._layer(16, None, n, k).pack(weight, None, None, bias)
@@ -164,11 +170,15 @@ class _ChannelWise8(_Processor):
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
         if weight.dtype != self._codes_dtype:
-            raise TypeError(f"weight: {type(self).__name__} takes {self._codes_dtype} codes, got {weight.dtype}")
+            raise TypeError(
+                f"weight: {type(self).__name__} takes {self._codes_dtype} codes, got {weight.dtype}"
+            )
         if weight.dim() != 2:
             raise ValueError(f"weight: expected a 2-D tensor [N, K], got shape {tuple(weight.shape)}")
         n, k = weight.shape
-        weight, scales, bias = (self._to_device(name, t) for name, t in (("weight", weight), ("scales", scales), ("bias", bias)))
+        weight, scales, bias = (
+            self._to_device(name, t) for name, t in (("weight", weight), ("scales", scales), ("bias", bias))
+        )
         return self._layer(8, None, n, k).pack(weight, scales, None, bias)
 
 
@@ -191,7 +201,9 @@ class _HQQ(_Processor):
 
     W_nbits: int
 
-    def from_linear(self, linear: nn.Linear, del_orig: bool = True, group_size: int | None = 128) -> GemLiteLinear:
+    def from_linear(
+        self, linear: nn.Linear, del_orig: bool = True, group_size: int | None = 128
+    ) -> GemLiteLinear:
         """Quantize a float ``nn.Linear`` with min-max round-to-nearest per group and pack it.
 
         Scales and zeros are stored in the processor's `dtype`; the bias is kept.
@@ -242,14 +254,19 @@ class _HQQ(_Processor):
         if not isinstance(scales, torch.Tensor):
             raise TypeError(f"scales: expected a torch.Tensor, got {type(scales).__name__}")
         n, k = W_q.shape
-        if scales.numel() == 0 or W_q.numel() % scales.numel() != 0 or k % (W_q.numel() // scales.numel()) != 0:
+        if (
+            scales.numel() == 0
+            or W_q.numel() % scales.numel() != 0
+            or k % (W_q.numel() // scales.numel()) != 0
+        ):
             raise ValueError(
                 f"scales: the group size is W_q.numel() / scales.numel() and must divide K={k}; got "
                 f"{W_q.numel()} / {scales.numel()} values"
             )
         group_size = W_q.numel() // scales.numel()
         W_q, scales, zeros, bias = (
-            self._to_device(name, t) for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
+            self._to_device(name, t)
+            for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
         )
         return self._layer(self.W_nbits, group_size, n, k).pack(W_q, scales, zeros, bias)
 
@@ -276,18 +293,29 @@ class _HQQ(_Processor):
         if meta.get("axis", 1) != 1:
             raise ValueError(f"hqq_layer: gemlite takes groups along K (axis=1), got axis={meta['axis']}")
         if meta["nbits"] != self.W_nbits:
-            raise ValueError(f"hqq_layer: {type(self).__name__} takes {self.W_nbits}-bit weights, got {meta['nbits']}-bit")
+            raise ValueError(
+                f"hqq_layer: {type(self).__name__} takes {self.W_nbits}-bit weights, got {meta['nbits']}-bit"
+            )
         n, k = meta["shape"]
         W_q = hqq_layer.unpack(dtype=torch.uint8).reshape(n, k)
         group_size = meta["group_size"] if meta["group_size"] is not None else k
         scales, zeros = meta["scale"], meta["zero"]
         bias = getattr(hqq_layer, "bias", None)
         W_q, scales, zeros, bias = (
-            self._to_device(name, t) for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
+            self._to_device(name, t)
+            for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
         )
-        if isinstance(scales, torch.Tensor) and scales.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        if isinstance(scales, torch.Tensor) and scales.dtype not in (
+            torch.float16,
+            torch.bfloat16,
+            torch.float32,
+        ):
             scales = scales.to(self.dtype)
-        if isinstance(zeros, torch.Tensor) and zeros.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        if isinstance(zeros, torch.Tensor) and zeros.dtype not in (
+            torch.float16,
+            torch.bfloat16,
+            torch.float32,
+        ):
             zeros = zeros.to(self.dtype)  # e.g. quantized zeros, dequantized by unpack beforehand
         return self._layer(self.W_nbits, group_size, n, k).pack(W_q, scales, zeros, bias)
 
@@ -328,7 +356,9 @@ class A16W158_INT(_Processor):
             _free_linear(linear)
         return layer
 
-    def from_weights(self, weight: torch.Tensor, weight_scale, bias: torch.Tensor | None = None) -> GemLiteLinear:
+    def from_weights(
+        self, weight: torch.Tensor, weight_scale, bias: torch.Tensor | None = None
+    ) -> GemLiteLinear:
         """Pack a ternary weight: ``W = weight * weight_scale``.
 
         Args:
@@ -348,9 +378,6 @@ class A16W158_INT(_Processor):
         return self._layer(2, None, n, k)._pack_ternary(weight, weight_scale, bias)
 
 
-_HQQ_PROCESSORS = (_HQQ,)
-
-
 # --------------------------------------------------------------------------------------------
 # Whole models
 # --------------------------------------------------------------------------------------------
@@ -363,12 +390,13 @@ def _processor_for(processor, device, dtype) -> _Processor:
     if isinstance(processor, _Processor):
         return processor
     raise TypeError(
-        f"processor: expected a gemlite.helper processor class or instance (e.g. A16W4_HQQ_INT), got {processor!r}"
+        "processor: expected a gemlite.helper processor class or instance (e.g. A16W4_HQQ_INT), "
+        f"got {processor!r}"
     )
 
 
 def _convert(proc: _Processor, linear: nn.Linear, group_size: int | None) -> GemLiteLinear:
-    if isinstance(proc, _HQQ_PROCESSORS):
+    if isinstance(proc, _HQQ):
         return proc.from_linear(linear, del_orig=True, group_size=group_size)
     return proc.from_linear(linear, del_orig=True)
 
@@ -414,7 +442,8 @@ def patch_model(
         if isinstance(processor, type):
             if linear.weight.dtype not in _ACT_DTYPES:
                 raise TypeError(
-                    f"processor: {name} has a {linear.weight.dtype} weight; with a processor class the activation "
+                    f"processor: {name} has a {linear.weight.dtype} weight; with a processor class the "
+                    "activation "
                     "dtype is the layer's own, which must be float16 or bfloat16: convert the model "
                     "(model.half()) or pass an instance, e.g. A16W8_INT8(device, torch.float16)"
                 )
@@ -424,7 +453,9 @@ def patch_model(
         try:
             layer = _convert(proc, linear, group_size)
         except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"patch_model: cannot convert {name!r} ({e}); add it to skip_modules to keep it as is") from e
+            raise type(e)(
+                f"patch_model: cannot convert {name!r} ({e}); add it to skip_modules to keep it as is"
+            ) from e
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer)
@@ -496,8 +527,12 @@ def warmup(
     if isinstance(processor, _Processor):
         for name, given, own in (("device", device, processor.device), ("dtype", dtype, processor.dtype)):
             if given is not None and (torch.device(given) if name == "device" else given) != own:
-                raise ValueError(f"{name}: the processor instance uses {own}, got {given}; pass one or the other")
-    proc = _processor_for(processor, "cuda:0" if device is None else device, torch.float16 if dtype is None else dtype)
+                raise ValueError(
+                    f"{name}: the processor instance uses {own}, got {given}; pass one or the other"
+                )
+    proc = _processor_for(
+        processor, "cuda:0" if device is None else device, torch.float16 if dtype is None else dtype
+    )
     shape_list = []
     for shape in shapes:
         if not (isinstance(shape, (tuple, list)) and len(shape) == 2):

@@ -19,7 +19,7 @@ import operator
 import torch
 from torch import nn
 
-from gemlite.formats import HQQ_BITS, DType, Format, WeightKind, WeightSpec, Zeros
+from gemlite.formats import DType, Format, WeightKind, WeightSpec, Zeros
 from gemlite.kernels import MATMUL_TYPES, WeightLayout, interpreter_active, matmul, prepare_weight
 from gemlite.packing import unpack_codes
 
@@ -66,9 +66,14 @@ def _positive_int(name: str, value, hint: str = "") -> int:
 def _as_dtype(name: str, value, allowed: tuple[DType, ...]) -> DType:
     """`value` as a DType (a torch.dtype is accepted too); ValueError when it is not in `allowed`."""
     if isinstance(value, torch.dtype):
-        value = DType.from_torch(value)
+        try:
+            value = DType.from_torch(value)
+        except TypeError:
+            raise TypeError(f"{name}: gemlite has no DType for torch dtype {value}") from None
     if not isinstance(value, DType):
-        raise TypeError(f"{name}: expected a gemlite DType (or torch.dtype), got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name}: expected a gemlite DType (or torch.dtype), got {type(value).__name__} {value!r}"
+        )
     if name == "input_dtype" and value in _LATER_INPUT_DTYPES:
         raise NotImplementedError(
             f"input_dtype: {value.name} activations (dynamic INT8/FP8, MXFP/NVFP4) are planned for a later "
@@ -91,16 +96,20 @@ def _check_tensor(name: str, t, device: torch.device) -> None:
         raise ValueError(f"{name}: expected a tensor on {device} (the device of W_q), got one on {t.device}")
 
 
-def _check_meta_tensor(name: str, t: torch.Tensor, count: int, what: str, device: torch.device) -> torch.Tensor:
+def _check_meta_tensor(
+    name: str, t: torch.Tensor, count: int, what: str, device: torch.device
+) -> torch.Tensor:
     """Validate a scales/zeros tensor: float dtype, `count` elements, finite. Returns it flattened."""
     _check_tensor(name, t, device)
     if t.dtype not in _META_DTYPES:
         raise TypeError(f"{name}: expected a float16, bfloat16 or float32 tensor, got {t.dtype}")
     if t.numel() != count:
-        raise ValueError(f"{name}: expected {what} = {count} values (any shape), got {t.numel()} (shape {tuple(t.shape)})")
+        raise ValueError(
+            f"{name}: expected {what} = {count} values (any shape), got {t.numel()} (shape {tuple(t.shape)})"
+        )
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: contains NaN or Inf")
-    return t.reshape(-1)
+    return t.detach().reshape(-1)
 
 
 def _check_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
@@ -113,7 +122,7 @@ def _check_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
         raise ValueError(f"bias: expected shape ({n},) (out_features), got {tuple(bias.shape)}")
     if not bool(torch.isfinite(bias).all()):
         raise ValueError("bias: contains NaN or Inf")
-    return bias.contiguous()
+    return bias.detach().contiguous()
 
 
 def _format_of(spec: WeightSpec) -> Format:
@@ -203,12 +212,27 @@ class GemLiteLinear(nn.Module):
             self.group_size = g
         self.input_dtype = _as_dtype("input_dtype", input_dtype, INPUT_DTYPES)
         self.output_dtype = _as_dtype("output_dtype", output_dtype, OUTPUT_DTYPES)
+        # Let the kernels refuse sizes they cannot run (K not a multiple of 32, a group size that is
+        # not a multiple of 32) now rather than at pack time: a trial layout of the default kind.
+        if self.W_nbits == 16:
+            trial = WeightSpec(WeightKind.FLOAT, 16)
+        else:
+            g = None if self.group_size == self.in_features else self.group_size
+            trial = WeightSpec(WeightKind.HQQ, self.W_nbits, group_size=g)
+        WeightLayout(
+            trial,
+            self.in_features,
+            self.out_features,
+            self.group_size,
+            32 if self.W_nbits < 16 else 16,
+            self.input_dtype.torch_dtype,
+        )
         if not isinstance(scaled_activations, bool):
             raise TypeError(f"scaled_activations: expected a bool, got {type(scaled_activations).__name__}")
         if scaled_activations:
             raise NotImplementedError(
-                "scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a later "
-                "release of gemlite; use scaled_activations=False"
+                "scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a "
+                "later release of gemlite; use scaled_activations=False"
             )
         self.scaled_activations = False
 
@@ -236,7 +260,9 @@ class GemLiteLinear(nn.Module):
         """The `WeightLayout` of the packed weight; RuntimeError before `pack`."""
         layout = self._get_layout()
         if layout is None:
-            raise RuntimeError("GemLiteLinear: the layer holds no weight yet; call pack() or load_state_dict() first")
+            raise RuntimeError(
+                "GemLiteLinear: the layer holds no weight yet; call pack() or load_state_dict() first"
+            )
         return layout
 
     @property
@@ -291,13 +317,16 @@ class GemLiteLinear(nn.Module):
             raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
         if not isinstance(packed, bool):
             raise TypeError(f"packed: expected a bool, got {type(packed).__name__}")
+        W_q = W_q.detach()  # the layer holds inference tensors; an nn.Parameter must not become one
         device = W_q.device
         word_bits = self._word_bits(W_q, packed, packing_bitwidth)
         if packed:
             W_q = self._unpack(W_q, word_bits)
 
         if W_q.dim() != 2 or tuple(W_q.shape) != (n, k):
-            raise ValueError(f"W_q: expected shape [out_features, in_features] = [{n}, {k}], got {tuple(W_q.shape)}")
+            raise ValueError(
+                f"W_q: expected shape [out_features, in_features] = [{n}, {k}], got {tuple(W_q.shape)}"
+            )
         if self.W_nbits == 16:
             spec, codes, scales, zeros = self._canonical_float(W_q, scales, zeros)
         elif W_q.dtype == torch.uint8:
@@ -313,8 +342,12 @@ class GemLiteLinear(nn.Module):
         return self._pack_canonical(spec, codes, scales, zeros, bias, word_bits)
 
     def _word_bits(self, W_q: torch.Tensor, packed: bool, packing_bitwidth) -> int:
-        if packing_bitwidth is not None and (isinstance(packing_bitwidth, bool) or packing_bitwidth not in PACKING_BITWIDTHS):
-            raise ValueError(f"packing_bitwidth: expected one of {PACKING_BITWIDTHS} or None, got {packing_bitwidth!r}")
+        if packing_bitwidth is not None and (
+            isinstance(packing_bitwidth, bool) or packing_bitwidth not in PACKING_BITWIDTHS
+        ):
+            raise ValueError(
+                f"packing_bitwidth: expected one of {PACKING_BITWIDTHS} or None, got {packing_bitwidth!r}"
+            )
         if not packed:
             return 32 if packing_bitwidth is None else int(packing_bitwidth)
         if self.W_nbits == 16:
@@ -370,9 +403,9 @@ class GemLiteLinear(nn.Module):
             raise ValueError(f"W_q: {bits}-bit codes must lie in [0, {max_code}], got a maximum of {top}")
         count, what = n * (k // g), f"N * K / group_size = {n} * {k} / {g}"
         if g == k:
-            what = f"N = {n} (channel-wise: group_size = in_features)"
+            what = "N (channel-wise: group_size = in_features)"
         if scales is None:
-            raise ValueError(f"scales: {bits}-bit HQQ codes need scales ({what} values), got None")
+            raise ValueError(f"scales: {bits}-bit HQQ codes need scales ({what} = {count} values), got None")
         scales = _check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)
         if zeros is None:
             zero_mode = Zeros.NONE
@@ -389,49 +422,53 @@ class GemLiteLinear(nn.Module):
                     f"zeros: expected a tensor, an int or None, got {type(zeros).__name__} {zeros!r}"
                 ) from None
             if not 0 <= zeros <= max_code:
-                raise ValueError(f"zeros: an integer zero of {bits}-bit codes must lie in [0, {max_code}], got {zeros}")
+                raise ValueError(
+                    f"zeros: an integer zero of {bits}-bit codes must lie in [0, {max_code}], got {zeros}"
+                )
             zero_mode = Zeros.INT
         spec = WeightSpec(WeightKind.HQQ, bits, group_size=None if g == k else g, zeros=zero_mode)
         return spec, W_q.contiguous(), scales.contiguous(), zeros
 
     def _canonical_channelwise8(self, W_q, scales, zeros, device):
-        n, k = self.out_features, self.in_features
+        n = self.out_features
         kind = WeightKind.INT8 if W_q.dtype == torch.int8 else WeightKind.FP8
-        if self.group_size != k:
-            raise ValueError(
-                f"group_size: {kind.name} weights are channel-wise; construct the layer with group_size=None "
-                f"(or in_features={k}), got {self.group_size}"
-            )
+        # INT8/FP8 weights are channel-wise whatever group_size the layer was built with (it only
+        # describes HQQ codes); the scales count below enforces one scale per output channel.
         if zeros is not None:
-            raise ValueError(f"zeros: {kind.name} weights are symmetric and take no zeros, got {type(zeros).__name__}")
+            raise ValueError(
+                f"zeros: {kind.name} weights are symmetric and take no zeros, got {type(zeros).__name__}"
+            )
         if kind is WeightKind.FP8 and bool(torch.isnan(W_q.float()).any()):
             raise ValueError("W_q: the float8_e4m3fn weight contains NaN")
         if scales is None:
-            raise ValueError(f"scales: {kind.name} weights need one scale per output channel (N = {n} values), got None")
-        scales = _check_meta_tensor("scales", scales, n, f"N = {n}", device)
+            raise ValueError(
+                f"scales: {kind.name} weights need one scale per output channel (N = {n} values), got None"
+            )
+        scales = _check_meta_tensor("scales", scales, n, "N (one per output channel)", device)
         return WeightSpec(kind, 8), W_q.contiguous(), scales.reshape(n, 1).float().contiguous(), None
 
     def _pack_ternary(self, weight_t: torch.Tensor, weight_scale, bias: torch.Tensor | None) -> GemLiteLinear:
         """Pack a BitNet b1.58 weight: ``W = weight_t * weight_scale``, weight_t in {-1, 0, 1} ``[N, K]``.
 
         Used by `gemlite.helper.A16W158_INT`: stored as 2-bit codes ``weight_t + 1`` with the integer
-        zero 1 and the scale repeated per output channel (fp32). The layer must be W_nbits=2 and
-        channel-wise.
+        zero 1 and the scale repeated per output channel (fp32), channel-wise whatever the layer's
+        group_size. The layer must be W_nbits=2.
 
         Raises:
             TypeError / ValueError: as `pack`, plus values of weight_t outside {-1, 0, 1}, a non-finite
                 or non-scalar weight_scale.
         """
         n, k = self.out_features, self.in_features
-        if self.W_nbits != 2 or self.group_size != k:
+        if self.W_nbits != 2:
             raise ValueError(
-                f"W_nbits/group_size: ternary weights need a W_nbits=2 channel-wise layer, got W_nbits={self.W_nbits}, "
-                f"group_size={self.group_size}"
+                f"W_nbits: ternary weights are stored in 2 bits (W_nbits=2), got W_nbits={self.W_nbits}"
             )
         if not isinstance(weight_t, torch.Tensor):
             raise TypeError(f"weight: expected a torch.Tensor, got {type(weight_t).__name__}")
         if weight_t.dtype.is_complex or weight_t.dtype == torch.bool:
-            raise TypeError(f"weight: expected a real tensor with values in {{-1, 0, 1}}, got {weight_t.dtype}")
+            raise TypeError(
+                f"weight: expected a real tensor with values in {{-1, 0, 1}}, got {weight_t.dtype}"
+            )
         if tuple(weight_t.shape) != (n, k):
             raise ValueError(f"weight: expected shape [{n}, {k}], got {tuple(weight_t.shape)}")
         ternary = (weight_t == -1) | (weight_t == 0) | (weight_t == 1)
@@ -441,11 +478,14 @@ class GemLiteLinear(nn.Module):
         if isinstance(weight_scale, torch.Tensor):
             if weight_scale.numel() != 1 or weight_scale.dtype.is_complex:
                 raise ValueError(
-                    f"weight_scale: expected one real number, got a tensor of shape {tuple(weight_scale.shape)}"
+                    "weight_scale: expected one real number, got a tensor of shape "
+                    f"{tuple(weight_scale.shape)}"
                 )
             weight_scale = float(weight_scale.item())
         elif isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)):
-            raise TypeError(f"weight_scale: expected a float or a 1-element tensor, got {type(weight_scale).__name__}")
+            raise TypeError(
+                f"weight_scale: expected a float or a 1-element tensor, got {type(weight_scale).__name__}"
+            )
         if not torch.isfinite(torch.tensor(float(weight_scale))):
             raise ValueError(f"weight_scale: expected a finite number, got {weight_scale}")
         device = weight_t.device
@@ -496,7 +536,8 @@ class GemLiteLinear(nn.Module):
 
         Args:
             x: as in `forward`.
-            matmul_type: one of ``"GEMV"``, ``"GEMV_REVSPLITK"``, ``"GEMV_SPLITK"``, ``"GEMM_SPLITK"``, ``"GEMM"``.
+            matmul_type: one of ``"GEMV"``, ``"GEMV_REVSPLITK"``, ``"GEMV_SPLITK"``, ``"GEMM_SPLITK"``,
+                ``"GEMM"`` (`gemlite.kernels.MATMUL_TYPES`).
 
         Raises:
             ValueError: an unknown matmul_type; otherwise as `forward`.
@@ -509,23 +550,29 @@ class GemLiteLinear(nn.Module):
         layout = self._get_layout()
         if layout is None:
             raise RuntimeError(
-                "GemLiteLinear: forward() called before the layer holds a weight; call pack() or load_state_dict() first"
+                "GemLiteLinear: forward() called before the layer holds a weight; call pack() or "
+                "load_state_dict() first"
             )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dtype != self.input_dtype.torch_dtype:
             raise TypeError(
-                f"x: expected dtype {self.input_dtype.torch_dtype} (input_dtype={self.input_dtype.name}), got {x.dtype}"
+                f"x: expected dtype {self.input_dtype.torch_dtype} (input_dtype={self.input_dtype.name}), "
+                f"got {x.dtype}"
             )
         if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}")
+            raise ValueError(
+                f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}"
+            )
         if x.device != self.W_q.device:
-            raise ValueError(f"x: expected a tensor on {self.W_q.device} (the layer's device), got one on {x.device}")
+            raise ValueError(
+                f"x: expected a tensor on {self.W_q.device} (the layer's device), got one on {x.device}"
+            )
         if x.device.type == "cpu" and not interpreter_active():
             raise RuntimeError(
-                "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's kernels "
-                "need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU (slowly), "
-                "TRITON_INTERPRET=1 set in the environment before importing gemlite"
+                "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's "
+                "kernels need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU "
+                "(slowly), TRITON_INTERPRET=1 set in the environment before importing gemlite"
             )
         out_shape = (*x.shape[:-1], self.out_features)
         out_dtype = self.output_dtype.torch_dtype
@@ -533,7 +580,14 @@ class GemLiteLinear(nn.Module):
         if x2.shape[0] == 0:
             return torch.empty(out_shape, dtype=out_dtype, device=x.device)
         y = matmul(
-            x2.contiguous(), self.W_q, self.scales, self.zeros, self.bias, layout, out_dtype, matmul_type=matmul_type
+            x2.contiguous(),
+            self.W_q,
+            self.scales,
+            self.zeros,
+            self.bias,
+            layout,
+            out_dtype,
+            matmul_type=matmul_type,
         )
         return y.view(out_shape)
 
@@ -564,14 +618,16 @@ class GemLiteLinear(nn.Module):
             "W_nbits": self.W_nbits,
             "input_dtype": self.input_dtype,
         }
-        if spec.kind is not WeightKind.FLOAT:
+        if spec.kind is WeightKind.HQQ:  # the other kinds ignore the constructor's group_size
             found["group_size"] = layout.group_size
             expected["group_size"] = self.group_size
-        diff = [f"{key}={found[key]} (layer: {expected[key]})" for key in expected if found[key] != expected[key]]
+        diff = [
+            f"{key}={found[key]} (layer: {expected[key]})" for key in expected if found[key] != expected[key]
+        ]
         if diff:
             raise ValueError(
-                f"metadata: the saved weight does not fit this layer: {', '.join(diff)}; build the layer with the "
-                "constructor arguments of the saved one"
+                f"metadata: the saved weight does not fit this layer: {', '.join(diff)}; build the layer "
+                "with the constructor arguments of the saved one"
             )
         return layout
 
@@ -592,12 +648,23 @@ class GemLiteLinear(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        where = f"While loading {prefix.rstrip('.') or 'the GemLiteLinear'}"
+        weight_keys = ("W_q", "scales", "zeros", "metadata")
+        present = [name for name in weight_keys if isinstance(state_dict.get(prefix + name), torch.Tensor)]
+        if present and len(present) != len(weight_keys):
+            # Even with strict=False: tensors without the layout that describes them (or the reverse)
+            # would reach the kernels inconsistent.
+            missing = [name for name in weight_keys if name not in present]
+            error_msgs.append(
+                f"{where}: a gemlite weight loads as a whole ({', '.join(weight_keys)}); "
+                f"missing {', '.join(missing)}"
+            )
         if loading_weight:
             self._layout = None
             try:
                 self._get_layout()
             except (ValueError, TypeError, KeyError) as e:
-                error_msgs.append(f"While loading {prefix or 'the GemLiteLinear'}: {e}")
+                error_msgs.append(f"{where}: {e}")
 
     def _apply(self, fn, recurse: bool = True):
         # .half() / .to(torch.bfloat16) would convert the float buffers (fp32 INT8 scales, the 16-bit
@@ -612,9 +679,17 @@ class GemLiteLinear(nn.Module):
         return super()._apply(keep_dtype, recurse)
 
     def extra_repr(self) -> str:
-        layout = self._get_layout()
-        what = f"format={_format_of(layout.spec).label}" if layout is not None else f"W_nbits={self.W_nbits}, group_size={self.group_size}, not packed"
+        try:
+            layout = self._get_layout()
+        except (ValueError, TypeError):
+            return "metadata unreadable (not a gemlite layout)"
+        what = (
+            f"format={_format_of(layout.spec).label}"
+            if layout is not None
+            else f"W_nbits={self.W_nbits}, group_size={self.group_size}, not packed"
+        )
         return (
             f"{what}, in_features={self.in_features}, out_features={self.out_features}, "
-            f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}, bias={self.bias is not None}"
+            f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}, "
+            f"bias={self.bias is not None}"
         )

@@ -47,9 +47,13 @@ def pack_codes(codes: torch.Tensor, bits: int, word_bits: int = 32) -> torch.Ten
         raise ValueError(f"codes: expected a 2-D [N, K] tensor, got shape {tuple(codes.shape)}")
     n, k = codes.shape
     if k % per_word != 0:
-        raise ValueError(f"codes: K = {k} must be a multiple of {per_word} ({word_bits}-bit words of {bits}-bit codes)")
+        raise ValueError(
+            f"codes: K = {k} must be a multiple of {per_word} ({word_bits}-bit words of {bits}-bit codes)"
+        )
     if codes.numel() > 0 and int(codes.max()) > (1 << bits) - 1:
-        raise ValueError(f"codes: {bits}-bit codes must lie in [0, {(1 << bits) - 1}], got max {int(codes.max())}")
+        raise ValueError(
+            f"codes: {bits}-bit codes must lie in [0, {(1 << bits) - 1}], got max {int(codes.max())}"
+        )
     # Fields are disjoint, so summing the shifted codes is a bitwise OR; int64 holds a full 32-bit word.
     shifts = torch.arange(per_word, device=codes.device, dtype=torch.int64) * bits
     words = (codes.view(n, k // per_word, per_word).to(torch.int64) << shifts).sum(dim=-1)
@@ -71,7 +75,9 @@ def unpack_codes(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
     word_bits = _PACKED_DTYPES[packed.dtype]
     per_word = _check_bits(bits, word_bits)
     if packed.dim() != 2:
-        raise ValueError(f"packed: expected a 2-D [N, K // {per_word}] tensor, got shape {tuple(packed.shape)}")
+        raise ValueError(
+            f"packed: expected a 2-D [N, K // {per_word}] tensor, got shape {tuple(packed.shape)}"
+        )
     if not isinstance(K, int) or K <= 0 or K % per_word != 0 or packed.shape[1] != K // per_word:
         raise ValueError(
             f"K: {K!r} does not match packed shape {tuple(packed.shape)} "

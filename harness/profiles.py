@@ -34,6 +34,14 @@ class Profile:
     large_sizes: extra "real model" sizes K and N may take (GPU profiles), each clipped to max_K/max_N.
     derandomize: draw the same cases on every run (stable verdicts, no example database).
     shrink: shrink a failing case to a minimal one (costly under the interpreter, so off on CPU).
+    work_budget: per kernel family, the largest M * N * K a case may have (`harness.strategies.fit_to_family`
+        shrinks M, then N, to fit). Under the Triton interpreter every program of the grid runs in
+        Python, and the GEMV families launch one program per (row, N block, K block): at M=17, N=192,
+        K=512 a GEMV takes 12 s where GEMM takes 0.7 s. Empty on GPU.
+    autotune: the gemlite autotune mode the cases run under (``gemlite.set_autotune``): False uses each
+        family's default config (every drawn shape would otherwise be timed on first use, a few
+        seconds each); "fast" also exercises the configs the autotuner picks. Irrelevant under the
+        interpreter, which never times.
     """
 
     name: str
@@ -44,6 +52,8 @@ class Profile:
     large_sizes: tuple[int, ...] = ()
     derandomize: bool = True
     shrink: bool = False
+    work_budget: tuple[tuple[str, int], ...] = ()
+    autotune: str | bool = False
 
     def __post_init__(self) -> None:
         if self.examples < 1:
@@ -52,6 +62,10 @@ class Profile:
             raise ValueError(f"max_M, max_N: expected >= 1, got {self.max_M}, {self.max_N}")
         if self.max_K < 32 or self.max_K % 32:
             raise ValueError(f"max_K: expected a positive multiple of 32, got {self.max_K}")
+
+    def budget(self, family: str) -> int | None:
+        """The M * N * K budget of `family` (None: unlimited)."""
+        return dict(self.work_budget).get(family)
 
     def hypothesis_settings(self) -> settings:
         """The hypothesis settings of this profile (applied per test with ``@settings(...)``)."""
@@ -65,28 +79,49 @@ class Profile:
             database=None if self.derandomize else settings.default.database,
             phases=phases,
             print_blob=True,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            # function_scoped_fixture: the suite's tests take `request`/`device`/`judge`, which do not
+            # change between examples.
+            suppress_health_check=[
+                HealthCheck.too_slow,
+                HealthCheck.data_too_large,
+                HealthCheck.function_scoped_fixture,
+            ],
             report_multiple_bugs=False,
         )
 
 
 _LLM_SIZES = (1024, 2048, 3072, 4096, 5120, 8192)
 
+# Interpreter budgets (M * N * K) per family, from timings on a 2-core CPU (Triton 3.9 interpreter):
+# about 2 s per case at most for the GEMV families, 4 s for the tensor-core ones. "AUTO" at M <= 4
+# dispatches to a GEMV family and takes the smallest budget (see `fit_to_family`).
+_INTERPRETER_BUDGET = (
+    ("GEMV", 300_000),
+    ("GEMV_REVSPLITK", 300_000),
+    ("GEMV_SPLITK", 150_000),
+    ("GEMM_SPLITK", 2_500_000),
+    ("GEMM", 6_500_000),
+    ("AUTO", 6_500_000),
+)
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("quick", examples=2, max_M=65, max_K=512, max_N=192),
-        Profile("cpu", examples=6, max_M=65, max_K=512, max_N=192),
-        Profile("gpu", examples=25, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES),
+        Profile("quick", examples=2, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
+        Profile("cpu", examples=8, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
+        # ~10 drawn cases per format x family (+ pins and sweeps): about 1 s each on an H100, most of it
+        # drawing tensors on the CPU (kept there so a case is the same on every device).
+        Profile("gpu", examples=10, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES),
         Profile(
             "thorough",
-            examples=200,
+            examples=100,
             max_M=4096,
             max_K=8192,
             max_N=8192,
             large_sizes=_LLM_SIZES,
             derandomize=False,
             shrink=True,
+            autotune="fast",
         ),
     )
 }

@@ -22,14 +22,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from gemlite.formats import FORMATS, Format, WeightKind, Zeros
-from harness.build import AUTO, FAMILIES, SUPPORT, FormatSupport
+from harness.build import AUTO, DISTRIBUTIONS, FAMILIES, SUPPORT, FormatSupport
 from harness.profiles import M_BUCKETS, Profile
-
-#: Value distributions the data generator knows (`harness.build.make_operands` says what each does).
-DISTRIBUTIONS = ("normal", "outliers", "zeros", "positive", "near_overflow")
-
-DTYPE_NAMES = ("float16", "bfloat16", "float32")
-BIAS_KINDS = ("none", "input", "float32")
 
 # N values worth hitting on purpose: 1, tile sizes and their neighbours, odd sizes.
 _SPECIAL_N = (1, 2, 15, 16, 17, 33, 40, 63, 64, 65, 100, 127, 128, 129, 192)
@@ -121,7 +115,7 @@ class Case:
         if missing:
             raise ValueError(f"case: missing field(s) {missing}")
         case = cls(**data)
-        problems = legality_problems(case)
+        problems = legality_problems(case, strict=False)
         if problems:
             raise ValueError("case: illegal case: " + "; ".join(problems))
         return case
@@ -130,8 +124,12 @@ class Case:
         return replace(self, **changes)
 
 
-def legality_problems(case: Case) -> list[str]:
-    """Every way `case` breaks the rules of its format and of the support registry (empty when legal)."""
+def legality_problems(case: Case, *, strict: bool = True) -> list[str]:
+    """Every way `case` breaks the rules of its format and of the support registry (empty when legal).
+
+    strict: also require the group size to be one the registry draws (the suite's own probes of
+    unusual group sizes, e.g. 48, are legal cases without being drawn).
+    """
     out = []
     if case.format not in SUPPORT:
         return [f"format {case.format!r} is not in the support registry ({', '.join(SUPPORT)})"]
@@ -140,25 +138,30 @@ def legality_problems(case: Case) -> list[str]:
         v = getattr(case, name)
         if not isinstance(v, int) or isinstance(v, bool):
             out.append(f"{name} must be an int, got {v!r}")
+    g = case.group_size
+    if g is not None and (not isinstance(g, int) or isinstance(g, bool)):
+        out.append(f"group_size must be an int or null (channel-wise), got {g!r}")
     if out:
         return out
     if case.M < 1 or case.N < 1 or case.K < 1:
         out.append(f"M, K, N must be positive, got {case.M}, {case.K}, {case.N}")
     if case.K % 32:
         out.append(f"K must be a multiple of 32, got {case.K}")
-    if case.group_size not in sup.group_sizes:
+    fixed_group = FORMATS[case.format].weight.kind is not WeightKind.HQQ
+    if (strict or fixed_group) and case.group_size not in sup.group_sizes:
         out.append(f"group_size {case.group_size} not drawn for {case.format} (legal: {sup.group_sizes})")
-    elif case.group_size is not None and case.K % case.group_size:
+    elif case.group_size is not None and (case.group_size < 1 or case.K % case.group_size):
         out.append(f"group_size {case.group_size} does not divide K={case.K}")
-    if case.zeros not in {z.value for z in sup.zeros}:
-        out.append(f"zeros {case.zeros!r} not legal for {case.format} (legal: {[z.value for z in sup.zeros]})")
+    legal_zeros = [z.value for z in sup.zeros]
+    if case.zeros not in legal_zeros:
+        out.append(f"zeros {case.zeros!r} not legal for {case.format} (legal: {legal_zeros})")
     if case.input_dtype not in sup.input_dtypes:
         out.append(f"input_dtype {case.input_dtype!r} not legal (legal: {sup.input_dtypes})")
     legal_out = sup.output_dtypes_for(case.input_dtype)
     if case.output_dtype not in legal_out:
-        out.append(f"output_dtype {case.output_dtype!r} not legal with {case.input_dtype} input (legal: {legal_out})")
+        out.append(f"output_dtype {case.output_dtype!r} not legal with {case.input_dtype}: {legal_out}")
     if case.scale_dtype not in sup.scale_dtypes:
-        out.append(f"scale_dtype {case.scale_dtype!r} not legal for {case.format} (legal: {sup.scale_dtypes})")
+        out.append(f"scale_dtype {case.scale_dtype!r} not legal here (legal: {sup.scale_dtypes})")
     if case.bias not in sup.bias_kinds:
         out.append(f"bias {case.bias!r} not legal for {case.format} (legal: {sup.bias_kinds})")
     if case.dist not in DISTRIBUTIONS:
@@ -273,6 +276,26 @@ def cases(
         packing_bitwidth=draw(st.sampled_from(sup.packing_bitwidths)),
     )
     return case
+
+
+#: M at or below which AUTO may dispatch to a GEMV family (gemlite.dispatch: 4 packed, 2 unpacked).
+_AUTO_GEMV_MAX_M = 4
+
+
+def fit_to_family(case: Case, profile: Profile) -> Case:
+    """`case` with its family's interpreter budget applied (`Profile.work_budget`): M shrunk, then N,
+    until M * N * K fits. K (tied to the group size) never changes. Deterministic, so the case that
+    runs is the case a failure reports; unchanged when the profile has no budget.
+    """
+    budget = profile.budget(case.family)
+    if case.family == AUTO and case.M <= _AUTO_GEMV_MAX_M:
+        budgets = [b for _, b in profile.work_budget]
+        budget = min(budgets) if budgets else None
+    if budget is None or case.M * case.N * case.K <= budget:
+        return case
+    M = max(1, min(case.M, budget // (case.N * case.K)))
+    N = max(1, min(case.N, budget // (M * case.K)))
+    return case.replace(M=M, N=N)
 
 
 def pinned(format: str, **fields_) -> Case:

@@ -89,7 +89,10 @@ def _check_act(act: object) -> ActSpec:
 
 
 def activation_group_size(act: ActSpec, k: int) -> int:
-    """Inputs per activation scale for K = ``k`` (K itself per token); raises ValueError unless it divides K."""
+    """Inputs per activation scale for K = ``k`` (K itself per token).
+
+    Raises ValueError unless the group divides K, or for a malformed ``act`` (see QuantizedActivation).
+    """
     act = _check_act(act)
     g = k if act.group_size is None else act.group_size
     if k % g:

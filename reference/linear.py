@@ -65,4 +65,3 @@ def linear(
         y = y + bias.double().to(y.device)
     y = y.reshape(*x.shape[:-1], qw.N)
     return y if out_dtype is None else y.to(out_dtype)
-

@@ -100,9 +100,11 @@ def _resolved_group(fmt: Format, k: int) -> int:
 def weight_scale_shape(fmt: Format, n: int, k: int) -> tuple[int, int] | None:
     """The canonical scale shape of an ``[n, k]`` weight of format ``fmt`` (None for FLOAT weights).
 
-    Raises ValueError when the group size does not fit K (grouped kinds need g to divide K; INT8/FP8
-    blocks may be ragged and use ceil division).
+    Raises TypeError for a non-Format ``fmt``; ValueError when the group size does not fit K (grouped
+    kinds need g to divide K; INT8/FP8 blocks may be ragged and use ceil division).
     """
+    if not isinstance(fmt, Format):
+        raise TypeError(f"fmt: expected a gemlite.formats.Format, got {type(fmt).__name__}")
     spec = fmt.weight
     if spec.kind is WeightKind.FLOAT:
         return None
@@ -164,7 +166,7 @@ class QuantizedWeight:
         kind = self.fmt.weight.kind
         if expected is None:
             if self.scales is not None:
-                raise ValueError(f"scales: {kind.name} weights take no scales, got a tensor")
+                raise ValueError(f"scales: {self.fmt.name} weights take no scales, got a tensor")
             return
         scales = require_tensor("scales", self.scales)
         require_dtype("scales", scales, _SCALE_DTYPES[kind])
@@ -411,4 +413,3 @@ def _quantize_ternary(fmt: Format, w64: torch.Tensor, scale_shape: tuple[int, in
     ternary = round_half_to_even(w64 / s32.double()).clamp(-1, 1)
     scales = s32.expand(scale_shape).contiguous()
     return QuantizedWeight(fmt, (ternary + TERNARY_ZERO).to(torch.uint8), scales, TERNARY_ZERO)
-

@@ -14,6 +14,10 @@ if not torch.cuda.is_available():
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
+# The correctness harness's options (--correctness-profile/-gpu/-report), profile and report. Loaded
+# here, after the interpreter choice above, so any pytest run of the suites knows them.
+pytest_plugins = ("harness.pytest_plugin",)
+
 
 @pytest.fixture
 def device() -> str:

@@ -1,0 +1,507 @@
+"""Kernel configs: the search spaces, their legality per weight layout, the autotuner and its cache.
+
+How a launch gets its config (`get_config`), first match wins:
+1. a config forced with ``with forced_config(family, config):`` (tests, mutation and compile suites);
+2. the process cache, keyed by family and `config_key` (filled by tuning or by `load_config`);
+3. under the Triton interpreter, or in mode False, or when timing is impossible (CUDA graph
+   capture): the family's first legal default config; nothing is cached;
+4. otherwise the legal candidates of the current mode ("fast" or "max") are timed with
+   ``triton.testing.do_bench`` and the fastest is cached.
+
+The JSON cache file has one object per family: ``{"GEMV": {"<key>": {config fields}}, ...}``.
+
+Config spaces are written for Hopper (H100: 228 KB shared memory per SM, 3 TB/s HBM) and are still
+unmeasured guesses, marked as such; the compile-only suite checks that every one of them compiles
+for sm_90 within the shared-memory budget and that the tensor-core families lower to wgmma/mma.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
+
+import torch
+
+from gemlite.settings import is_deterministic
+
+if TYPE_CHECKING:  # only for annotations: this module must not import the kernels (import cycle)
+    from gemlite.kernels.layout import WeightLayout
+
+FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
+MODES = ("fast", "max", False)
+# GemLite's M buckets: powers of two plus 1.5x steps from 16 on; larger M share the 4096 bucket.
+M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One launch configuration. Families read only the fields they use:
+
+    GEMV: BLOCK_N, BLOCK_K, SPLIT_K (K splits over programs); GEMV_REVSPLITK: BLOCK_N, BLOCK_K (each
+    program reduces 2 * BLOCK_K of K); GEMV_SPLITK: BLOCK_N, BLOCK_K, SPLIT_K; GEMM_SPLITK: BLOCK_M,
+    BLOCK_N, BLOCK_K, SPLIT_K; GEMM: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M. All: num_warps, num_stages.
+    """
+
+    BLOCK_M: int = 1
+    BLOCK_N: int = 64
+    BLOCK_K: int = 32
+    SPLIT_K: int = 1
+    GROUP_M: int = 1
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"config: {f.name} must be a positive int, got {v!r}")
+        for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps"):
+            v = getattr(self, name)
+            if v & (v - 1):
+                raise ValueError(f"config: {name} must be a power of two, got {v}")
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        """Build from a dict of fields (as in the JSON cache); raises ValueError for unknown fields."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config: expected a dict of fields, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def short(self) -> str:
+        """Compact label for tables and error messages."""
+        return (
+            f"BM{self.BLOCK_M}_BN{self.BLOCK_N}_BK{self.BLOCK_K}_SK{self.SPLIT_K}_GM{self.GROUP_M}"
+            f"_w{self.num_warps}_s{self.num_stages}"
+        )
+
+
+def _cfg(**kw) -> Config:
+    return Config(**kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Config spaces. Every "fast" list (and so every "max" list and default pair) ends with a small-K-tile
+# fallback, so grouped layouts with group_size 32 (BLOCK_K 32; 16 for GEMV_REVSPLITK, which reduces
+# 2 * BLOCK_K per group) always have a legal candidate. "max" adds three configs per family: the
+# compile-only suite compiles every config for every representative layout on 2 CPU cores (~1.5 s per
+# compile), which bounds the spaces. Tile sizes are unmeasured design choices for H100 (decode:
+# enough bytes in flight per SM through K splits; prefill: 64-128 x 128-256 wgmma tiles, 3-4 stages).
+# ------------------------------------------------------------------------------------------------
+
+_GEMV_FAST = [
+    _cfg(BLOCK_N=256, BLOCK_K=64, SPLIT_K=8, num_warps=4),
+    _cfg(BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4),
+    _cfg(BLOCK_N=512, BLOCK_K=32, SPLIT_K=8, num_warps=4),
+    _cfg(BLOCK_N=256, BLOCK_K=128, SPLIT_K=4, num_warps=8),
+    _cfg(BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4),
+]
+_GEMV_MAX_EXTRA = [
+    _cfg(BLOCK_N=512, BLOCK_K=64, SPLIT_K=4, num_warps=8),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=2),
+    _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=4),
+]
+_REV_FAST = [
+    _cfg(BLOCK_N=256, BLOCK_K=64, num_warps=4),
+    _cfg(BLOCK_N=512, BLOCK_K=64, num_warps=8),
+    _cfg(BLOCK_N=128, BLOCK_K=64, num_warps=4),
+    _cfg(BLOCK_N=512, BLOCK_K=32, num_warps=4),
+    _cfg(BLOCK_N=256, BLOCK_K=16, num_warps=4),
+]
+_REV_MAX_EXTRA = [
+    _cfg(BLOCK_N=1024, BLOCK_K=32, num_warps=8),
+    _cfg(BLOCK_N=128, BLOCK_K=128, num_warps=4),
+    _cfg(BLOCK_N=256, BLOCK_K=32, num_warps=4),
+]
+_SPLITK_GEMV_FAST = [
+    _cfg(BLOCK_N=4, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=8, BLOCK_K=512, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=2, BLOCK_K=2048, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=16, BLOCK_K=256, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=4, num_warps=4),
+]
+_SPLITK_GEMV_MAX_EXTRA = [
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=4, num_warps=4),
+    _cfg(BLOCK_N=8, BLOCK_K=1024, SPLIT_K=1, num_warps=8),
+    _cfg(BLOCK_N=4, BLOCK_K=512, SPLIT_K=2, num_warps=4),
+]
+_GEMM_SPLITK_FAST = [
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4, num_stages=4),
+]
+_GEMM_SPLITK_MAX_EXTRA = [
+    _cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=4),
+]
+_GEMM_FAST = [
+    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+    _cfg(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+]
+_GEMM_MAX_EXTRA = [
+    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
+    _cfg(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+    _cfg(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+]
+
+# Per family: "fast" and "max" (autotuned), "default" (mode False: the first legal one is used),
+# "interpreter" (small tiles for CPU runs under TRITON_INTERPRET=1; never used on a GPU).
+_SPACES: dict[str, dict[str, list[Config]]] = {
+    "GEMV": {
+        "fast": _GEMV_FAST,
+        "max": _GEMV_FAST + _GEMV_MAX_EXTRA,
+        "default": [_GEMV_FAST[0], _GEMV_FAST[-1]],
+        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=4)],
+    },
+    "GEMV_REVSPLITK": {
+        "fast": _REV_FAST,
+        "max": _REV_FAST + _REV_MAX_EXTRA,
+        "default": [_REV_FAST[0], _REV_FAST[-1]],
+        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32), _cfg(BLOCK_N=64, BLOCK_K=16)],
+    },
+    "GEMV_SPLITK": {
+        "fast": _SPLITK_GEMV_FAST,
+        "max": _SPLITK_GEMV_FAST + _SPLITK_GEMV_MAX_EXTRA,
+        "default": [_SPLITK_GEMV_FAST[0], _SPLITK_GEMV_FAST[-1]],
+        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=64, SPLIT_K=2), _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)],
+    },
+    "GEMM_SPLITK": {
+        "fast": _GEMM_SPLITK_FAST,
+        "max": _GEMM_SPLITK_FAST + _GEMM_SPLITK_MAX_EXTRA,
+        "default": [_GEMM_SPLITK_FAST[1], _GEMM_SPLITK_FAST[-1]],
+        "interpreter": [_cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)],
+    },
+    "GEMM": {
+        "fast": _GEMM_FAST,
+        "max": _GEMM_FAST + _GEMM_MAX_EXTRA,
+        "default": [_GEMM_FAST[0], _GEMM_FAST[-1]],
+        "interpreter": [_cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4)],
+    },
+}
+
+
+def _check_family(family) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+
+
+def _check_mode(mode) -> None:
+    if not (mode is False or (isinstance(mode, str) and mode in ("fast", "max"))):
+        raise ValueError(f"mode: expected 'fast', 'max' or False, got {mode!r}")
+
+
+def configs(family: str, mode: str | bool) -> list[Config]:
+    """Every config the GPU autotuner (mode "fast" or "max") or the heuristic (mode False) can pick
+    for `family`, before filtering by layout. Raises ValueError for an unknown family or mode."""
+    _check_family(family)
+    _check_mode(mode)
+    return list(_SPACES[family]["default" if mode is False else mode])
+
+
+def interpreter_configs(family: str) -> list[Config]:
+    """The small tiles used under the Triton interpreter (CPU only), in order of preference."""
+    _check_family(family)
+    return list(_SPACES[family]["interpreter"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Legality: which tiles a kernel may run for a layout
+# ------------------------------------------------------------------------------------------------
+
+
+def illegal_reason(family: str, config: Config, layout: WeightLayout) -> str | None:
+    """Why `config` cannot run `family` on `layout`, or None when it can.
+
+    Rules: GEMV families reduce one activation row per program (BLOCK_M == 1); tensor-core tiles need
+    BLOCK_M, BLOCK_N, BLOCK_K >= 16; a K tile must not straddle two scale groups, so BLOCK_K (2 *
+    BLOCK_K for GEMV_REVSPLITK, whose two chunks share one scale load) divides a grouped layout's
+    group size; families without a K split take SPLIT_K == 1.
+    """
+    _check_family(family)
+    if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
+        if config.BLOCK_M != 1:
+            return f"{family} reduces one row per program: BLOCK_M must be 1, got {config.BLOCK_M}"
+    elif min(config.BLOCK_M, config.BLOCK_N, config.BLOCK_K) < 16:
+        return f"{family} uses tl.dot: BLOCK_M/N/K must be >= 16, got {config.short()}"
+    if family in ("GEMV_REVSPLITK", "GEMM") and config.SPLIT_K != 1:
+        return f"{family} has no SPLIT_K parameter: it must be 1, got {config.SPLIT_K}"
+    k_span = 2 * config.BLOCK_K if family == "GEMV_REVSPLITK" else config.BLOCK_K
+    if layout.is_grouped and layout.group_size % k_span != 0:
+        return (
+            f"{family}: a K step of {k_span} would straddle scale groups of {layout.group_size} "
+            f"(it must divide the group size)"
+        )
+    return None
+
+
+def legal_configs(family: str, layout: WeightLayout, mode: str | bool) -> list[Config]:
+    return [c for c in configs(family, mode) if illegal_reason(family, c, layout) is None]
+
+
+def default_config(family: str, layout: WeightLayout, interpreter: bool = False) -> Config:
+    """The heuristic config: the first legal default (interpreter: the first legal small tile)."""
+    space = _SPACES[family]
+    pool = space["interpreter"] if interpreter else space["default"]
+    for c in pool:
+        if illegal_reason(family, c, layout) is None:
+            return c
+    raise ValueError(
+        f"group_size: no {family} tile is legal for group_size={layout.group_size} "
+        f"(K={layout.in_features}); use a multiple of 32 that divides K"
+    )
+
+
+def check_layout(layout: WeightLayout) -> None:
+    """Raise ValueError unless every family has a legal default and interpreter config for `layout`."""
+    for family in FAMILIES:
+        default_config(family, layout, interpreter=False)
+        default_config(family, layout, interpreter=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modes, keys, the process cache
+# ------------------------------------------------------------------------------------------------
+
+_LOCK = threading.RLock()
+_MODE: str | bool = "fast"
+_CACHE: dict[str, dict[str, Config]] = {f: {} for f in FAMILIES}
+_FORCED: dict[str, list[Config]] = {f: [] for f in FAMILIES}
+
+
+def set_autotune(mode: str | bool) -> None:
+    """Choose how configs are picked for keys not in the cache.
+
+    mode: "fast" (default: time a short hand-picked list per family on first use), "max" (time a
+        larger space), or False (never time: one heuristic default per family).
+    Configs already cached stay in use; call `reset_config()` to re-tune. Raises ValueError otherwise.
+    """
+    global _MODE
+    _check_mode(mode)
+    _MODE = mode
+
+
+def get_autotune() -> str | bool:
+    """The current mode: "fast", "max" or False."""
+    return _MODE
+
+
+def m_bucket(M: int) -> int:
+    """GemLite's M bucket: the smallest of M_BUCKETS >= M; M > 4096 maps to 4096."""
+    if not isinstance(M, int) or isinstance(M, bool) or M < 1:
+        raise ValueError(f"M: expected a positive int, got {M!r}")
+    for b in M_BUCKETS:
+        if M <= b:
+            return b
+    return M_BUCKETS[-1]
+
+
+def _dt(dtype: torch.dtype | None) -> str:
+    return "none" if dtype is None else str(dtype).replace("torch.", "")
+
+
+def config_key(M: int, layout: WeightLayout, out_dtype: torch.dtype, scale_dtype: torch.dtype | None) -> str:
+    """The cache key within a family: everything that changes which config is fastest.
+
+    M bucket, N, K, resolved group size, weight kind and bits, packing word, zero-point mode, scale
+    dtype, activation (compute) dtype, output dtype, and whether determinism forbids atomics.
+    """
+    spec = layout.spec
+    return ",".join(
+        (
+            f"M={m_bucket(M)}",
+            f"N={layout.out_features}",
+            f"K={layout.in_features}",
+            f"group={layout.group_size}",
+            f"weight={spec.kind.value}{spec.bits}",
+            f"word={layout.word_bits}",
+            f"zeros={layout.zero_mode.value}",
+            f"scales={_dt(scale_dtype)}",
+            f"act={_dt(layout.compute_dtype)}",
+            f"out={_dt(out_dtype)}",
+            f"det={int(is_deterministic())}",
+        )
+    )
+
+
+@contextlib.contextmanager
+def forced_config(family: str, config: Config | dict) -> Iterator[Config]:
+    """Within the block every `family` launch uses `config` (no cache, no tuning); nests.
+
+    Raises ValueError for an unknown family or config fields; a config illegal for a layout raises
+    ValueError at launch.
+    """
+    _check_family(family)
+    cfg = config if isinstance(config, Config) else Config.from_dict(config)
+    with _LOCK:
+        _FORCED[family].append(cfg)
+    try:
+        yield cfg
+    finally:
+        with _LOCK:
+            _FORCED[family].pop()
+
+
+def cached_config(family: str, key: str) -> Config | None:
+    """The config cached for (family, key), if any."""
+    _check_family(family)
+    with _LOCK:
+        return _CACHE[family].get(key)
+
+
+def get_config(
+    family: str,
+    M: int,
+    layout: WeightLayout,
+    out_dtype: torch.dtype,
+    scale_dtype: torch.dtype | None,
+    *,
+    timer: Callable[[Config], float] | None = None,
+    interpreter: bool = False,
+) -> Config:
+    """The config to launch `family` with (see the module docstring for the order of sources).
+
+    timer: measures one candidate (milliseconds; may raise for a config that does not fit the
+        device); None when timing is impossible (e.g. during CUDA graph capture).
+    interpreter: the Triton interpreter runs the kernels: never time, use the small default tiles.
+    """
+    _check_family(family)
+    with _LOCK:
+        forced = _FORCED[family][-1] if _FORCED[family] else None
+    if forced is not None:
+        reason = illegal_reason(family, forced, layout)
+        if reason is not None:
+            raise ValueError(f"config: forced config {forced.short()} is illegal here: {reason}")
+        return forced
+    key = config_key(M, layout, out_dtype, scale_dtype)
+    cached = cached_config(family, key)
+    if cached is not None:
+        reason = illegal_reason(family, cached, layout)
+        if reason is None:
+            return cached
+        warnings.warn(f"gemlite: ignoring cached {family} config for {key}: {reason}", stacklevel=2)
+    if interpreter:
+        return default_config(family, layout, interpreter=True)
+    mode = _MODE
+    if mode is False or timer is None:
+        return default_config(family, layout)
+    best = _tune(family, legal_configs(family, layout, mode), timer)
+    with _LOCK:
+        _CACHE[family][key] = best
+    return best
+
+
+def _tune(family: str, candidates: list[Config], timer: Callable[[Config], float]) -> Config:
+    """The fastest candidate; candidates that fail (e.g. out of shared memory) are skipped."""
+    best, best_ms, errors = None, math.inf, []
+    for cfg in candidates:
+        try:
+            ms = float(timer(cfg))
+        except Exception as exc:  # noqa: BLE001 - a tile that does not fit this GPU is skipped
+            errors.append((cfg, exc))
+            continue
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if best is None:
+        first = errors[0][1] if errors else None
+        raise RuntimeError(
+            f"gemlite: every {family} candidate config failed ({len(errors)} tried)"
+        ) from first
+    return best
+
+
+def bench_ms(fn: Callable[[], object]) -> float:
+    """Median time of fn in milliseconds (triton.testing.do_bench: warm-up, L2 flushed per rep)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The JSON config cache
+# ------------------------------------------------------------------------------------------------
+
+
+def _parse_cache(data, path) -> dict[str, dict[str, Config]]:
+    if not isinstance(data, dict):
+        raise ValueError(f"path: {path} does not hold a JSON object of families")
+    out: dict[str, dict[str, Config]] = {}
+    for family, entries in data.items():
+        if family not in FAMILIES:
+            raise ValueError(f"path: {path} has unknown family {family!r}; expected one of {FAMILIES}")
+        if not isinstance(entries, dict):
+            raise ValueError(f"path: {path}: {family} must map key strings to configs")
+        out[family] = {}
+        for key, cfg in entries.items():
+            try:
+                out[family][str(key)] = Config.from_dict(cfg)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"path: {path}: bad {family} config for {key!r}: {exc}") from None
+    return out
+
+
+def load_config(path: str | os.PathLike) -> None:
+    """Merge a JSON config cache file into the process cache (file entries win); a cached key is
+    then launched without tuning. Raises FileNotFoundError, or ValueError for malformed content."""
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"path: {path} is not valid JSON: {exc}") from None
+    parsed = _parse_cache(data, path)
+    with _LOCK:
+        for family, entries in parsed.items():
+            _CACHE[family].update(entries)
+
+
+def cache_config(path: str | os.PathLike) -> None:
+    """Write every cached config to a JSON file, merged over the file's entries when it exists
+    (process entries win). The file is replaced atomically."""
+    path = os.fspath(path)
+    merged: dict[str, dict[str, dict]] = {f: {} for f in FAMILIES}
+    with _LOCK:
+        if os.path.exists(path):
+            with open(path) as f:
+                try:
+                    existing = _parse_cache(json.load(f), path)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"path: {path} exists but is not valid JSON: {exc}") from None
+            for family, entries in existing.items():
+                merged[family].update({k: c.as_dict() for k, c in entries.items()})
+        for family in FAMILIES:
+            merged[family].update({k: c.as_dict() for k, c in _CACHE[family].items()})
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".gemlite-config-", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(merged, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def reset_config() -> None:
+    """Forget every cached config (tuned or loaded)."""
+    with _LOCK:
+        for family in FAMILIES:
+            _CACHE[family].clear()

@@ -1,0 +1,380 @@
+"""Shared pieces of every kernel family: @triton.jit device functions (load, unpack, dequantize,
+dot, epilogue), the split-K reduction kernel, and the host-side helpers that turn a `WeightLayout`
+into kernel arguments.
+
+Numerics (all families):
+* Accumulation is fp32, always.
+* Grouped HQQ weights are dequantized as ``(q - z) * s`` in fp32 from the stored s and z, then cast
+  once to the dot dtype (tensor-core families) or kept in fp32 (GEMV families, which use FMA).
+* "Post-scaled" layouts (INT8, FP8, TERNARY, channel-wise HQQ with integer/no zeros; see
+  `WeightLayout.post_scale`) feed the exact codes (``q`` or ``q - z``) to the dot and multiply the
+  fp32 accumulator by the per-column scale in the epilogue.
+* The epilogue then adds the bias in fp32 and casts once to the output dtype.
+
+Split-K and atomics. Families that split K over programs (GEMV, GEMV_REVSPLITK, and GEMV_SPLITK /
+GEMM_SPLITK when their SPLIT_K > 1) finish in one of these write modes, chosen per call by
+`write_mode`:
+* ``WRITE_FINAL``: a single K split; the program applies the epilogue and stores the output.
+* ``WRITE_PARTIAL`` (deterministic, the default): each K split stores its raw fp32 partial sum in a
+  workspace ``[splits, M, N]``; `splitk_reduce_kernel` adds them in split order, then applies the
+  epilogue. Bitwise reproducible.
+* Only after ``gemlite.settings.set_deterministic(False)``:
+  ``WRITE_ATOMIC`` (fp16/bf16 output): partials are ``tl.atomic_add``-ed into a zeroed fp32 ``[M, N]``
+  buffer, then `splitk_reduce_kernel` (one split) applies the epilogue; and ``WRITE_ATOMIC_FINAL``
+  (fp32 output): each split scales its partial (and split 0 adds the bias) and atomically adds it
+  straight into the zeroed output. Never atomics into fp16/bf16: each would round the running sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import triton
+import triton.language as tl
+
+from gemlite.formats import WeightKind, Zeros
+from gemlite.settings import is_deterministic
+
+
+def _interpreting() -> bool:
+    """Triton's own interpreter knob (what `@triton.jit` consults when decorating)."""
+    try:
+        from triton import knobs
+
+        return bool(knobs.runtime.interpret)
+    except (ImportError, AttributeError):  # pragma: no cover - older Triton without knobs
+        import os
+
+        return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+# NOTE: the Triton interpreter (3.6 and 3.9) carries bf16 values as raw uint16 arrays: `tl.dot` on bf16
+# multiplies the raw bit patterns, and integer -> bf16 casts reinterpret them. Kernels therefore route
+# bf16 through fp32 when INTERPRETED (exact: every bf16 product is exact in fp32); compiled kernels
+# keep the native bf16 tensor-core dot.
+INTERPRETED = tl.constexpr(_interpreting())
+
+# Weight kinds as the kernels see them (tl.constexpr values).
+KIND_FLOAT = tl.constexpr(0)  # fp16/bf16 weight, used as is
+KIND_PACKED = tl.constexpr(1)  # unsigned codes packed in words (HQQ, TERNARY)
+KIND_INT8 = tl.constexpr(2)  # int8 codes, one per byte
+KIND_FP8 = tl.constexpr(3)  # float8_e4m3fn codes, one per byte
+# Zero-point modes.
+ZERO_NONE = tl.constexpr(0)
+ZERO_INT = tl.constexpr(1)  # one integer for the whole tensor (runtime argument zero_int)
+ZERO_FLOAT = tl.constexpr(2)  # a float per group, same layout as the scales
+# Write modes (see the module docstring).
+WRITE_FINAL = tl.constexpr(0)
+WRITE_PARTIAL = tl.constexpr(1)
+WRITE_ATOMIC = tl.constexpr(2)
+WRITE_ATOMIC_FINAL = tl.constexpr(3)
+
+_KIND_IDS = {
+    WeightKind.FLOAT: 0,
+    WeightKind.HQQ: 1,
+    WeightKind.TERNARY: 1,
+    WeightKind.INT8: 2,
+    WeightKind.FP8: 3,
+}
+_ZERO_IDS = {Zeros.NONE: 0, Zeros.INT: 1, Zeros.FLOAT: 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# Device functions
+# ------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def to_dot_dtype(v, DTYPE: tl.constexpr):
+    """Cast a tile to DTYPE; integer -> bf16 goes through fp32 (exact for |v| <= 256, see NOTE)."""
+    if DTYPE == tl.bfloat16:
+        return v.to(tl.float32).to(tl.bfloat16)
+    else:
+        return v.to(DTYPE)
+
+
+@triton.jit
+def dot_acc(a, b, acc):
+    """acc += a @ b with fp32 accumulation (bf16 operands upcast only under the interpreter)."""
+    if INTERPRETED and a.dtype == tl.bfloat16:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def load_codes(
+    w_ptr,
+    k0,
+    offs_n,
+    mask_n,
+    K,
+    stride_wk,
+    stride_wn,
+    W_KIND: tl.constexpr,
+    W_BITS: tl.constexpr,
+    ELEMS_PER_WORD: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASK_K: tl.constexpr,
+):
+    """Raw weight tile ``[BLOCK_K, BLOCK_N]`` for K indices ``k0 .. k0 + BLOCK_K`` and N indices offs_n.
+
+    Packed codes come back as int32 in [0, 2**W_BITS); other kinds in their stored dtype. Elements
+    outside K (when MASK_K) or N read as 0.
+
+    Packed words are loaded once each, ``[BLOCK_K // E, BLOCK_N]``, and their E codes are cut out by
+    a broadcast shift into ``[BLOCK_K // E, E, BLOCK_N]``, whose first two axes then merge: row
+    ``w * E + j`` is code j of word w, i.e. K index ``k0 + w * E + j``. (Loading word ``k // E`` once
+    per code instead, as public GemLite does, makes the pipeliner stage E copies of every word in
+    shared memory: 132 KB instead of 74 KB for a 128x128x64 4-bit tile on sm_90.) The mask drops an
+    int32 word's sign extension. A tile narrower than a word (BLOCK_K < E) reads word ``k // E`` per
+    code instead.
+    """
+    if W_KIND == KIND_PACKED and BLOCK_K % ELEMS_PER_WORD == 0:
+        offs_w = k0 // ELEMS_PER_WORD + tl.arange(0, BLOCK_K // ELEMS_PER_WORD)
+        if MASK_K:
+            mask = (offs_w < K // ELEMS_PER_WORD)[:, None] & mask_n[None, :]
+        else:
+            mask = mask_n[None, :]
+        words = tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn, mask=mask, other=0)
+        shifts = tl.arange(0, ELEMS_PER_WORD) * W_BITS
+        codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((1 << W_BITS) - 1)
+        return tl.reshape(codes, (BLOCK_K, BLOCK_N))
+    else:
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        if MASK_K:
+            mask = (offs_k < K)[:, None] & mask_n[None, :]
+        else:
+            mask = mask_n[None, :]
+        if W_KIND == KIND_PACKED:
+            ptrs = w_ptr + (offs_k // ELEMS_PER_WORD)[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            words = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
+            shifts = ((offs_k % ELEMS_PER_WORD) * W_BITS)[:, None]
+            return (words >> shifts) & ((1 << W_BITS) - 1)
+        elif W_KIND == KIND_FP8:
+            # Masked lanes must read +0.0 (x is 0 there, but 0 * NaN is NaN), and Triton cannot cast
+            # an integer `other` to fp8: load the bytes and reinterpret them.
+            byte_ptr = w_ptr.to(tl.pointer_type(tl.uint8))
+            ptrs = byte_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            return tl.load(ptrs, mask=mask, other=0).to(tl.float8e4nv, bitcast=True)
+        else:
+            ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            return tl.load(ptrs, mask=mask, other=0)
+
+
+@triton.jit
+def load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE: tl.constexpr):
+    """Scale and float zero rows ``[BLOCK_N]`` (fp32) of K-group `group` (zero is 0 unless ZERO_FLOAT)."""
+    scale = tl.load(s_ptr + group * stride_sg + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    if ZERO_MODE == ZERO_FLOAT:
+        zero = tl.load(z_ptr + group * stride_sg + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    else:
+        zero = tl.zeros_like(scale)
+    return scale, zero
+
+
+@triton.jit
+def dequantize(
+    codes,
+    scale,
+    zero,
+    zero_int,
+    W_KIND: tl.constexpr,
+    ZERO_MODE: tl.constexpr,
+    POST_SCALE: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Weight tile in DTYPE from raw codes; scale/zero are fp32 rows broadcast over the tile's K axis.
+
+    POST_SCALE: return the exact ``q`` / ``q - zero_int`` (the scale comes in the epilogue).
+    Otherwise ``(q - z) * s`` in fp32, then one cast to DTYPE (a no-op when DTYPE is fp32).
+    """
+    if W_KIND == KIND_FLOAT:
+        return codes.to(DTYPE)
+    elif W_KIND == KIND_PACKED:
+        if ZERO_MODE == ZERO_INT:
+            q = codes - zero_int
+        else:
+            q = codes
+        if POST_SCALE:
+            return to_dot_dtype(q, DTYPE)
+        else:
+            w = q.to(tl.float32)
+            if ZERO_MODE == ZERO_FLOAT:
+                w = w - zero[None, :]
+            w = w * scale[None, :]
+            return w.to(DTYPE)
+    else:
+        # INT8 / FP8 codes are always post-scaled: int8 and e4m3 values are exact in fp16/bf16/fp32.
+        if W_KIND == KIND_FP8 or DTYPE == tl.float32:
+            return codes.to(tl.float32).to(DTYPE)
+        else:
+            return to_dot_dtype(codes, DTYPE)
+
+
+@triton.jit
+def apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """fp32 ``acc * scale[n] + bias[n]``; offs_n/mask_n are shaped to broadcast against acc."""
+    if POST_SCALE:
+        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    return acc
+
+
+@triton.jit
+def write_result(
+    acc,
+    offs_mn,
+    mask,
+    offs_n,
+    mask_n,
+    pid_k,
+    MN,
+    out_ptr,
+    ws_ptr,
+    s_ptr,
+    b_ptr,
+    WRITE_MODE: tl.constexpr,
+    POST_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """Write an fp32 accumulator tile according to WRITE_MODE (module docstring).
+
+    offs_mn: int64 flat offsets ``m * N + n`` into the contiguous ``[M, N]`` output (and into each
+    ``[M, N]`` slice of the workspace); MN = M * N; pid_k: this program's K split.
+    """
+    if WRITE_MODE == WRITE_FINAL:
+        y = apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
+        tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)
+    elif WRITE_MODE == WRITE_PARTIAL:
+        tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)
+    elif WRITE_MODE == WRITE_ATOMIC:
+        tl.atomic_add(ws_ptr + offs_mn, acc, mask=mask, sem="relaxed")
+    else:
+        # WRITE_ATOMIC_FINAL (fp32 output): scaling is linear, so each split scales its own partial;
+        # only split 0 adds the bias.
+        if POST_SCALE:
+            acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            acc = acc + tl.where(pid_k == 0, bias, 0.0)
+        tl.atomic_add(out_ptr + offs_mn, acc, mask=mask, sem="relaxed")
+
+
+@triton.jit
+def splitk_reduce_kernel(
+    # Pointers
+    ws_ptr,  # fp32 [NUM_SPLITS, M, N] partial sums
+    s_ptr,  # per-column scales (POST_SCALE)
+    b_ptr,  # bias [N] (HAS_BIAS)
+    out_ptr,  # [M, N] output
+    # Sizes
+    MN,
+    N,
+    NUM_SPLITS,
+    # Meta-parameters
+    POST_SCALE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """out = epilogue(sum over splits of ws), summing splits in index order (deterministic)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < MN
+    offs_n = offs % N
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(NUM_SPLITS):
+        acc += tl.load(ws_ptr + s * MN + offs, mask=mask, other=0.0)
+    y = apply_epilogue(acc, offs_n, mask, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host-side helpers
+# ------------------------------------------------------------------------------------------------
+
+REDUCE_BLOCK = 1024  # elements per program of splitk_reduce_kernel: a memory-bound copy-like pass
+
+
+def layout_meta(layout) -> dict:
+    """The weight-layout constexprs every family kernel takes."""
+    return {
+        "W_KIND": _KIND_IDS[layout.spec.kind],
+        "W_BITS": layout.spec.bits,
+        "ELEMS_PER_WORD": layout.elems_per_word,
+        # 0 = one scale row for all of K (channel-wise): keeps K out of the compiled constants.
+        "GROUP_SIZE": layout.group_size if layout.is_grouped else 0,
+        "ZERO_MODE": _ZERO_IDS[layout.zero_mode],
+        "POST_SCALE": layout.post_scale,
+        "PRE_SCALE": layout.has_scales and not layout.post_scale,
+    }
+
+
+def weight_strides(layout, W_q: torch.Tensor) -> tuple[int, int]:
+    """(stride along K rows/words, stride along N) of the physical weight (see layout.py)."""
+    if layout.is_packed:
+        return W_q.stride(0), W_q.stride(1)  # [K // e, N]
+    return W_q.stride(1), W_q.stride(0)  # [N, K]
+
+
+def write_mode(num_splits: int, out_dtype: torch.dtype) -> int:
+    """The write mode for a launch with `num_splits` K splits (module docstring)."""
+    if num_splits == 1:
+        return WRITE_FINAL.value
+    if is_deterministic():
+        return WRITE_PARTIAL.value
+    return WRITE_ATOMIC_FINAL.value if out_dtype == torch.float32 else WRITE_ATOMIC.value
+
+
+def alloc_outputs(M: int, N: int, num_splits: int, mode: int, out_dtype: torch.dtype, device):
+    """(out, workspace) for a launch; the workspace is a 1-element dummy when unused."""
+    if mode == WRITE_ATOMIC_FINAL.value:
+        out = torch.zeros((M, N), dtype=out_dtype, device=device)
+    else:
+        out = torch.empty((M, N), dtype=out_dtype, device=device)
+    if mode == WRITE_PARTIAL.value:
+        ws = torch.empty((num_splits, M, N), dtype=torch.float32, device=device)
+    elif mode == WRITE_ATOMIC.value:
+        ws = torch.zeros((M, N), dtype=torch.float32, device=device)
+    else:
+        ws = torch.empty((1,), dtype=torch.float32, device=device)
+    return out, ws
+
+
+@dataclass
+class KernelLaunch:
+    """One kernel launch, described before it runs (the launchers run it; the compile-only check
+    compiles exactly the same signature for sm_90 from it)."""
+
+    kernel: object  # a @triton.jit function
+    grid: tuple[int, ...]
+    args: tuple  # runtime arguments in signature order
+    constexprs: dict = field(default_factory=dict)
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def run(self) -> None:
+        self.kernel[self.grid](
+            *self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+        )
+
+
+def reduce_plan(ws, scales, bias, out, num_splits: int, mode: int, layout) -> list[KernelLaunch]:
+    """The second pass of WRITE_PARTIAL / WRITE_ATOMIC (sum the workspace, epilogue, cast), if any."""
+    if mode not in (WRITE_PARTIAL.value, WRITE_ATOMIC.value):
+        return []
+    M, N = out.shape
+    splits = num_splits if mode == WRITE_PARTIAL.value else 1
+    # One program per REDUCE_BLOCK contiguous outputs of the flat [M * N] output.
+    grid = (triton.cdiv(M * N, REDUCE_BLOCK),)
+    args = (ws, scales, bias if bias is not None else ws, out, M * N, N, splits)
+    meta = {"POST_SCALE": layout.post_scale, "HAS_BIAS": bias is not None, "BLOCK": REDUCE_BLOCK}
+    return [KernelLaunch(splitk_reduce_kernel, grid, args, meta, num_warps=4, num_stages=1)]
+
+
+def run_plan(out: torch.Tensor, launches: list[KernelLaunch]) -> torch.Tensor:
+    for launch in launches:
+        launch.run()
+    return out

@@ -1,0 +1,263 @@
+"""Compile every kernel config for sm_90 (H100) without a GPU, and report what came out.
+
+    TRITON_INTERPRET=0 python -m gemlite.kernels.compile_check [--jobs 2] [--families GEMM,GEMV]
+                                                               [--layouts hqq4_g128_fp16,int8] [--report PATH]
+
+Prints a JSON list, one entry per compiled kernel: family, layout, config, kernel name, ``shared``
+(bytes of shared memory per block), ``tensor_core`` ("wgmma", "mma" or "none", read from the PTX),
+``ok`` and ``error``. ``--report PATH`` also writes a plain-text table.
+
+Why a separate process: under ``TRITON_INTERPRET=1`` (how the CPU test suite runs the kernels)
+``@triton.jit`` returns interpreter objects that cannot be compiled. The interpreter is chosen when
+the kernel modules are imported, so the compile-only test runs this module in a subprocess with the
+interpreter off. The launch arguments come from the launchers' own ``plan`` functions run on "meta"
+tensors, so the compiled signatures are exactly those a real launch would use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from gemlite import autotune
+from gemlite.formats import WeightKind, WeightSpec, Zeros
+
+H100_MAX_SHARED = 232448  # bytes of shared memory one block may use on sm_90 (227 KB)
+TARGET = ("cuda", 90, 32)  # GPUTarget(backend, arch, warp_size)
+
+# Representative layouts: name -> (spec, K, N, compute dtype, word bits, zero_int, scale dtype).
+LAYOUTS = {
+    "hqq4_g128_fp16": (WeightSpec(WeightKind.HQQ, 4, 128, zeros=Zeros.FLOAT), torch.float16, 32, None),
+    "hqq2_g64_bf16": (WeightSpec(WeightKind.HQQ, 2, 64, zeros=Zeros.FLOAT), torch.bfloat16, 32, None),
+    "hqq1_g32_fp16_int": (WeightSpec(WeightKind.HQQ, 1, 32, zeros=Zeros.INT), torch.float16, 32, 1),
+    "hqq8_chan_bf16_w8": (WeightSpec(WeightKind.HQQ, 8, None, zeros=Zeros.INT), torch.bfloat16, 8, 128),
+    "int8_fp16": (WeightSpec(WeightKind.INT8, 8), torch.float16, 8, None),
+    "fp8_bf16": (WeightSpec(WeightKind.FP8, 8), torch.bfloat16, 8, None),
+    "a16w16_fp16": (WeightSpec(WeightKind.FLOAT, 16), torch.float16, 16, None),
+}
+K_COMPILE, N_COMPILE = 4096, 4096  # shapes only matter through divisibility: real LLM-like sizes
+M_FOR_FAMILY = {"GEMV": 1, "GEMV_REVSPLITK": 1, "GEMV_SPLITK": 2, "GEMM_SPLITK": 16, "GEMM": 256}
+
+_TL_TYPES = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.int32: "i32",
+    torch.float8_e4m3fn: "fp8e4nv",
+}
+
+
+def make_layout(name: str):
+    from gemlite.kernels.layout import WeightLayout
+
+    spec, dtype, word_bits, zero_int = LAYOUTS[name]
+    group = K_COMPILE if spec.group_size is None else spec.group_size
+    return WeightLayout(spec, K_COMPILE, N_COMPILE, group, word_bits, dtype, zero_int)
+
+
+def meta_tensors(layout):
+    """Weight tensors with the prepared shapes and dtypes, on the "meta" device (no data)."""
+    K, N = layout.in_features, layout.out_features
+    if layout.is_packed:
+        w_dtype = torch.int32 if layout.word_bits == 32 else torch.uint8
+        W_q = torch.empty((K // layout.elems_per_word, N), dtype=w_dtype, device="meta")
+    elif layout.spec.kind is WeightKind.FLOAT:
+        W_q = torch.empty((N, K), dtype=layout.compute_dtype, device="meta")
+    else:
+        W_q = torch.empty((N, K), dtype=_code_dtype(layout.spec.kind), device="meta")
+    # HQQ scales usually come in the activation dtype; INT8/FP8/TERNARY scales are fp32.
+    scale_dtype = layout.compute_dtype if layout.spec.kind is WeightKind.HQQ else torch.float32
+    if layout.has_scales:
+        scales = torch.empty((layout.num_groups, N), dtype=scale_dtype, device="meta")
+    else:
+        scales = torch.empty(0, dtype=torch.float32, device="meta")
+    if layout.zero_mode is Zeros.FLOAT:
+        zeros = torch.empty((layout.num_groups, N), dtype=scale_dtype, device="meta")
+    else:
+        zeros = torch.empty(0, dtype=torch.float32, device="meta")
+    return W_q, scales, zeros
+
+
+def _code_dtype(kind: WeightKind) -> torch.dtype:
+    return {WeightKind.INT8: torch.int8, WeightKind.FP8: torch.float8_e4m3fn}[kind]
+
+
+def _signature(launch):
+    """(signature, constexprs, attrs) for triton.compile, mimicking the runtime's specialization:
+    pointers 16-byte aligned, ints divisible by 16 marked so, ints equal to 1 made constants."""
+    kernel = launch.kernel
+    params = [p for p in kernel.params if not p.is_constexpr]
+    if len(params) != len(launch.args):
+        raise AssertionError(f"{kernel.__name__}: {len(launch.args)} args for {len(params)} runtime params")
+    signature, constexprs, attrs = {}, {}, {}
+    for p in kernel.params:
+        if p.is_constexpr:
+            signature[p.name] = "constexpr"
+            constexprs[p.name] = launch.constexprs.get(p.name, p.default)
+    for p, value in zip(params, launch.args):
+        idx = kernel.arg_names.index(p.name)
+        if isinstance(value, torch.Tensor):
+            signature[p.name] = "*" + _TL_TYPES[value.dtype]
+            attrs[(idx,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, bool):
+            signature[p.name] = "i1"
+        elif isinstance(value, int):
+            if value == 1:
+                signature[p.name] = "constexpr"
+                constexprs[p.name] = 1
+                continue
+            signature[p.name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(idx,)] = [["tt.divisibility", 16]]
+        else:
+            raise AssertionError(f"{kernel.__name__}: unsupported argument {p.name}={value!r}")
+    return signature, constexprs, attrs
+
+
+def _tensor_core(ptx: str) -> str:
+    if "wgmma" in ptx:
+        return "wgmma"
+    if "mma.sync" in ptx:
+        return "mma"
+    return "none"
+
+
+def compile_one(job: tuple[str, str, dict]) -> list[dict]:
+    """Compile the main kernel of a (layout, family, config) launch; family "REDUCE" compiles the
+    split-K reduction kernel of the layout instead. One result dict per kernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from gemlite.kernels import gemm, gemm_splitk, gemv, gemv_revsplitk, gemv_splitk
+
+    planners = {
+        "GEMV": gemv.plan,
+        "GEMV_REVSPLITK": gemv_revsplitk.plan,
+        "GEMV_SPLITK": gemv_splitk.plan,
+        "GEMM_SPLITK": gemm_splitk.plan,
+        "GEMM": gemm.plan,
+    }
+    layout_name, family, cfg_dict = job
+    config = autotune.Config.from_dict(cfg_dict)
+    layout = make_layout(layout_name)
+    W_q, scales, zeros = meta_tensors(layout)
+    planner = planners["GEMM_SPLITK" if family == "REDUCE" else family]
+    M = M_FOR_FAMILY["GEMM_SPLITK" if family == "REDUCE" else family]
+    x = torch.empty((M, layout.in_features), dtype=layout.compute_dtype, device="meta")
+    bias = torch.empty((layout.out_features,), dtype=layout.compute_dtype, device="meta")
+    _, launches = planner(x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
+    launches = launches[1:] if family == "REDUCE" else launches[:1]
+    results = []
+    for launch in launches:
+        entry = {
+            "family": family,
+            "layout": layout_name,
+            "config": config.short(),
+            "kernel": launch.kernel.__name__,
+            "num_warps": launch.num_warps,
+            "num_stages": launch.num_stages,
+        }
+        t0 = time.time()
+        try:
+            signature, constexprs, attrs = _signature(launch)
+            src = ASTSource(launch.kernel, signature, constexprs, attrs)
+            compiled = triton.compile(
+                src,
+                target=GPUTarget(*TARGET),
+                options={"num_warps": launch.num_warps, "num_stages": launch.num_stages},
+            )
+            ptx = compiled.asm["ptx"]
+            entry.update(
+                ok=True,
+                error=None,
+                shared=int(compiled.metadata.shared),
+                tensor_core=_tensor_core(ptx),
+                ld_global=ptx.count("ld.global"),
+            )
+        except Exception as exc:  # noqa: BLE001 - reported, not hidden: ok=False fails the test
+            entry.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000], shared=None, tensor_core=None)
+        entry["seconds"] = round(time.time() - t0, 2)
+        results.append(entry)
+    return results
+
+
+def all_jobs(families, layouts) -> list[tuple[str, str, dict]]:
+    """Every (layout, family, config) to compile: each config of every mode legal for the layout."""
+    jobs = []
+    for layout_name in layouts:
+        layout = make_layout(layout_name)
+        for family in families:
+            seen = []
+            for mode in autotune.MODES:
+                for cfg in autotune.legal_configs(family, layout, mode):
+                    if cfg not in seen:
+                        seen.append(cfg)
+            jobs += [(layout_name, family, cfg.as_dict()) for cfg in seen]
+        # The split-K reduction kernel, once per layout (a split GEMM_SPLITK plan launches it).
+        jobs.append(
+            (layout_name, "REDUCE", autotune.Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2).as_dict())
+        )
+    return jobs
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'family':<15} {'layout':<20} {'kernel':<24} {'config':<40} {'shared':>7} {'tc':<6} ok"]
+    for r in results:
+        shared = "-" if r["shared"] is None else str(r["shared"])
+        tc = r["tensor_core"] or "-"
+        head = f"{r['family']:<15} {r['layout']:<20} {r['kernel']:<24} {r['config']:<40}"
+        lines.append(f"{head} {shared:>7} {tc:<6} {r['ok']}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes")
+    parser.add_argument("--families", default=",".join(autotune.FAMILIES))
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
+    parser.add_argument("--report", default=None, help="also write a text table here")
+    args = parser.parse_args(argv)
+    from gemlite.kernels import interpreter_active
+
+    if interpreter_active():
+        print(
+            "compile_check: run with TRITON_INTERPRET unset or 0 (the interpreter cannot compile)",
+            file=sys.stderr,
+        )
+        return 2
+    families = [f for f in args.families.split(",") if f]
+    layouts = [name for name in args.layouts.split(",") if name]
+    for f in families:
+        if f not in autotune.FAMILIES:
+            parser.error(f"--families: unknown family {f!r}; known: {autotune.FAMILIES}")
+    for name in layouts:
+        if name not in LAYOUTS:
+            parser.error(f"--layouts: unknown layout {name!r}; known: {list(LAYOUTS)}")
+    jobs = all_jobs(families, layouts)
+    results: list[dict] = []
+    if args.jobs <= 1:
+        for job in jobs:
+            results += compile_one(job)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for batch in pool.map(compile_one, jobs):
+                results += batch
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(format_table(results))
+    json.dump(results, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

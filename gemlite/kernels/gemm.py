@@ -1,0 +1,145 @@
+"""GEMM: tensor-core tiles looping over all of K, one program per output tile (large M).
+
+Each program owns a ``[BLOCK_M, BLOCK_N]`` output tile, walks K in BLOCK_K steps (dequantizing the
+weight tile in registers and feeding ``tl.dot``), and writes the tile once: no split, no atomics,
+deterministic. Tiles are visited in grouped order (GROUP_M tile-rows share their weight columns while
+they are in L2), as in Triton's matmul tutorial.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gemlite.kernels.common import (
+    WRITE_FINAL,
+    KernelLaunch,
+    dequantize,
+    dot_acc,
+    layout_meta,
+    load_codes,
+    load_group_meta,
+    run_plan,
+    weight_strides,
+    write_result,
+)
+
+
+@triton.jit
+def gemm_kernel(
+    # Pointers
+    x_ptr,  # [M, K] activations, compute dtype
+    w_ptr,  # weight (layout.py): packed [K // E, N] or [N, K]
+    s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
+    z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
+    b_ptr,  # bias [N] (HAS_BIAS only)
+    out_ptr,  # [M, N] output, contiguous
+    # Sizes
+    M,
+    N,
+    K,
+    zero_int,  # the integer zero-point (ZERO_INT only)
+    # Strides
+    stride_xm,
+    stride_wk,
+    stride_wn,
+    stride_sg,
+    # Weight layout (common.layout_meta)
+    W_KIND: tl.constexpr,
+    W_BITS: tl.constexpr,
+    ELEMS_PER_WORD: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,  # K per scale row; 0 = one row for all of K
+    ZERO_MODE: tl.constexpr,
+    POST_SCALE: tl.constexpr,  # scales multiply the accumulator (exact codes in the dot)
+    PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
+    HAS_BIAS: tl.constexpr,
+    EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    # Tile configuration
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """y[M, N] = x[M, K] @ dequant(W)[K, N] (+ bias), one output tile per program."""
+    # -- 1. map the program id to an output tile, in groups of GROUP_M tile-rows -------------------
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    # -- 2. offsets of the tile ------------------------------------------------------------------
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+
+    # Channel-wise pre-scale metadata is one row for all of K: load it once.
+    scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if PRE_SCALE and GROUP_SIZE == 0:
+        scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
+
+    # -- 3. walk K: load x, unpack + dequantize W, accumulate on tensor cores --------------------
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k_idx = k0 + offs_k
+        mask_k = k_idx < K
+        if EVEN_K:
+            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
+        else:
+            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                           W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+        if GROUP_SIZE > 0:
+            # BLOCK_K divides GROUP_SIZE (autotune legality), so the tile lies in one group.
+            scale, zero = load_group_meta(
+                s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
+            )
+        w = dequantize(codes, scale, zero, zero_int, W_KIND, ZERO_MODE, POST_SCALE, x_ptr.dtype.element_ty)
+        acc = dot_acc(x, w, acc)
+
+    # -- 4. epilogue: per-column scale, bias, cast, store ------------------------------------------
+    offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    write_result(
+        acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], 0, 0, out_ptr, out_ptr, s_ptr, b_ptr,
+        WRITE_FINAL, POST_SCALE, HAS_BIAS,
+    )  # fmt: skip
+
+
+def plan(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config):
+    """(out, launches) for `config`; inputs already validated by `gemlite.kernels.matmul`."""
+    M, K = x.shape
+    N = layout.out_features
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    stride_wk, stride_wn = weight_strides(layout, W_q)
+    # One program per [BLOCK_M, BLOCK_N] output tile.
+    grid = (triton.cdiv(M, config.BLOCK_M) * triton.cdiv(N, config.BLOCK_N),)
+    args = (
+        x, W_q, scales, zeros, bias if bias is not None else out, out,
+        M, N, K, layout.zero_int or 0,
+        x.stride(0), stride_wk, stride_wn, N,
+    )  # fmt: skip
+    meta = dict(
+        layout_meta(layout),
+        HAS_BIAS=bias is not None,
+        EVEN_K=K % config.BLOCK_K == 0,
+        BLOCK_M=config.BLOCK_M,
+        BLOCK_N=config.BLOCK_N,
+        BLOCK_K=config.BLOCK_K,
+        GROUP_M=config.GROUP_M,
+    )
+    return out, [KernelLaunch(gemm_kernel, grid, args, meta, config.num_warps, config.num_stages)]
+
+
+def launch(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config) -> torch.Tensor:
+    """Run GEMM with `config`; returns the [M, N] output."""
+    return run_plan(*plan(x, W_q, scales, zeros, bias, layout, out_dtype, config))

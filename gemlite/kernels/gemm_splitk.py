@@ -1,0 +1,148 @@
+"""GEMM_SPLITK: tensor-core tiles with K split over SPLIT_K programs (small and medium M).
+
+At M of a few tens, ``[BLOCK_M, BLOCK_N]`` tiles alone leave most SMs idle; splitting K multiplies
+the programs (and the weight bytes in flight). Program ``pid_k`` takes K tiles ``pid_k, pid_k +
+SPLIT_K, ...`` (interleaved, so concurrently running splits read neighbouring weight rows). Partial
+sums are combined as `common` describes: a fixed-order workspace reduction by default, fp32 atomics
+only when determinism is switched off.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gemlite.kernels.common import (
+    KernelLaunch,
+    alloc_outputs,
+    dequantize,
+    dot_acc,
+    layout_meta,
+    load_codes,
+    load_group_meta,
+    reduce_plan,
+    run_plan,
+    weight_strides,
+    write_mode,
+    write_result,
+)
+
+
+@triton.jit
+def gemm_splitk_kernel(
+    # Pointers
+    x_ptr,  # [M, K] activations, compute dtype
+    w_ptr,  # weight (layout.py): packed [K // E, N] or [N, K]
+    s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
+    z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
+    b_ptr,  # bias [N] (HAS_BIAS only)
+    out_ptr,  # [M, N] output, contiguous
+    ws_ptr,  # fp32 workspace for partial sums (WRITE_PARTIAL / WRITE_ATOMIC)
+    # Sizes
+    M,
+    N,
+    K,
+    MN,  # M * N (int64 when large): the size of one workspace slice
+    zero_int,  # the integer zero-point (ZERO_INT only)
+    # Strides
+    stride_xm,
+    stride_wk,
+    stride_wn,
+    stride_sg,
+    # Weight layout (common.layout_meta)
+    W_KIND: tl.constexpr,
+    W_BITS: tl.constexpr,
+    ELEMS_PER_WORD: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,  # K per scale row; 0 = one row for all of K
+    ZERO_MODE: tl.constexpr,
+    POST_SCALE: tl.constexpr,  # scales multiply the accumulator (exact codes in the dot)
+    PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
+    HAS_BIAS: tl.constexpr,
+    EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    WRITE_MODE: tl.constexpr,  # common.WRITE_*
+    # Tile configuration
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    """Partial y[M, N] over the K tiles of split program_id(1); see the module docstring."""
+    # -- 1. map program ids to an output tile and a K split ----------------------------------------
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % num_pid_m  # neighbouring programs share a weight column block
+    pid_n = pid // num_pid_m
+
+    # -- 2. offsets of the tile ------------------------------------------------------------------
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+
+    scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if PRE_SCALE and GROUP_SIZE == 0:
+        scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
+
+    # -- 3. walk this split's K tiles (interleaved with the other splits) ---------------------------
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
+        k_idx = k0 + offs_k
+        mask_k = k_idx < K
+        if EVEN_K:
+            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
+        else:
+            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                           W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+        if GROUP_SIZE > 0:
+            # BLOCK_K divides GROUP_SIZE (autotune legality), so the tile lies in one group.
+            scale, zero = load_group_meta(
+                s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
+            )
+        w = dequantize(codes, scale, zero, zero_int, W_KIND, ZERO_MODE, POST_SCALE, x_ptr.dtype.element_ty)
+        acc = dot_acc(x, w, acc)
+
+    # -- 4. write the tile (final) or this split's partial ------------------------------------------
+    offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    write_result(
+        acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], pid_k, MN, out_ptr, ws_ptr, s_ptr, b_ptr,
+        WRITE_MODE, POST_SCALE, HAS_BIAS,
+    )  # fmt: skip
+
+
+def plan(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config):
+    """(out, launches) for `config` (the kernel, then the split reduction if any); inputs validated."""
+    M, K = x.shape
+    N = layout.out_features
+    splits = max(1, min(config.SPLIT_K, triton.cdiv(K, config.BLOCK_K)))  # no empty splits
+    mode = write_mode(splits, out_dtype)
+    out, ws = alloc_outputs(M, N, splits, mode, out_dtype, x.device)
+    stride_wk, stride_wn = weight_strides(layout, W_q)
+    # Axis 0: one program per [BLOCK_M, BLOCK_N] output tile; axis 1: one per K split.
+    grid = (triton.cdiv(M, config.BLOCK_M) * triton.cdiv(N, config.BLOCK_N), splits)
+    tile = dict(BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K, SPLIT_K=splits)
+    args = (
+        x, W_q, scales, zeros, bias if bias is not None else out, out, ws,
+        M, N, K, M * N, layout.zero_int or 0,
+        x.stride(0), stride_wk, stride_wn, N,
+    )  # fmt: skip
+    meta = dict(
+        layout_meta(layout),
+        HAS_BIAS=bias is not None,
+        EVEN_K=K % config.BLOCK_K == 0,
+        WRITE_MODE=mode,
+        **tile,
+    )
+    launches = [KernelLaunch(gemm_splitk_kernel, grid, args, meta, config.num_warps, config.num_stages)]
+    return out, launches + reduce_plan(ws, scales, bias, out, splits, mode, layout)
+
+
+def launch(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config) -> torch.Tensor:
+    """Run the kernel (and the split reduction) with `config`; returns the [M, N] output."""
+    return run_plan(*plan(x, W_q, scales, zeros, bias, layout, out_dtype, config))

@@ -1,0 +1,199 @@
+"""The catalogue of planted kernel bugs for ``nox -s mutation`` (`harness.mutation` runs them).
+
+Each `Mutant` is a textual patch of one gemlite source file: ``old`` must occur EXACTLY once in that
+file, and is replaced by ``new``. Patches are written against the real kernel code, so when the code
+changes under them they stop applying and the mutation session fails ("out of sync") until the
+catalogue is updated: the proof that the suite catches these bugs never silently goes stale.
+
+``focus`` is a pytest ``-k`` expression choosing the tests of the fast correctness subset that
+exercise the patched path (the format or family it lives in), which keeps each run short; the tests
+are the same ones CI runs. Every mutant must make at least one of them fail.
+
+A bug the suite cannot see by construction is not listed: e.g. a missing output write would leave
+``torch.empty`` memory, which may by chance hold the right values from a previous identical run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug.
+
+    name: short identifier (``--only NAME``).
+    bug: what a reader of the table should understand was broken.
+    path: the patched file, relative to the repository root.
+    old: the exact text replaced (must occur once in `path`).
+    new: its replacement.
+    focus: pytest -k expression of the tests expected to catch it (None: the whole fast subset).
+    """
+
+    name: str
+    bug: str
+    path: str
+    old: str
+    new: str
+    focus: str | None = None
+
+
+_COMMON = "gemlite/kernels/common.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "group_index",
+        "wrong group index: GEMM reads the scale/zero row of k0 // (2 * group_size)",
+        "gemlite/kernels/gemm.py",
+        "s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE",
+        "s_ptr, z_ptr, k0 // (2 * GROUP_SIZE), offs_n, mask_n, stride_sg, ZERO_MODE",
+        focus="HQQ and GEMM and not SPLITK",
+    ),
+    Mutant(
+        "revsplitk_group",
+        "wrong group index: GEMV_REVSPLITK forgets that a program covers 2 * BLOCK_K of K",
+        "gemlite/kernels/gemv_revsplitk.py",
+        "group = k_base // GROUP_SIZE",
+        "group = (pid_k * BLOCK_K) // GROUP_SIZE",
+        focus="HQQ and REVSPLITK",
+    ),
+    Mutant(
+        "nibble_order",
+        "swapped code order inside a packed word (most significant bits first)",
+        _COMMON,
+        "shifts = tl.arange(0, ELEMS_PER_WORD) * W_BITS",
+        "shifts = (ELEMS_PER_WORD - 1 - tl.arange(0, ELEMS_PER_WORD)) * W_BITS",
+        focus="A16W4_HQQ_INT",
+    ),
+    Mutant(
+        "code_mask",
+        "code mask one bit too wide: the neighbouring code leaks into each unpacked code",
+        _COMMON,
+        "codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((1 << W_BITS) - 1)",
+        "codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((2 << W_BITS) - 1)",
+        focus="A16W2_HQQ_INT",
+    ),
+    Mutant(
+        "zero_sign_float",
+        "float zero-point sign: (q + z) * s instead of (q - z) * s",
+        _COMMON,
+        "w = w - zero[None, :]",
+        "w = w + zero[None, :]",
+        focus="HQQ",
+    ),
+    Mutant(
+        "zero_sign_int",
+        "integer zero-point sign: q + z instead of q - z (HQQ integer zeros, ternary)",
+        _COMMON,
+        "q = codes - zero_int",
+        "q = codes + zero_int",
+        focus="A16W158_INT",
+    ),
+    Mutant(
+        "scale_twice",
+        "per-channel scale applied twice in the epilogue (INT8, FP8, ternary, channel-wise HQQ)",
+        _COMMON,
+        "    if POST_SCALE:\n"
+        "        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n",
+        "    if POST_SCALE:\n        s = tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "        acc = acc * s * s\n",
+        focus="A16W8_INT8",
+    ),
+    Mutant(
+        "dropped_bias",
+        "bias dropped from the epilogue",
+        _COMMON,
+        "acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)",
+        "acc = acc",
+        focus="A16W16",
+    ),
+    Mutant(
+        "fp16_acc_dot",
+        "fp16 accumulation on the tensor-core path (the running sum rounded to fp16 after every K tile)",
+        _COMMON,
+        "    else:\n        return tl.dot(a, b, acc)\n",
+        "    else:\n        return (acc + tl.dot(a, b)).to(tl.float16).to(tl.float32)\n",
+        focus="GEMM and not SPLITK",
+    ),
+    Mutant(
+        "fp16_acc_gemv",
+        "fp16 accumulation in GEMV (the running sum rounded to fp16 after every K step)",
+        "gemlite/kernels/gemv.py",
+        "acc += tl.sum(x[:, None] * w, axis=0)",
+        "acc = (acc + tl.sum(x[:, None] * w, axis=0)).to(tl.float16).to(tl.float32)",
+        focus="GEMV and not SPLITK and not REVSPLITK",
+    ),
+    Mutant(
+        "skipped_k_tail",
+        "skipped K tail: GEMV_SPLITK's K loop stops at the last full BLOCK_K tile",
+        "gemlite/kernels/gemv_splitk.py",
+        "for k0 in range(k_start, k_end, BLOCK_K):",
+        "for k0 in range(k_start, k_end - BLOCK_K + 1, BLOCK_K):",
+        focus="GEMV_SPLITK",
+    ),
+    Mutant(
+        "m_tail_mask",
+        "M tail masked wrong: GEMM loads activation rows with offs_m < M - 1 (last row read as 0)",
+        "gemlite/kernels/gemm.py",
+        "x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)",
+        "x = tl.load(x_rows + k_idx[None, :], mask=(offs_m < M - 1)[:, None], other=0.0)",
+        focus="GEMM and not SPLITK",
+    ),
+    Mutant(
+        "output_cast",
+        "wrong output cast: the result passes through bf16 before the output dtype",
+        _COMMON,
+        "        tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)\n",
+        "        tl.store(out_ptr + offs_mn, y.to(tl.bfloat16).to(out_ptr.dtype.element_ty), mask=mask)\n",
+        focus="GEMM and not SPLITK",
+    ),
+    Mutant(
+        "packing_word",
+        "wrong packing word: code k packed into word k % (K / e) (interleaved) instead of k // e",
+        "gemlite/packing.py",
+        "words = (codes.view(n, k // per_word, per_word).to(torch.int64) << shifts).sum(dim=-1)",
+        "words = (codes.view(n, per_word, k // per_word).transpose(1, 2).to(torch.int64) << shifts)"
+        ".sum(dim=-1)",
+        focus="A16W1_HQQ_INT",
+    ),
+    Mutant(
+        "splitk_count",
+        "off-by-one split-K: GEMV launches floor(K / K_PER_SPLIT) splits, dropping a partial last split",
+        "gemlite/kernels/gemv.py",
+        "splits = triton.cdiv(K, k_per_split)  # no empty splits",
+        "splits = K // k_per_split",
+        focus="GEMV and not SPLITK and not REVSPLITK",
+    ),
+    Mutant(
+        "splitk_reduce",
+        "off-by-one split-K reduction: the last split's partial sum is never added",
+        _COMMON,
+        "    for s in range(NUM_SPLITS):\n",
+        "    for s in range(NUM_SPLITS - 1):\n",
+        focus="GEMM_SPLITK",
+    ),
+    Mutant(
+        "int8_unsigned",
+        "INT8 codes read as unsigned bytes (negative weights become 256 + q)",
+        _COMMON,
+        "            return to_dot_dtype(codes, DTYPE)\n",
+        "            return to_dot_dtype(codes.to(tl.uint8), DTYPE)\n",
+        focus="A16W8_INT8",
+    ),
+    Mutant(
+        "fp8_format",
+        "FP8 weight bytes decoded as e5m2 instead of e4m3",
+        _COMMON,
+        "return tl.load(ptrs, mask=mask, other=0).to(tl.float8e4nv, bitcast=True)",
+        "return tl.load(ptrs, mask=mask, other=0).to(tl.float8e5, bitcast=True)",
+        focus="A16W8_FP8",
+    ),
+    Mutant(
+        "post_scale_float_zero",
+        "channel-wise HQQ with float zeros post-scaled: the float zero-point is never subtracted",
+        "gemlite/kernels/layout.py",
+        "return kind is WeightKind.HQQ and not self.is_grouped and self.zero_mode is not Zeros.FLOAT",
+        "return kind is WeightKind.HQQ and not self.is_grouped",
+        focus="HQQ and GEMM and not SPLITK",
+    ),
+)

@@ -1,0 +1,446 @@
+"""Performance suites as data: which formats, shapes and batch sizes a GPU's suite times.
+
+A suite file (``suites/perf/<gpu>.json``) lists format entries (label, helper, kwargs), layer shapes
+``[K, N]``, batch sizes ``M``, the cuBLAS references timed beside them, and a small ``quick`` subset.
+`load_suite` validates it against the vocabulary (``gemlite/formats.py``) so a typo fails before a
+GPU minute is spent. `Suite.cases` expands it into `Case` objects in the order they are run: shape by
+shape (so one shape's weights are built once), references first (the report divides by cuBLAS fp16),
+then each format over every M.
+
+This module also holds the traffic model: `case_bytes` is the *minimum* HBM traffic of a call (packed
+weight + scales/zeros + x + y, each read or written once), `case_flops` is ``2 * M * N * K``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gemlite.formats import Format, WeightKind, Zeros, get_format
+
+__all__ = [
+    "REFERENCES",
+    "SUITES_DIR",
+    "Case",
+    "FormatEntry",
+    "Reference",
+    "Selection",
+    "Suite",
+    "case_bytes",
+    "case_flops",
+    "load_suite",
+    "parse_selection",
+    "suite_path",
+    "weight_bytes",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = ROOT / "suites" / "perf"
+
+_ACT_DTYPES = {"float16": 2, "bfloat16": 2}
+_TOP_KEYS = {"suite", "description", "_how", "formats", "shapes", "M", "references", "quick"}
+_ENTRY_KEYS = {"label", "helper", "kwargs", "act_dtype"}
+
+
+# --------------------------------------------------------------------------------------------
+# cuBLAS references
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A vendor-library product timed beside gemlite on the same K, N, M.
+
+    weight_bytes / act_bytes / out_bytes: bytes per element of W, x and y. scale_bytes: bytes per
+    per-row scale of x and of W (fp8 row-wise scaling), 0 if none.
+    """
+
+    name: str
+    description: str
+    weight_bytes: int
+    act_bytes: int
+    out_bytes: int
+    scale_bytes: int = 0
+
+
+REFERENCES: dict[str, Reference] = {
+    r.name: r
+    for r in (
+        Reference("cublas_fp16", "torch.nn.functional.linear, fp16 (cuBLAS)", 2, 2, 2),
+        Reference("cublas_bf16", "torch.nn.functional.linear, bf16 (cuBLAS)", 2, 2, 2),
+        Reference(
+            "cublas_fp8_scaled_mm", "torch._scaled_mm, e4m3 x e4m3, per-row scales, bf16 out", 1, 1, 2, 4
+        ),
+        Reference("cublas_int8_int_mm", "torch._int_mm, int8 x int8 -> int32", 1, 1, 4),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Suite data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormatEntry:
+    """One format of a suite.
+
+    label: the report label, which must equal the vocabulary's ``Format.label`` for this helper and
+    kwargs (e.g. "A16W4_HQQ_INT/g128"). helper: the processor class in ``gemlite.helper`` (also the
+    format's name in ``gemlite.formats.FORMATS``). kwargs: passed to ``from_linear`` (HQQ:
+    ``group_size``). act_dtype: activation (and output) dtype, "float16" or "bfloat16".
+    """
+
+    label: str
+    helper: str
+    kwargs: dict = field(default_factory=dict, hash=False, compare=False)
+    act_dtype: str = "float16"
+
+    @property
+    def format(self) -> Format:
+        """The vocabulary's Format this entry builds."""
+        fmt = get_format(self.helper)
+        if "group_size" in self.kwargs:
+            fmt = fmt.with_group_size(self.kwargs["group_size"])
+        return fmt
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "helper": self.helper,
+            "kwargs": dict(self.kwargs),
+            "act_dtype": self.act_dtype,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FormatEntry:
+        return cls(d["label"], d["helper"], dict(d.get("kwargs", {})), d.get("act_dtype", "float16"))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One timed product: a gemlite format (kind "gemlite") or a reference (kind "ref") at K, N, M.
+
+    name: the format label or the reference name. entry: the FormatEntry (gemlite cases only).
+    """
+
+    kind: str
+    name: str
+    K: int
+    N: int
+    M: int
+    entry: FormatEntry | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def case_id(self) -> str:
+        """Stable identity used by results, baselines and A/B: ``"A16W4_HQQ_INT/g128 4096x4096 M1"``
+        (K x N; no '|', so it sits in a markdown table cell as is)."""
+        return f"{self.name} {self.K}x{self.N} M{self.M}"
+
+    @property
+    def test_id(self) -> str:
+        """The pytest parameter id (no '/' or '|', which read badly on a command line)."""
+        return f"{self.name.replace('/', '_')}-{self.K}x{self.N}-M{self.M}"
+
+    @property
+    def build_key(self) -> tuple:
+        """Cases with the same build key share built weights (all M of one format and shape)."""
+        entry = json.dumps(self.entry.to_dict(), sort_keys=True) if self.entry else None
+        return (self.kind, self.name, self.K, self.N, entry)
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind, "name": self.name, "K": self.K, "N": self.N, "M": self.M}
+        if self.entry is not None:
+            d["entry"] = self.entry.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Case:
+        entry = FormatEntry.from_dict(d["entry"]) if d.get("entry") else None
+        return cls(d["kind"], d["name"], int(d["K"]), int(d["N"]), int(d["M"]), entry)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A subset of a suite: None in a field means "all of them".
+
+    formats: labels. shapes: (K, N) pairs. ms: batch sizes. refs: time the cuBLAS references.
+    """
+
+    formats: tuple[str, ...] | None = None
+    shapes: tuple[tuple[int, int], ...] | None = None
+    ms: tuple[int, ...] | None = None
+    refs: bool = True
+
+    @property
+    def is_everything(self) -> bool:
+        return self.formats is None and self.shapes is None and self.ms is None and self.refs
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite file. See the module docstring and `load_suite`."""
+
+    name: str
+    description: str
+    formats: tuple[FormatEntry, ...]
+    shapes: tuple[tuple[int, int], ...]
+    ms: tuple[int, ...]
+    references: tuple[str, ...]
+    quick: Selection
+
+    def cases(self, quick: bool = False, selection: Selection | None = None) -> list[Case]:
+        """Expand into cases in run order: for each shape, references over all M, then formats.
+
+        quick: start from the suite's ``quick`` subset. selection: narrow further (validated against
+        the suite: unknown labels/shapes/M raise ValueError).
+        """
+        base = self.quick if quick else Selection()
+        sel = selection or Selection()
+        self._check_selection(sel)
+        formats = [f for f in self.formats if _pick(base.formats, f.label) and _pick(sel.formats, f.label)]
+        shapes = [s for s in self.shapes if _pick(base.shapes, s) and _pick(sel.shapes, s)]
+        ms = [m for m in self.ms if _pick(base.ms, m) and _pick(sel.ms, m)]
+        refs = self.references if (base.refs and sel.refs) else ()
+        out: list[Case] = []
+        for K, N in shapes:
+            out += [Case("ref", r, K, N, M) for r in refs for M in ms]
+            out += [Case("gemlite", f.label, K, N, M, f) for f in formats for M in ms]
+        return out
+
+    def entry(self, label: str) -> FormatEntry:
+        for f in self.formats:
+            if f.label == label:
+                return f
+        raise ValueError(
+            f"format: {label!r} is not in suite {self.name}; it has {[f.label for f in self.formats]}"
+        )
+
+    def _check_selection(self, sel: Selection) -> None:
+        labels = [f.label for f in self.formats]
+        for what, chosen, known in (
+            ("--formats", sel.formats, labels),
+            ("--shapes", sel.shapes, list(self.shapes)),
+            ("--m", sel.ms, list(self.ms)),
+        ):
+            if chosen is None:
+                continue
+            unknown = [c for c in chosen if c not in known]
+            if unknown:
+                shown = [f"{k[0]}x{k[1]}" if isinstance(k, tuple) else k for k in known]
+                bad = [f"{k[0]}x{k[1]}" if isinstance(k, tuple) else k for k in unknown]
+                raise ValueError(f"{what}: {bad} not in suite {self.name}; it has {shown}")
+
+
+def _pick(chosen, item) -> bool:
+    return chosen is None or item in chosen
+
+
+def suite_path(name: str) -> Path:
+    """``suites/perf/<name>.json``."""
+    return SUITES_DIR / f"{name}.json"
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file.
+
+    Raises FileNotFoundError when it is missing and ValueError (naming the file and the field) when
+    anything is off: unknown keys, a helper the vocabulary lacks, a label that does not match the
+    format the helper and kwargs build, a shape whose K is not a multiple of 32 or of a group size,
+    non-positive or duplicate M, a quick subset naming something the suite does not have.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"{path}: {msg}")
+
+    if not isinstance(raw, dict):
+        raise bad("expected a JSON object at the top level")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise bad(f"unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("suite", "formats", "shapes", "M"):
+        if key not in raw:
+            raise bad(f"missing key {key!r}")
+
+    formats = tuple(_parse_entry(bad, i, e) for i, e in enumerate(_list(bad, raw, "formats")))
+    labels = [f.label for f in formats]
+    if len(set(labels)) != len(labels):
+        raise bad(f"formats: duplicate labels in {labels}")
+
+    shapes = tuple(_parse_shape(bad, s) for s in _list(bad, raw, "shapes"))
+    if len(set(shapes)) != len(shapes):
+        raise bad("shapes: duplicates")
+    for K, _N in shapes:
+        for f in formats:
+            g = f.format.weight.group_size
+            if f.format.weight.kind is WeightKind.HQQ and g is not None and K % g:
+                raise bad(f"shapes: K={K} is not a multiple of {f.label}'s group size {g}")
+
+    ms = tuple(_parse_m(bad, m) for m in _list(bad, raw, "M"))
+    if len(set(ms)) != len(ms):
+        raise bad("M: duplicates")
+
+    refs = tuple(raw.get("references", ()))
+    for r in refs:
+        if r not in REFERENCES:
+            raise bad(f"references: unknown {r!r}; known: {sorted(REFERENCES)}")
+
+    q = raw.get("quick", {})
+    if not isinstance(q, dict) or set(q) - {"formats", "shapes", "M", "references"}:
+        raise bad("quick: expected an object with some of formats, shapes, M, references")
+    quick = Selection(
+        formats=tuple(q["formats"]) if "formats" in q else None,
+        shapes=tuple(_parse_shape(bad, s) for s in q["shapes"]) if "shapes" in q else None,
+        ms=tuple(_parse_m(bad, m) for m in q["M"]) if "M" in q else None,
+        refs=bool(q.get("references", True)),
+    )
+    suite = Suite(
+        name=str(raw["suite"]),
+        description=str(raw.get("description", "")),
+        formats=formats,
+        shapes=shapes,
+        ms=ms,
+        references=refs,
+        quick=quick,
+    )
+    try:
+        suite._check_selection(quick)
+    except ValueError as e:
+        raise bad(f"quick: {e}") from None
+    return suite
+
+
+def _list(bad, raw: dict, key: str) -> list:
+    v = raw[key]
+    if not isinstance(v, list) or not v:
+        raise bad(f"{key}: expected a non-empty list, got {v!r}")
+    return v
+
+
+def _parse_entry(bad, i: int, e) -> FormatEntry:
+    if not isinstance(e, dict):
+        raise bad(f"formats[{i}]: expected an object, got {e!r}")
+    unknown = set(e) - _ENTRY_KEYS
+    if unknown or "label" not in e or "helper" not in e:
+        raise bad(f"formats[{i}]: needs label and helper (optional kwargs, act_dtype); got keys {sorted(e)}")
+    kwargs = e.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise bad(f"formats[{i}].kwargs: expected an object, got {kwargs!r}")
+    act = e.get("act_dtype", "float16")
+    if act not in _ACT_DTYPES:
+        raise bad(f"formats[{i}].act_dtype: expected one of {sorted(_ACT_DTYPES)}, got {act!r}")
+    entry = FormatEntry(e["label"], e["helper"], dict(kwargs), act)
+    try:
+        fmt = entry.format
+    except ValueError as err:
+        raise bad(f"formats[{i}] ({e['helper']}): {err}") from None
+    if fmt.label != entry.label:
+        raise bad(f"formats[{i}]: label {entry.label!r} does not match the format it builds, {fmt.label!r}")
+    return entry
+
+
+def _parse_shape(bad, s) -> tuple[int, int]:
+    if not (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s)):
+        raise bad(f"shapes: expected [K, N] with positive integers, got {s!r}")
+    K, N = int(s[0]), int(s[1])
+    if K % 32:
+        raise bad(f"shapes: K={K} is not a multiple of 32 (gemlite packs codes along K in 32s)")
+    return K, N
+
+
+def _parse_m(bad, m) -> int:
+    if not isinstance(m, int) or isinstance(m, bool) or m <= 0:
+        raise bad(f"M: expected positive integers, got {m!r}")
+    return m
+
+
+def parse_selection(formats: str | None, shapes: str | None, ms: str | None, refs: bool = True) -> Selection:
+    """Build a Selection from command-line strings.
+
+    formats: comma-separated labels ("A16W4_HQQ_INT/g128,A16W8_INT8"). shapes: "KxN,KxN". ms:
+    "1,16,256". Raises ValueError naming the option on malformed input.
+    """
+
+    def split(s: str) -> list[str]:
+        return [p.strip() for p in s.split(",") if p.strip()]
+
+    f = tuple(split(formats)) if formats else None
+    sh = None
+    if shapes:
+        out = []
+        for p in split(shapes):
+            try:
+                k, n = p.lower().split("x")
+                out.append((int(k), int(n)))
+            except ValueError:
+                raise ValueError(f"--shapes: expected KxN pairs such as 4096x14336, got {p!r}") from None
+        sh = tuple(out)
+    m = None
+    if ms:
+        try:
+            m = tuple(int(p) for p in split(ms))
+        except ValueError:
+            raise ValueError(f"--m: expected comma-separated integers such as 1,16,256, got {ms!r}") from None
+    return Selection(formats=f, shapes=sh, ms=m, refs=refs)
+
+
+# --------------------------------------------------------------------------------------------
+# Traffic and work
+# --------------------------------------------------------------------------------------------
+
+
+def weight_bytes(fmt: Format, K: int, N: int, scale_bytes: int = 2) -> int:
+    """Bytes of a stored weight: packed codes plus scales and zeros, for a K x N layer.
+
+    scale_bytes: bytes of one HQQ scale or float zero (the helpers store them in the activation
+    dtype, 2 bytes). INT8/FP8/TERNARY channel scales are fp32; MX scales are one e8m0 byte per 32
+    inputs, NVFP4 one e4m3 byte per 16 inputs plus an fp32 tensor scale.
+    """
+    w = fmt.weight
+    total = math.ceil(N * K * w.bits / 8)
+    if w.kind is WeightKind.HQQ:
+        groups = N * (K // (w.group_size or K))
+        total += groups * scale_bytes
+        if w.zeros is Zeros.FLOAT:
+            total += groups * scale_bytes
+    elif w.kind in (WeightKind.INT8, WeightKind.FP8):
+        if w.block_n > 1:
+            total += math.ceil(N / w.block_n) * math.ceil(K / (w.group_size or K)) * 4
+        else:
+            total += N * 4
+    elif w.kind is WeightKind.TERNARY:
+        total += N * 4
+    elif w.kind in (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4):
+        total += N * (K // w.group_size)
+        if w.kind is WeightKind.NVFP4:
+            total += 4
+    return total
+
+
+def case_flops(case: Case) -> int:
+    """``2 * M * N * K``: one multiply and one add per weight element per row of x."""
+    return 2 * case.M * case.N * case.K
+
+
+def case_bytes(case: Case) -> int:
+    """Minimum HBM traffic of one call: the weight read once, x read once, y written once.
+
+    gemlite cases: `weight_bytes` + M*K*2 (fp16/bf16 x) + M*N*2 (y in the activation dtype).
+    References: from their element sizes (plus fp8 per-row scales of x and W).
+    """
+    M, N, K = case.M, case.N, case.K
+    if case.kind == "ref":
+        r = REFERENCES[case.name]
+        return N * K * r.weight_bytes + M * K * r.act_bytes + M * N * r.out_bytes + (M + N) * r.scale_bytes
+    entry = case.entry
+    if entry is None:
+        raise ValueError(f"case: gemlite case {case.case_id} carries no format entry")
+    act = _ACT_DTYPES[entry.act_dtype]
+    return weight_bytes(entry.format, K, N, scale_bytes=act) + M * K * act + M * N * act

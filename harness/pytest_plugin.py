@@ -1,0 +1,148 @@
+"""pytest plugin of the correctness harness: profile, GPU check, and the correctness report.
+
+Loaded for the whole suite by ``suites/conftest.py`` (and by ``nox -s correctness`` with ``-p``).
+Options:
+
+``--correctness-profile quick|cpu|gpu|thorough``
+    how many cases and how large (`harness.profiles`); default: "gpu" on a GPU machine, else the fast
+    "quick" subset. ``nox -s correctness -- --profile X`` passes it on.
+``--correctness-gpu h100|h100-sxm|h100-pcie|h200|...``
+    refuse to run unless the GPU found is that one (`harness.gpu.require`, imported only then).
+``--correctness-report PATH``
+    write the markdown report there when the session ends (`harness.correctness_report`).
+
+Tests record each case through the session fixture ``correctness_recorder``.
+
+This module imports nothing from gemlite at import time: with ``-p harness.pytest_plugin`` it is
+loaded before ``suites/conftest.py`` has chosen whether the Triton interpreter runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import profiles
+from harness.correctness_report import Meta, Record, write_report
+
+_RECORDER = pytest.StashKey["Recorder"]()
+
+
+class Recorder:
+    """Collects the `Record` of every case the session runs (the last record of a repeated case wins:
+    hypothesis replays a failing example once more to raise its error)."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], Record] = {}
+        self.gpu_info = None
+        self.outcomes = {"passed": 0, "failed": 0, "skipped": 0}
+
+    def add(self, record: Record) -> None:
+        self._records[(record.test, record.case_json)] = record
+
+    def record(self, case, comparison, test: str = "") -> Record:
+        """Record a finished comparison; returns the record."""
+        rec = Record.from_comparison(case, comparison, test)
+        self.add(rec)
+        return rec
+
+    def record_error(self, case, exc: BaseException, test: str = "", repro: str = "") -> Record:
+        """Record a case whose run raised."""
+        rec = Record.from_error(case, exc, test, repro)
+        self.add(rec)
+        return rec
+
+    @property
+    def records(self) -> list[Record]:
+        return list(self._records.values())
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("correctness", "gemlite correctness harness")
+    group.addoption(
+        "--correctness-profile",
+        choices=sorted(profiles.PROFILES),
+        default=None,
+        help="how many and how large the drawn cases are (default: gpu with a GPU, else quick)",
+    )
+    group.addoption(
+        "--correctness-gpu",
+        default=None,
+        metavar="GPU",
+        help="refuse to run unless the GPU is this one (e.g. h100, h100-sxm, h200)",
+    )
+    group.addoption(
+        "--correctness-report",
+        default=None,
+        metavar="PATH",
+        help="write the markdown correctness report to PATH at the end of the session",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    name = config.getoption("correctness_profile") or profiles.default_profile_name(torch.cuda.is_available())
+    profiles.select(name)
+    recorder = Recorder()
+    expected = config.getoption("correctness_gpu")
+    if expected:
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--correctness-gpu {expected}: no CUDA GPU is visible on this machine")
+        from harness import gpu
+
+        try:
+            recorder.gpu_info = gpu.require(expected)
+        except (RuntimeError, ValueError) as e:
+            raise pytest.UsageError(f"--correctness-gpu {expected}: {e}") from None
+    config.stash[_RECORDER] = recorder
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    p = profiles.current()
+    return (
+        f"gemlite correctness profile: {p.name} ({p.examples} examples per test; "
+        f"M <= {p.max_M}, K <= {p.max_K}, N <= {p.max_N}; derandomize={p.derandomize})"
+    )
+
+
+@pytest.fixture(scope="session")
+def correctness_recorder(request: pytest.FixtureRequest) -> Recorder:
+    """The session's `Recorder`: call ``.record(case, comparison, test)`` for every case run."""
+    return request.config.stash[_RECORDER]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    recorder = item.config.stash.get(_RECORDER, None)
+    if recorder is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        key = report.outcome if report.outcome in recorder.outcomes else "failed"
+        recorder.outcomes[key] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    path = config.getoption("correctness_report")
+    recorder = config.stash.get(_RECORDER, None)
+    if not path or recorder is None:
+        return
+    device = None
+    if recorder.gpu_info is not None:
+        device = f"{recorder.gpu_info.name} ({recorder.gpu_info.key})"
+    meta = Meta.collect(
+        profiles.current().name,
+        device=device,
+        autotune=profiles.current().autotune,
+        tests_passed=recorder.outcomes["passed"],
+        tests_failed=recorder.outcomes["failed"],
+        tests_skipped=recorder.outcomes["skipped"],
+    )
+    from harness.build import FAMILIES  # imports gemlite: not at plugin import (before the conftest)
+
+    written = write_report(path, recorder.records, meta, FAMILIES)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"correctness report written to {written} ({len(recorder.records)} cases)")

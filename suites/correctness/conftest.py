@@ -1,0 +1,44 @@
+"""Fixtures of the kernel-vs-reference suite.
+
+``judge(case)`` runs one `harness.strategies.Case` end to end (operands from its seed, the gemlite
+layer through the public API, the float64 golden from ``reference``; the profile's autotune mode),
+records the outcome for
+``reports/correctness.md`` and fails the test, with the worst elements and a one-line reproducer,
+when the output breaks the error bound of `harness.numerics` or the run raises.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import reject
+
+from harness import profiles
+from harness.build import CaseRejected
+from harness.numerics import Comparison
+from harness.repro import reproducer, run_case
+
+
+@pytest.fixture
+def judge(correctness_recorder, request, device):
+    """``judge(case) -> Comparison``: run, record and assert one case on this run's device."""
+
+    def _judge(case) -> Comparison:
+        test = request.node.nodeid
+        autotune = profiles.current().autotune
+        try:
+            result = run_case(case, device, autotune=autotune)
+        except CaseRejected:
+            reject()  # the reference refused the drawn weight: not a kernel case, draw another
+        except Exception as exc:
+            line = reproducer(case, autotune)
+            correctness_recorder.record_error(case, exc, test, line)
+            raise AssertionError(
+                f"{case.label} {case.family} M={case.M} K={case.K} N={case.N} raised "
+                f"{type(exc).__name__}: {exc}\nreproduce: {line}"
+            ) from exc
+        correctness_recorder.record(case, result.comparison, test)
+        if not result.comparison.ok:
+            raise AssertionError(result.comparison.message())
+        return result.comparison
+
+    return _judge

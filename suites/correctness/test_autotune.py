@@ -1,0 +1,351 @@
+"""`gemlite.autotune` and `gemlite.dispatch`: modes, M buckets, cache keys, legality of tiles, the
+tuner's choice and its JSON cache, forced configs, and the family chosen for each M."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gemlite import autotune
+from gemlite.autotune import FAMILIES, Config
+from gemlite.dispatch import choose_matmul_type
+from gemlite.formats import WeightKind, WeightSpec, Zeros
+from gemlite.kernels import WeightLayout
+from gemlite.settings import set_deterministic
+
+
+def _layout(bits=4, group=128, K=4096, N=4096, zeros=Zeros.FLOAT, dtype=torch.float16, word_bits=32):
+    spec = WeightSpec(WeightKind.HQQ, bits, group_size=group, zeros=zeros)
+    zero_int = 1 if zeros is Zeros.INT else None
+    return WeightLayout(spec, K, N, K if group is None else group, word_bits, dtype, zero_int)
+
+
+LAYOUT = _layout()
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    """Every test starts from an empty cache in "fast" mode, and leaves it so."""
+    mode = autotune.get_autotune()
+    autotune.reset_config()
+    autotune.set_autotune("fast")
+    yield
+    autotune.reset_config()
+    autotune.set_autotune(mode)
+    set_deterministic(True)
+
+
+class FakeTimer:
+    """Times candidates by a table (ms), counting calls; a config not in the table raises."""
+
+    def __init__(self, times: dict[Config, float] | None = None, default: float = 10.0):
+        self.times, self.default, self.calls = times or {}, default, []
+
+    def __call__(self, cfg: Config) -> float:
+        self.calls.append(cfg)
+        return self.times.get(cfg, self.default)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fast", "max", False])
+def test_set_autotune_reads_back(mode):
+    autotune.set_autotune(mode)
+    assert autotune.get_autotune() == mode
+
+
+@pytest.mark.parametrize("bad", ["default", "MAX", True, None, 1, "slow"])
+def test_set_autotune_rejects_unknown_modes(bad):
+    with pytest.raises(ValueError, match="mode"):
+        autotune.set_autotune(bad)
+    assert autotune.get_autotune() == "fast"
+
+
+# ------------------------------------------------------------------------------------------------
+# M buckets and keys
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "M,bucket",
+    [(1, 1), (2, 2), (3, 4), (5, 8), (16, 16), (17, 24), (33, 48), (64, 64), (65, 96), (129, 192),
+     (2049, 3072), (4096, 4096), (4097, 4096), (100_000, 4096)],
+)  # fmt: skip
+def test_m_bucket(M, bucket):
+    assert autotune.m_bucket(M) == bucket
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_m_bucket_rejects_non_positive(bad):
+    with pytest.raises(ValueError, match="M"):
+        autotune.m_bucket(bad)
+
+
+def test_key_holds_everything_that_changes_the_best_config():
+    base = autotune.config_key(3, LAYOUT, torch.float16, torch.float16)
+    for part in ("M=4", "N=4096", "K=4096", "group=128", "weight=hqq4", "word=32", "zeros=float",
+                 "scales=float16", "act=float16", "out=float16", "det=1"):  # fmt: skip
+        assert part in base, f"{part} missing from {base}"
+    assert autotune.config_key(4, LAYOUT, torch.float16, torch.float16) == base  # same bucket
+    variants = [
+        autotune.config_key(5, LAYOUT, torch.float16, torch.float16),
+        autotune.config_key(3, _layout(N=2048), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(K=8192), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(group=64), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(bits=2), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(word_bits=8), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(zeros=Zeros.INT), torch.float16, torch.float16),
+        autotune.config_key(3, _layout(dtype=torch.bfloat16), torch.float16, torch.float16),
+        autotune.config_key(3, LAYOUT, torch.float32, torch.float16),
+        autotune.config_key(3, LAYOUT, torch.float16, torch.bfloat16),
+    ]
+    set_deterministic(False)
+    variants.append(autotune.config_key(3, LAYOUT, torch.float16, torch.float16))
+    assert len(set(variants + [base])) == len(variants) + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Config spaces and legality
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spaces_nest_and_are_small(family):
+    fast, full, default = (autotune.configs(family, m) for m in ("fast", "max", False))
+    assert fast and default and set(fast) <= set(full) and set(default) <= set(full)
+    assert len(full) <= 12, "the compile-only suite compiles every config: keep the spaces moderate"
+    assert len(set(full)) == len(full)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("group", [32, 64, 96, 128, 256, None])
+def test_every_layout_has_legal_tiles_in_every_mode(family, group):
+    K = 768 if group == 96 else 4096
+    layout = _layout(group=group, K=K)
+    for mode in ("fast", "max", False):
+        legal = autotune.legal_configs(family, layout, mode)
+        assert legal, f"{family} has no legal {mode} config for group {group}"
+        for cfg in legal:
+            step = cfg.BLOCK_K * (2 if family == "GEMV_REVSPLITK" else 1)
+            assert group is None or group % step == 0
+    assert autotune.default_config(family, layout, interpreter=True) in autotune.interpreter_configs(family)
+
+
+def test_illegal_tiles_are_named():
+    g32 = _layout(group=32)
+    assert "straddle" in autotune.illegal_reason("GEMM", Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), g32)
+    assert "straddle" in autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=32), g32)
+    assert autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=16), g32) is None
+    assert "BLOCK_M" in autotune.illegal_reason("GEMV", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), g32)
+    assert ">= 16" in autotune.illegal_reason("GEMM_SPLITK", Config(BLOCK_M=8, BLOCK_N=64, BLOCK_K=32), g32)
+    assert "SPLIT_K" in autotune.illegal_reason(
+        "GEMM", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2), g32
+    )
+    # Channel-wise: no group to straddle, any K tile is fine.
+    assert (
+        autotune.illegal_reason("GEMM", Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128), _layout(group=None))
+        is None
+    )
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="BLOCK_N"):
+        Config(BLOCK_N=48)
+    with pytest.raises(ValueError, match="num_stages"):
+        Config(num_stages=0)
+    with pytest.raises(ValueError, match="unknown field"):
+        Config.from_dict({"BLOCK_N": 64, "BLOCK_SIZE_K": 32})
+    cfg = Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=8)
+    assert Config.from_dict(cfg.as_dict()) == cfg
+    with pytest.raises(ValueError, match="family"):
+        autotune.configs("GEMV2", "fast")
+    with pytest.raises(ValueError, match="mode"):
+        autotune.configs("GEMV", "slow")
+
+
+# ------------------------------------------------------------------------------------------------
+# Choosing a config: forced > cached > (interpreter | mode False | no timer: default) > tuned
+# ------------------------------------------------------------------------------------------------
+
+
+def test_tuner_picks_the_fastest_legal_candidate_once():
+    layout = _layout(group=32)  # rules out the 64-wide K tiles: they must not even be timed
+    candidates = autotune.legal_configs("GEMM", layout, "fast")
+    fastest = candidates[-1]
+    timer = FakeTimer({fastest: 1.0})
+    got = autotune.get_config("GEMM", 100, layout, torch.float16, torch.float16, timer=timer)
+    assert got == fastest
+    assert timer.calls == candidates
+    again = autotune.get_config("GEMM", 120, layout, torch.float16, torch.float16, timer=timer)  # same bucket
+    assert again == fastest and len(timer.calls) == len(candidates), "a cached key is not re-timed"
+    key = autotune.config_key(100, layout, torch.float16, torch.float16)
+    assert autotune.cached_config("GEMM", key) == fastest
+
+
+def test_max_mode_times_the_larger_space():
+    autotune.set_autotune("max")
+    timer = FakeTimer()
+    autotune.get_config("GEMV", 1, LAYOUT, torch.float16, torch.float16, timer=timer)
+    assert timer.calls == autotune.legal_configs("GEMV", LAYOUT, "max")
+    assert len(timer.calls) > len(autotune.legal_configs("GEMV", LAYOUT, "fast"))
+
+
+def test_failing_candidates_are_skipped_and_all_failing_raises():
+    cands = autotune.legal_configs("GEMV", LAYOUT, "fast")
+
+    def timer(cfg):
+        if cfg != cands[2]:
+            raise RuntimeError("out of resources")
+        return 5.0
+
+    assert autotune.get_config("GEMV", 1, LAYOUT, torch.float16, None, timer=timer) == cands[2]
+
+    def broken(cfg):
+        raise RuntimeError("no GPU")
+
+    with pytest.raises(RuntimeError, match="every GEMM candidate config failed"):
+        autotune.get_config("GEMM", 100, LAYOUT, torch.float16, None, timer=broken)
+
+
+@pytest.mark.parametrize("how", ["mode-false", "interpreter", "no-timer"])
+def test_no_timing_gives_the_default_and_caches_nothing(how):
+    timer = FakeTimer()
+    kwargs = {"timer": timer}
+    if how == "mode-false":
+        autotune.set_autotune(False)
+    elif how == "interpreter":
+        kwargs["interpreter"] = True
+    else:
+        kwargs["timer"] = None
+    got = autotune.get_config("GEMM_SPLITK", 8, LAYOUT, torch.float16, torch.float16, **kwargs)
+    expected = autotune.default_config("GEMM_SPLITK", LAYOUT, interpreter=how == "interpreter")
+    assert got == expected and timer.calls == []
+    assert (
+        autotune.cached_config("GEMM_SPLITK", autotune.config_key(8, LAYOUT, torch.float16, torch.float16))
+        is None
+    )
+
+
+def test_forced_config_wins_and_nests():
+    a = Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, GROUP_M=2)
+    b = Config(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
+    timer = FakeTimer()
+    with autotune.forced_config("GEMM", a):
+        assert autotune.get_config("GEMM", 100, LAYOUT, torch.float16, None, timer=timer) == a
+        with autotune.forced_config("GEMM", b.as_dict()):
+            assert autotune.get_config("GEMM", 100, LAYOUT, torch.float16, None, timer=timer) == b
+        assert autotune.get_config("GEMM", 100, LAYOUT, torch.float16, None, timer=timer) == a
+        # Other families are unaffected.
+        other = autotune.get_config("GEMV", 1, LAYOUT, torch.float16, None, interpreter=True)
+        assert other == autotune.default_config("GEMV", LAYOUT, interpreter=True)
+    assert timer.calls == []
+    with autotune.forced_config("GEMM", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256)):
+        with pytest.raises(ValueError, match="illegal"):
+            autotune.get_config("GEMM", 100, LAYOUT, torch.float16, None)
+    with pytest.raises(ValueError, match="family"):
+        with autotune.forced_config("GEMX", a):
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# The JSON cache
+# ------------------------------------------------------------------------------------------------
+
+
+def test_cache_round_trip_through_a_file(tmp_path):
+    path = tmp_path / "configs.json"
+    timer = FakeTimer()
+    tuned = {
+        family: autotune.get_config(family, M, LAYOUT, torch.float16, torch.float16, timer=timer)
+        for family, M in (("GEMV_REVSPLITK", 1), ("GEMM_SPLITK", 16), ("GEMM", 256))
+    }
+    autotune.cache_config(path)
+    data = json.loads(path.read_text())
+    assert set(data) == set(FAMILIES)
+    for family, cfg in tuned.items():
+        key = autotune.config_key({"GEMV_REVSPLITK": 1, "GEMM_SPLITK": 16, "GEMM": 256}[family], LAYOUT,
+                                  torch.float16, torch.float16)  # fmt: skip
+        assert data[family] == {key: cfg.as_dict()}
+    assert data["GEMV"] == {}
+
+    autotune.reset_config()
+    assert autotune.cached_config("GEMM", next(iter(data["GEMM"]))) is None
+    autotune.load_config(path)
+
+    def must_not_time(cfg):
+        raise AssertionError("a loaded key must be used without timing")
+
+    for family, cfg in tuned.items():
+        M = {"GEMV_REVSPLITK": 1, "GEMM_SPLITK": 16, "GEMM": 256}[family]
+        assert (
+            autotune.get_config(family, M, LAYOUT, torch.float16, torch.float16, timer=must_not_time) == cfg
+        )
+
+
+def test_cache_config_merges_with_the_existing_file(tmp_path):
+    path = tmp_path / "configs.json"
+    foreign = {"GEMV": {"someone-else's-key": Config(BLOCK_N=128, BLOCK_K=64, SPLIT_K=4).as_dict()}}
+    path.write_text(json.dumps(foreign))
+    autotune.get_config("GEMM", 256, LAYOUT, torch.float16, torch.float16, timer=FakeTimer())
+    autotune.cache_config(path)
+    data = json.loads(path.read_text())
+    assert data["GEMV"] == foreign["GEMV"] and len(data["GEMM"]) == 1
+
+
+def test_load_config_rejects_malformed_files(tmp_path):
+    cases = {
+        "not-json.json": "{",
+        "list.json": "[]",
+        "family.json": json.dumps({"GEMV2": {}}),
+        "entries.json": json.dumps({"GEMV": []}),
+        "field.json": json.dumps({"GEMV": {"k": {"BLOCK_SIZE_N": 64}}}),
+        "value.json": json.dumps({"GEMV": {"k": {"BLOCK_N": 48}}}),
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ValueError, match="path"):
+            autotune.load_config(path)
+    with pytest.raises(FileNotFoundError):
+        autotune.load_config(tmp_path / "missing.json")
+    assert all(autotune.cached_config(f, "k") is None for f in FAMILIES)
+
+
+def test_illegal_cached_config_is_ignored_with_a_warning(tmp_path):
+    layout = _layout(group=32)
+    key = autotune.config_key(256, layout, torch.float16, None)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"GEMM": {key: Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128).as_dict()}}))
+    autotune.load_config(path)
+    with pytest.warns(UserWarning, match="ignoring cached GEMM config"):
+        got = autotune.get_config("GEMM", 256, layout, torch.float16, None, timer=FakeTimer())
+    assert autotune.illegal_reason("GEMM", got, layout) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Dispatch
+# ------------------------------------------------------------------------------------------------
+
+
+def test_dispatch_thresholds():
+    hqq4 = _layout()
+    hqq8 = _layout(bits=8)
+    int8 = WeightLayout(WeightSpec(WeightKind.INT8, 8), 4096, 4096, 4096, 8, torch.float16)
+    a16w16 = WeightLayout(WeightSpec(WeightKind.FLOAT, 16), 4096, 4096, 4096, 16, torch.bfloat16)
+    assert [choose_matmul_type(M, hqq4) for M in (1, 4, 5, 63, 64, 5000)] == [
+        "GEMV_REVSPLITK", "GEMV_REVSPLITK", "GEMM_SPLITK", "GEMM_SPLITK", "GEMM", "GEMM"]  # fmt: skip
+    assert [choose_matmul_type(M, hqq8) for M in (1, 2, 3)] == [
+        "GEMV_REVSPLITK",
+        "GEMV_REVSPLITK",
+        "GEMM_SPLITK",
+    ]
+    for unpacked in (int8, a16w16):
+        assert [choose_matmul_type(M, unpacked) for M in (1, 2, 3, 64)] == [
+            "GEMV_SPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM"]  # fmt: skip
+    with pytest.raises(ValueError, match="M"):
+        choose_matmul_type(0, hqq4)

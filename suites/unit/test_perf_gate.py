@@ -1,0 +1,195 @@
+"""The regression gate and baselines: thresholds from noise, confirmation by re-measuring, the
+verdict table, exit codes, and baseline files (only from measured runs, merged, checked on load)."""
+
+import json
+
+import pytest
+
+from harness import baselines as bl
+from harness.perf_cases import Case, FormatEntry
+from harness.perf_run import Measurement
+
+ENTRY = FormatEntry("A16W4_HQQ_INT/g128", "A16W4_HQQ_INT", {"group_size": 128})
+
+
+def meas(
+    M: int,
+    us: float | None,
+    rel_iqr: float = 0.01,
+    status: str = "ok",
+    kind: str = "gemlite",
+    reason: str = "",
+) -> Measurement:
+    case = Case(
+        kind,
+        ENTRY.label if kind == "gemlite" else "cublas_fp16",
+        4096,
+        4096,
+        M,
+        ENTRY if kind == "gemlite" else None,
+    )
+    if status != "ok":
+        return Measurement(case, status, reason=reason)
+    half = us * rel_iqr / 2
+    return Measurement(case, "ok", us=us, q1_us=us - half, q3_us=us + half, replays=15, samples_us=[us] * 15)
+
+
+def baseline_of(*ms: Measurement) -> dict:
+    meta = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "gpu_key": "h100-sxm",
+        "date": "d0",
+        "commit": "c0",
+        "copy_gbps": 3000.0,
+    }
+    return bl.merge_baseline(None, meta, ms)
+
+
+GATED = lambda m: m.case.kind == "gemlite"  # noqa: E731
+
+
+def test_threshold_rule():
+    r = bl.GateRule()
+    assert r.threshold(0.001, 0.002) == 0.05  # quiet cases: the floor
+    assert r.threshold(0.03, 0.01) == pytest.approx(0.09)  # noisy baseline: 3 x its spread
+    assert r.threshold(None, 0.04) == pytest.approx(0.12)
+    assert r.slower(10.0, 10.6, 0.05) and not r.slower(10.0, 10.4, 0.05)
+    assert not r.slower(2.0, 2.4, 0.05)  # +20% but only 0.4 us: under the absolute floor
+    assert r.faster(10.0, 9.4, 0.05) and not r.faster(10.0, 9.6, 0.05)
+    for kw in (
+        {"rel_floor": 0},
+        {"rel_floor": 1.5},
+        {"noise_k": 0},
+        {"abs_floor_us": -1},
+        {"confirm_runs": 0},
+    ):
+        with pytest.raises(ValueError):
+            bl.GateRule(**kw)
+
+
+def test_compare_sorts_cases():
+    base = baseline_of(
+        meas(1, 10.0),
+        meas(2, 10.0),
+        meas(4, 10.0, rel_iqr=0.05),
+        meas(8, 10.0),
+        meas(16, 10.0),
+        meas(32, 10.0),
+    )
+    now = [
+        meas(1, 10.2),  # within noise
+        meas(2, 11.0),  # +10% beyond 5%: suspect
+        meas(4, 11.0),  # +10% but the baseline was noisy (threshold 15%): ok
+        meas(8, 8.0),  # -20%: improvement
+        meas(16, None, status="error", reason="RuntimeError: boom"),
+        meas(32, None, status="not_run"),  # left out
+        meas(64, 3.0),  # not in the baseline: new
+        meas(1, 99.0, kind="ref"),  # references are not gated
+        meas(128, None, status="skipped", reason="no"),
+    ]
+    v = {x.case_id.split()[-1]: x for x in bl.compare(now, base, bl.GateRule(), GATED)}
+    assert {k: x.status for k, x in v.items()} == {
+        "M1": "ok",
+        "M2": "suspect",
+        "M4": "ok",
+        "M8": "improvement",
+        "M16": "error",
+        "M64": "new",
+        "M128": "skipped",
+    }
+    assert v["M2"].ratio == pytest.approx(1.1) and v["M2"].threshold == pytest.approx(0.05)
+    assert v["M4"].threshold == pytest.approx(0.15)
+
+
+def test_confirm_separates_regressions_from_noise():
+    base = baseline_of(meas(1, 10.0), meas(2, 10.0), meas(4, 10.0))
+    vs = bl.compare([meas(1, 13.0), meas(2, 13.0), meas(4, 13.0)], base, bl.GateRule(), GATED)
+    again = {"M1": [12.9, 13.1, 13.0], "M2": [10.1, 9.9, 13.0], "M4": [None, None, None]}
+    calls = []
+
+    def remeasure(case_id):
+        calls.append(case_id)
+        return again[case_id.split()[-1]].pop(0)
+
+    bl.confirm(vs, remeasure, bl.GateRule(), log=lambda s: None)
+    assert [v.status for v in vs] == ["regression", "noise", "error"]
+    assert len(calls) == 9  # confirm_runs (3) re-measurements per suspect, none for the others
+    assert vs[0].confirmed_us == pytest.approx(13.0) and vs[1].confirmed_us == pytest.approx(10.1)
+    assert bl.exit_code(vs) == 1
+    assert bl.exit_code([v for v in vs if v.status == "noise"]) == 0
+
+
+def test_suspects_past_the_deadline_fail_unconfirmed():
+    base = baseline_of(meas(1, 10.0), meas(2, 10.0))
+    vs = bl.compare([meas(1, 13.0), meas(2, 13.0)], base, bl.GateRule(), GATED)
+    bl.confirm(vs, lambda cid: 10.0, bl.GateRule(), log=lambda s: None, deadline=0.0)  # long past
+    assert [v.status for v in vs] == ["unconfirmed", "unconfirmed"] and not vs[0].confirm_us
+    assert bl.exit_code(vs) == 1
+    assert "UNCONFIRMED suspects" in bl.render_verdicts(vs)
+
+
+def test_render_verdicts():
+    base = baseline_of(meas(1, 10.0), meas(2, 10.0), meas(4, 10.0))
+    vs = bl.compare([meas(1, 13.0), meas(2, 7.0), meas(4, 10.1)], base, bl.GateRule(), GATED)
+    bl.confirm(vs, lambda cid: 13.0, bl.GateRule(), log=lambda s: None)
+    text = bl.render_verdicts(vs)
+    assert "REGRESSIONS (confirmed by re-measuring)" in text and "A16W4_HQQ_INT/g128 4096x4096 M1" in text
+    assert "+30.0%" in text and "13.00, 13.00, 13.00" in text
+    assert "IMPROVEMENTS" in text and "-30.0%" in text
+    assert text.rstrip().endswith("gate: FAIL (1 improvement, 1 ok, 1 regression)")
+    ok = bl.render_verdicts([v for v in vs if v.status == "ok"])
+    assert "REGRESSIONS" not in ok and ok.endswith("gate: PASS (1 ok)")
+    assert "NO BASELINE" in bl.render_verdicts([bl.Verdict("x", "new", cur_us=1.0)], has_baseline=False)
+
+
+def test_merge_baseline_only_from_measurements(tmp_path):
+    with pytest.raises(ValueError, match="only comes from measured numbers"):
+        baseline_of(meas(1, None, status="error"), meas(2, None, status="skipped"))
+    first = baseline_of(meas(1, 10.0), meas(2, 20.0))
+    assert first["runs"][0]["cases"] == 2 and first["cases"]["A16W4_HQQ_INT/g128 4096x4096 M1"]["us"] == 10.0
+    meta2 = {"gpu": "NVIDIA H100 80GB HBM3", "gpu_key": "h100-sxm", "date": "d1", "commit": "c1"}
+    second = bl.merge_baseline(first, meta2, [meas(2, 18.0), meas(4, 5.0)])
+    cases = second["cases"]
+    assert cases["A16W4_HQQ_INT/g128 4096x4096 M1"] == first["cases"]["A16W4_HQQ_INT/g128 4096x4096 M1"]
+    assert (
+        cases["A16W4_HQQ_INT/g128 4096x4096 M2"]["us"] == 18.0
+        and cases["A16W4_HQQ_INT/g128 4096x4096 M2"]["run"] == 1
+    )
+    assert [r["date"] for r in second["runs"]] == ["d0", "d1"] and second["meta"]["commit"] == "c1"
+    p = tmp_path / "h100-sxm.json"
+    p.write_text(json.dumps(second))
+    assert bl.load_baseline(p, "h100-sxm")["cases"] == cases
+
+
+def test_load_baseline_refuses_what_it_cannot_compare(tmp_path):
+    p = tmp_path / "b.json"
+    assert bl.load_baseline(p, "h100-sxm") is None
+    p.write_text("{")
+    with pytest.raises(bl.BaselineError, match="not valid JSON"):
+        bl.load_baseline(p, "h100-sxm")
+    p.write_text(json.dumps({"cases": {}}))
+    with pytest.raises(bl.BaselineError, match="not a baseline"):
+        bl.load_baseline(p, "h100-sxm")
+    good = baseline_of(meas(1, 10.0))
+    p.write_text(json.dumps(good))
+    with pytest.raises(bl.BaselineError, match="not 'h100-pcie'"):
+        bl.load_baseline(p, "h100-pcie")
+    with pytest.raises(bl.BaselineError, match="this run is a dry run"):
+        bl.load_baseline(p, "h100-sxm", dry_run=True)
+    good["meta"]["dry_run"] = True
+    p.write_text(json.dumps(good))
+    with pytest.raises(bl.BaselineError, match="synthetic"):
+        bl.load_baseline(p, "h100-sxm")
+    good["meta"]["dry_run"] = False
+    good["cases"]["A16W4_HQQ_INT/g128 4096x4096 M1"]["us"] = 0
+    p.write_text(json.dumps(good))
+    with pytest.raises(bl.BaselineError, match="no positive 'us'"):
+        bl.load_baseline(p, "h100-sxm")
+
+
+def test_no_baseline_files_are_invented():
+    """Shipped baselines, if any, must be real runs of the GPU they are named after."""
+    for p in sorted(bl.BASELINES_DIR.glob("*.json")):
+        data = bl.load_baseline(p, p.stem)
+        assert data["runs"] and all(r.get("date") and r.get("commit") for r in data["runs"])
+        assert not data["meta"].get("dry_run")
