@@ -9,11 +9,38 @@ Importing gemlite neither needs nor queries a GPU. Without one, set ``TRITON_INT
 environment *before* importing gemlite to run the same kernels on CPU tensors (slowly).
 """
 
-from gemlite import helper
-from gemlite.autotune import cache_config, get_autotune, load_config, reset_config, set_autotune
+import importlib
+
 from gemlite.formats import FORMATS, DType, Format, get_format
-from gemlite.linear import GemLiteLinear
-from gemlite.settings import is_deterministic, set_deterministic
+
+# Everything that touches Triton is imported on first use, not here: `reference/` imports only the
+# vocabulary (gemlite.formats), and the kernel modules must be imported after the user has chosen
+# TRITON_INTERPRET. `from gemlite import GemLiteLinear` works as usual.
+_LAZY = {
+    "helper": ("gemlite.helper", None),
+    "GemLiteLinear": ("gemlite.linear", "GemLiteLinear"),
+    "set_autotune": ("gemlite.autotune", "set_autotune"),
+    "get_autotune": ("gemlite.autotune", "get_autotune"),
+    "cache_config": ("gemlite.autotune", "cache_config"),
+    "load_config": ("gemlite.autotune", "load_config"),
+    "reset_config": ("gemlite.autotune", "reset_config"),
+    "set_deterministic": ("gemlite.settings", "set_deterministic"),
+    "is_deterministic": ("gemlite.settings", "is_deterministic"),
+}
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'gemlite' has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    return value if attr is None else getattr(value, attr)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
