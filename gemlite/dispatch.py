@@ -1,19 +1,23 @@
 """Which kernel family serves a matmul of M rows.
 
-Start from public GemLite's thresholds (notes section 3): GEMM from M = 64, a GEMV family at decode
-sizes, GEMM_SPLITK in between. The GEMV family follows the weight's memory layout: packed codes are
-stored with N contiguous (one word holds several consecutive k), which GEMV_REVSPLITK's wide-N tiles
-stream well; unpacked 8/16-bit weights keep K contiguous, which GEMV_SPLITK's long-K, narrow-N tiles
-stream well. Thresholds are GemLite's, not yet re-measured on our kernels.
+Measured on an H100 SXM (triton 3.6, `tools/family_sweep.py`, CUDA graph over rotating weight
+copies, 2026-11-24), every family forced at each M:
+
+* M = 1: the plain GEMV wins for packed codes (A16W4 g128 8192x28672: GEMV 86.8 us, GEMV_REVSPLITK
+  111.0, GEMM_SPLITK 116.0; A16W2 8192x8192: 27.1 vs 39.2 vs 40.3) and GEMV_SPLITK for unpacked
+  8/16-bit weights, whose K is contiguous (A16W8_INT8 8192x8192: 27.8 us vs GEMV 40.2, GEMM_SPLITK
+  53.3; A16W16: 47.6 vs 57.4 and 49.6).
+* 2 <= M < 128: GEMM_SPLITK. The GEMV families stream the weight once per row of x, so their time
+  grows linearly with M (A16W4 at M = 2: GEMM_SPLITK 113.7 us vs GEMV 142.1; A16W8_INT8 31.5 vs 47.8),
+  while a 16-row tensor-core tile reads it once; at M = 64 GEMM_SPLITK still beats GEMM (A16W8_INT8
+  59.1 vs 98.1 us, A16W2 72.8 vs 113.5; A16W4 8192x28672 167.2 vs 161.4).
+* M >= 128: GEMM (A16W4 8192x28672 at M = 256: 435 us vs GEMM_SPLITK 528).
 """
 
 from __future__ import annotations
 
-from gemlite.formats import WeightKind
-
-GEMM_MIN_M = 64  # from here tensor-core tiles without a K split have enough parallelism over M x N
-GEMV_MAX_M_PACKED = 4  # sub-8-bit codes: dequantization is cheap per byte, GEMV wins up to M = 4
-GEMV_MAX_M_UNPACKED = 2  # 8/16-bit weights: twice the bytes per value, the tensor-core path wins sooner
+GEMM_MIN_M = 128  # from here tensor-core tiles without a K split have enough parallelism over M x N
+GEMV_MAX_M = 1  # a GEMV family re-reads the weight for every row of x: only worth it for one row
 
 
 def choose_matmul_type(M: int, layout) -> str:
@@ -25,7 +29,6 @@ def choose_matmul_type(M: int, layout) -> str:
         raise ValueError(f"M: expected a positive int, got {M!r}")
     if M >= GEMM_MIN_M:
         return "GEMM"
-    low_bit = layout.spec.bits < 8 and layout.spec.kind in (WeightKind.HQQ, WeightKind.TERNARY)
-    if M <= (GEMV_MAX_M_PACKED if low_bit else GEMV_MAX_M_UNPACKED):
-        return "GEMV_REVSPLITK" if layout.is_packed else "GEMV_SPLITK"
+    if M <= GEMV_MAX_M:
+        return "GEMV" if layout.is_packed else "GEMV_SPLITK"
     return "GEMM_SPLITK"

@@ -108,7 +108,7 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("quick", examples=2, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
-        Profile("cpu", examples=8, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
+        Profile("cpu", examples=6, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
         # ~10 drawn cases per format x family (+ pins and sweeps): about 1 s each on an H100, most of it
         # drawing tensors on the CPU (kept there so a case is the same on every device).
         Profile("gpu", examples=10, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES),

@@ -146,4 +146,31 @@ def matmul(
     config = autotune.get_config(
         family, M, layout, out_dtype, scale_dtype, timer=timer, interpreter=interpreter
     )
-    return launch(x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    rows = _rows_per_launch(family, config, M, layout)
+    if rows >= M:
+        return launch(x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    # A split family forced at prefill sizes: bound the fp32 partial-sum workspace by running row
+    # chunks (each chunk is an ordinary launch, so results equal the unchunked ones bit for bit).
+    out = torch.empty((M, layout.out_features), dtype=out_dtype, device=x.device)
+    for m0 in range(0, M, rows):
+        out[m0 : m0 + rows] = launch(x[m0 : m0 + rows], W_q, scales, zeros, bias, layout, out_dtype, config)
+    return out
+
+
+#: Largest fp32 split-K workspace one launch may allocate. GEMV_REVSPLITK splits K as finely as its
+#: tile allows (K / (2 * BLOCK_K) partials per output), so forcing it at M = 4096 on an 8192 x 28672
+#: weight would ask for 30 GB; such calls run in row chunks instead (H100, 2026-11-24: that launch
+#: ran out of memory before this bound existed).
+MAX_WORKSPACE_BYTES = 256 * 2**20
+
+
+def _rows_per_launch(family: str, config, M: int, layout: WeightLayout) -> int:
+    """Rows of x one launch may take so its split-K workspace stays under MAX_WORKSPACE_BYTES."""
+    K, N = layout.in_features, layout.out_features
+    if family == "GEMV_REVSPLITK":
+        splits = -(-K // (2 * config.BLOCK_K))
+    else:
+        splits = getattr(config, "SPLIT_K", 1) or 1
+    if splits <= 1:
+        return M
+    return max(1, min(M, MAX_WORKSPACE_BYTES // (splits * N * 4)))

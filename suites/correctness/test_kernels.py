@@ -230,7 +230,7 @@ def test_every_shape(family, case, device):
 def test_dispatch_by_m(device):
     """matmul_type=None picks a family by M (GEMV, GEMM_SPLITK and GEMM sizes) and stays correct."""
     case = WCase(WeightKind.HQQ, 4, 64, "float")
-    for M in (1, 5, 64):
+    for M in (1, 5, 128):
         run_case(case, None, torch.float16, torch.float16, M, 40, 128, torch.float16, device, seed=M)
 
 
@@ -523,3 +523,28 @@ def test_matmul_refuses_bad_inputs(device):
     with pytest.raises(ValueError, match="illegal"):
         with autotune.forced_config("GEMM", autotune.Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64)):
             matmul(x, W, s, z, None, layout, f16, "GEMM")  # BLOCK_K 64 straddles groups of 32
+
+
+@pytest.mark.parametrize("family", ["GEMV_REVSPLITK", "GEMV", "GEMM_SPLITK"])
+def test_workspace_bound_runs_row_chunks(family, device, monkeypatch):
+    """A split family whose fp32 workspace would pass MAX_WORKSPACE_BYTES runs in row chunks, with
+    bitwise the same result as one launch (on the H100, GEMV_REVSPLITK forced at M = 4096 on an
+    8192 x 28672 weight asked for a 30 GB workspace and ran out of memory)."""
+    import gemlite.kernels as kernels
+
+    configs = {
+        "GEMV_REVSPLITK": autotune.Config(BLOCK_N=32, BLOCK_K=16),
+        "GEMV": autotune.Config(BLOCK_N=32, BLOCK_K=32, SPLIT_K=2),
+        "GEMM_SPLITK": autotune.Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, SPLIT_K=2),
+    }
+    case = WCase(WeightKind.HQQ, 4, 32, "float")
+    with autotune.forced_config(family, configs[family]):
+        y_one, (x, t, bias, layout) = run_case(
+            case, family, torch.float16, torch.float16, 5, 40, 128, torch.float16, device, seed=7
+        )
+        # Room for the partials of two rows only: 5 rows run as chunks of 2, 2 and 1.
+        splits = 128 // 32 if family == "GEMV_REVSPLITK" else 2
+        monkeypatch.setattr(kernels, "MAX_WORKSPACE_BYTES", 2 * splits * 40 * 4)
+        assert kernels._rows_per_launch(family, configs[family], 5, layout) == 2
+        y_chunked = matmul(x, t["W_q"], t["scales"], t["zeros"], bias, layout, torch.float16, family)
+    assert torch.equal(y_one, y_chunked)

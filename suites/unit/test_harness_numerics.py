@@ -296,3 +296,20 @@ def test_exact_diff_is_bitwise_for_floats_and_checks_dtype_and_shape():
     assert exact_diff(e4m3, torch.tensor([1.0, 3.0]).to(torch.float8_e4m3fn)) is not None
     with pytest.raises(TypeError, match="expected two tensors"):
         exact_diff([1], z)
+
+
+def test_truncating_bf16_conversions_double_its_unit_roundoff():
+    # Under the Triton interpreter fp32 -> bf16 truncates: a result truncated by almost one bf16 ulp
+    # passes only when the bound knows it (and an fp16 output is unaffected).
+    golden = Golden(
+        y=torch.tensor([[515.578]], dtype=torch.float64),
+        magnitude=torch.tensor([[515.578]], dtype=torch.float64),
+        x_abs_sum=torch.tensor([[1.0]], dtype=torch.float64),
+        K=32,
+    )
+    truncated = torch.tensor([[512.0]], dtype=BF16)  # round-to-nearest would give 516
+    assert not compare_output(truncated, golden, Precision(BF16, BF16)).ok
+    assert compare_output(truncated, golden, Precision(BF16, BF16, bf16_truncates=True)).ok
+    assert Precision(FP16, BF16, bf16_truncates=True).u_out == 2.0**-11
+    assert Precision(FP16, BF16, bf16_truncates=True).u_deq == 2.0**-7
+    assert "bf16 conversions truncate" in Precision(BF16, BF16, bf16_truncates=True).describe(32)
