@@ -63,7 +63,8 @@ class DType(enum.Enum):
     def from_torch(cls, dtype: torch.dtype) -> DType:
         """The DType of a torch dtype; raises TypeError for dtypes gemlite has no name for."""
         for member, td in _TORCH_DTYPES.items():
-            if td == dtype and member not in (DType.MXFP16, DType.MXBF16, DType.MXFP8, DType.MXFP4, DType.NVFP4):
+            aliases = (DType.MXFP16, DType.MXBF16, DType.MXFP8, DType.MXFP4, DType.NVFP4)
+            if td == dtype and member not in aliases:
                 return member
         raise TypeError(f"dtype: gemlite has no DType for torch dtype {dtype}")
 
@@ -180,11 +181,11 @@ class WeightSpec:
             if self.bits not in HQQ_BITS:
                 raise ValueError(f"bits: HQQ weights take one of {HQQ_BITS}, got {self.bits}")
         elif self.bits != _WEIGHT_BITS[self.kind]:
-            raise ValueError(f"bits: {self.kind.name} weights are {_WEIGHT_BITS[self.kind]}-bit, got {self.bits}")
+            expected = _WEIGHT_BITS[self.kind]
+            raise ValueError(f"bits: {self.kind.name} weights are {expected}-bit, got {self.bits}")
         if self.kind in _FIXED_GROUP and self.group_size != _FIXED_GROUP[self.kind]:
-            raise ValueError(
-                f"group_size: {self.kind.name} uses groups of {_FIXED_GROUP[self.kind]}, got {self.group_size}"
-            )
+            expected = _FIXED_GROUP[self.kind]
+            raise ValueError(f"group_size: {self.kind.name} uses groups of {expected}, got {self.group_size}")
         if self.group_size is not None and self.group_size <= 0:
             raise ValueError(f"group_size: must be positive or None (channel-wise), got {self.group_size}")
         if self.zeros is not Zeros.NONE and self.kind not in (WeightKind.HQQ, WeightKind.TERNARY):

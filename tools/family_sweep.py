@@ -35,12 +35,12 @@ def main() -> None:
     nbytes = sum(b.numel() * b.element_size() for b in layer.buffers())
     n = rotation_copies(nbytes, gpu.l2_bytes, cfg)
     copies = [layer] + [copy.deepcopy(layer) for _ in range(n - 1)]
-    print(f"{gpu.name}: {a.helper} K={a.K} N={a.N} g={a.group_size}, {n} weight copies of {nbytes / 1e6:.1f} MB")
+    print(f"{gpu.name}: {a.helper} K={a.K} N={a.N} g={a.group_size}, {n} copies of {nbytes / 1e6:.1f} MB")
     for M in (int(m) for m in a.M.split(",")):
         x = torch.randn(M, a.K, dtype=torch.float16, device="cuda")
         row = []
         for family in MATMUL_TYPES:
-            timer = GraphTimer(lambda i, f=family: copies[i].forward_manual(x, matmul_type=f), n, cfg)
+            timer = GraphTimer(lambda i, f=family, x=x: copies[i].forward_manual(x, matmul_type=f), n, cfg)
             try:
                 timer.prepare()
                 row.append(f"{family}={timer.run().median:8.2f}us")
