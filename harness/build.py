@@ -370,15 +370,8 @@ def run_layer(layer, x: torch.Tensor, family: str) -> torch.Tensor:
 
 
 def precision(case: Case) -> Precision:
-    """The dtypes a run of `case` rounds in: output, compute (the activation dtype), fp32 accumulator;
-    and whether bf16 conversions truncate (they do under the Triton interpreter; see `Precision`)."""
-    from gemlite.kernels import interpreter_active
-
-    return Precision(
-        out_dtype=DTYPES[case.output_dtype],
-        compute_dtype=DTYPES[case.input_dtype],
-        bf16_truncates=interpreter_active(),
-    )
+    """The dtypes a run of `case` rounds in: output, compute (the activation dtype), fp32 accumulator."""
+    return Precision(out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype])
 
 
 def golden(case: Case, ops: Operands) -> Golden:

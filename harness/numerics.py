@@ -18,23 +18,26 @@ is left is rounding inside the kernel, which can be bounded element by element (
   says nothing when a value underflows (a dequantized weight of 1e-6 in fp16 is subnormal and keeps
   only an absolute accuracy of 2**-25), so each rounding is ``u * |v| + eta``.
 * The bias (``b``, added once in the epilogue) is folded in by treating it as one more product term:
-  ``sum_k |x_k W_k|`` above is computed as ``sum_k |x_k W_k| + |b|`` (`magnitude`).
+  ``sum_k |x_k W_k|`` above is computed as ``sum_k |x_k W_k| + |b|`` (`magnitude`, written S below).
 
-The safety factor ``c`` (`SAFETY`) is 2, which makes the bound rigorous to first order on real
-hardware, with room to spare on every term:
+The safety factor ``c`` (`SAFETY`) is 2, which makes the bound rigorous to first order whether the
+hardware truncates or rounds:
 
-* the accumulation term: NVIDIA tensor cores align the products of an MMA and add them in fp32 with
-  truncation, not round-to-nearest (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA
-  tensor cores", PeerJ CS 2021), so each addition may lose a whole ulp (``2 * u_acc``) and, all errors
-  having the same sign, the worst case is ``2 * K * u_acc * sum|x W|``: exactly ``c`` times the term;
-* the other terms (one round-to-nearest each: dequantized weight, output cast) get a factor 2 of
-  margin, which absorbs what the formula leaves out: the fp32 roundings of ``q - z`` and ``* s``
-  during dequantization, the bias addition, a split-K partial reduction (each ``u_acc`` relative,
-  against ``u_deq >= 2**-11``), and the second-order ``(1 + u)`` products. It also absorbs a
-  conversion that truncates instead of rounding, as long as the truncation errors do not all add up:
-  when they can (a dominant weight truncated by almost a whole ulp), they cannot be absorbed. The
-  Triton interpreter converts fp32 -> bf16 by truncation, so on CPU `Precision.bf16_truncates`
-  doubles bf16's unit roundoff (without it, CPU cases reached 0.92 of the bound).
+* on a GPU, conversions round to nearest (dequantized weight, output: ``u`` each) but NVIDIA tensor
+  cores align the products of an MMA and add them in fp32 with truncation (Fasi, Higham, Mikaitis,
+  Pranesh, "Numerical behavior of NVIDIA tensor cores", PeerJ CS 2021): each addition may lose a whole
+  ulp and, all errors having the same sign, the accumulation error reaches ``2 * K * u_acc * sum|x W|``.
+  Total: ``u_out |y*| + u_deq S + 2 K u_acc S``, within ``c = 2`` times the bracket;
+* under the Triton interpreter (CPU), fp32 accumulation rounds to nearest but the fp32 -> bf16 cast
+  truncates (``triton/runtime/interpreter.py``: ``cast_impl`` calls ``_convert_float`` without a
+  rounding mode), so a bf16 weight or output may be off by almost a whole ulp, ``2 u``, and when one
+  term dominates these errors do not average out. Total: ``2 u_out |y*| + 2 u_deq S + K u_acc S``,
+  again within ``c = 2`` times the bracket. (On CPU the passing cases closest to the bound reach ~0.9 of
+  it: bf16 cases with a dominant term; see the report's "closest to the bound" list.)
+
+What the formula leaves out is of order ``u_acc`` relative and fits in the slack of the terms that are
+not at their worst case: the fp32 roundings of ``q - z`` and ``* s`` during dequantization, the bias
+addition, a split-K partial reduction, and the second-order ``(1 + u)`` products.
 
 A larger c would let real bugs through: an fp16 accumulator over K = 4096 produces about 6 x u_fp16 x |y|
 (a random walk of K / 32 roundings), only 0.7 x the bound with c = 4 (see the unit tests). Most bugs (a
@@ -119,18 +122,12 @@ class Precision:
     compute_dtype: the dtype weights are dequantized to before the dot (fp16 or bf16: the activation dtype).
     acc_dtype: the accumulator dtype (fp32 for every weight-only format).
     safety: the factor ``c`` (default `SAFETY`).
-    bf16_truncates: conversions to bf16 truncate instead of rounding to nearest, so their unit
-        roundoff is bf16's epsilon, 2**-7, not 2**-8. True under the Triton interpreter (3.6 - 3.9),
-        whose fp32 -> bf16 cast drops the low mantissa bits (``triton/runtime/interpreter.py``,
-        ``cast_impl`` calls ``_convert_float`` without a rounding mode); compiled kernels round to
-        nearest even.
     """
 
     out_dtype: torch.dtype
     compute_dtype: torch.dtype
     acc_dtype: torch.dtype = torch.float32
     safety: float = SAFETY
-    bf16_truncates: bool = False
 
     def __post_init__(self) -> None:
         for name in ("out_dtype", "compute_dtype", "acc_dtype"):
@@ -141,17 +138,13 @@ class Precision:
         if not (1.0 <= self.safety <= 16.0):
             raise ValueError(f"safety: expected a small factor in [1, 16], got {self.safety}")
 
-    def _u(self, dtype: torch.dtype) -> float:
-        u = unit_roundoff(dtype)
-        return 2 * u if (dtype == torch.bfloat16 and self.bf16_truncates) else u
-
     @property
     def u_out(self) -> float:
-        return self._u(self.out_dtype)
+        return unit_roundoff(self.out_dtype)
 
     @property
     def u_deq(self) -> float:
-        return self._u(self.compute_dtype)
+        return unit_roundoff(self.compute_dtype)
 
     @property
     def u_acc(self) -> float:
@@ -165,8 +158,6 @@ class Precision:
             f"u_deq={_u_label(self.compute_dtype, self.u_deq)}, "
             f"u_acc={_u_label(self.acc_dtype, self.u_acc)}, K={K} (sum_k|x_k W_k| includes |bias|)"
         )
-        if self.bf16_truncates:
-            text += "; bf16 conversions truncate (Triton interpreter): u_bf16 = 2^-7"
         return text
 
 

@@ -278,7 +278,8 @@ def cases(
     return case
 
 
-#: M at or below which AUTO may dispatch to a GEMV family (gemlite.dispatch: 4 packed, 2 unpacked).
+#: M up to which AUTO may dispatch to a GEMV family: gemlite.dispatch sends only M = 1 there today,
+#: GemLite-style dispatch up to 4; the budget rule covers both.
 _AUTO_GEMV_MAX_M = 4
 
 

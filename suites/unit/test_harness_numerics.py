@@ -298,18 +298,17 @@ def test_exact_diff_is_bitwise_for_floats_and_checks_dtype_and_shape():
         exact_diff([1], z)
 
 
-def test_truncating_bf16_conversions_double_its_unit_roundoff():
-    # Under the Triton interpreter fp32 -> bf16 truncates: a result truncated by almost one bf16 ulp
-    # passes only when the bound knows it (and an fp16 output is unaffected).
-    golden = Golden(
-        y=torch.tensor([[515.578]], dtype=torch.float64),
-        magnitude=torch.tensor([[515.578]], dtype=torch.float64),
-        x_abs_sum=torch.tensor([[1.0]], dtype=torch.float64),
-        K=32,
-    )
-    truncated = torch.tensor([[512.0]], dtype=BF16)  # round-to-nearest would give 516
-    assert not compare_output(truncated, golden, Precision(BF16, BF16)).ok
-    assert compare_output(truncated, golden, Precision(BF16, BF16, bf16_truncates=True)).ok
-    assert Precision(FP16, BF16, bf16_truncates=True).u_out == 2.0**-11
-    assert Precision(FP16, BF16, bf16_truncates=True).u_deq == 2.0**-7
-    assert "bf16 conversions truncate" in Precision(BF16, BF16, bf16_truncates=True).describe(32)
+def test_truncated_bf16_weights_and_output_stay_within_the_bound():
+    # The Triton interpreter truncates fp32 -> bf16. Worst case: every dequantized weight truncated by
+    # almost a whole ulp (all in the same direction) AND the output truncated by almost a whole ulp:
+    # still within c = 2 (module docstring), if only just.
+    K = 32
+    x = torch.ones(1, K, dtype=BF16)
+    W = torch.full((1, K), 1 + 0.99 * 2.0**-7, dtype=torch.float64)  # bf16 truncates it to 1.0
+    bias = torch.tensor([0.24], dtype=torch.float64)
+    golden = golden_from_dequantized(x, W, bias)
+    y = (x.float() @ W.to(BF16).float().T + bias.float()).to(BF16)  # 32.24 truncates to 32.0
+    y_truncated = torch.tensor([[32.0]], dtype=BF16)
+    result = compare_output(y_truncated, golden, Precision(BF16, BF16))
+    assert result.ok and 0.9 < result.bound_ratio < 1.0
+    assert compare_output(y, golden, Precision(BF16, BF16)).ok  # round-to-nearest: comfortably inside

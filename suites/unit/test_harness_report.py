@@ -74,7 +74,7 @@ def test_render_shows_meta_rows_and_failures():
             ratio=7.5,
             rel=0.3,
             test="suites/correctness/test_formats.py::test_format[GEMV-A16W2_HQQ_INT]",
-            repro="python -m harness.repro '{\"format\":\"A16W2_HQQ_INT\"}'",
+            repro='python -m harness.repro \'{"format":"A16W2_HQQ_INT"}\'',
             case="z",
         ),
     ]
