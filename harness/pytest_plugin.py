@@ -19,6 +19,11 @@ loaded before ``suites/conftest.py`` has chosen whether the Triton interpreter r
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 
 from harness import profiles
@@ -95,6 +100,22 @@ def pytest_configure(config: pytest.Config) -> None:
         except (RuntimeError, ValueError) as e:
             raise pytest.UsageError(f"--correctness-gpu {expected}: {e}") from None
     config.stash[_RECORDER] = recorder
+    path = config.getoption("correctness_report")
+    if path and _worker_id(config) is None:
+        shutil.rmtree(_parts_dir(path), ignore_errors=True)  # leftovers of an earlier run
+
+
+# Under pytest-xdist every worker runs its share of the cases in its own process: each writes its
+# records to a part file when it finishes, and the controller (whose sessionfinish comes after the
+# workers') merges them into the one report.
+
+
+def _worker_id(config: pytest.Config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def _parts_dir(report_path: str) -> Path:
+    return Path(f"{report_path}.parts")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -129,6 +150,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     recorder = config.stash.get(_RECORDER, None)
     if not path or recorder is None:
         return
+    parts = _parts_dir(path)
+    worker = _worker_id(config)
+    if worker is not None:
+        parts.mkdir(parents=True, exist_ok=True)
+        part = {"records": [asdict(r) for r in recorder.records], "outcomes": recorder.outcomes}
+        (parts / f"{worker}.json").write_text(json.dumps(part))
+        return
+    for part_file in sorted(parts.glob("*.json")) if parts.is_dir() else []:
+        part = json.loads(part_file.read_text())
+        for rec in part["records"]:
+            recorder.add(Record(**rec))
+        for key, n in part["outcomes"].items():
+            recorder.outcomes[key] += n
+    shutil.rmtree(parts, ignore_errors=True)
     device = None
     if recorder.gpu_info is not None:
         device = f"{recorder.gpu_info.name} ({recorder.gpu_info.key})"
