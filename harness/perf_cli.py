@@ -150,7 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--replays", type=int, default=TimingConfig.replays, help="timed replays per case")
     r.add_argument(
-        "--rel-floor", type=float, default=bl.GateRule.rel_floor, help="gate: smallest relative threshold"
+        "--rel-floor", type=float, default=bl.GateRule.rel_floor,
+        help="gate: smallest relative threshold of a memory-bound case",
+    )
+    r.add_argument(
+        "--compute-floor", type=float, default=bl.GateRule.compute_floor,
+        help="gate: smallest relative threshold of a compute-bound case (intensity >= 300 flop/byte)",
     )
     r.add_argument(
         "--noise-k", type=float, default=bl.GateRule.noise_k, help="gate: threshold = k x relative IQR"
@@ -346,7 +351,9 @@ def cmd_run(a: argparse.Namespace) -> int:
             force_config=force,
             dry_run=a.dry_run,
         )
-        rule = bl.GateRule(a.rel_floor, a.noise_k, a.abs_floor_us, a.confirm_runs)
+        rule = bl.GateRule(
+            a.rel_floor, a.noise_k, a.abs_floor_us, a.confirm_runs, compute_floor=a.compute_floor
+        )
         selection = parse_selection(a.formats, a.shapes, a.m, refs=not a.no_refs)
     except (ValueError, TypeError) as e:
         log(f"error: {e}")

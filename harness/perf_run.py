@@ -120,6 +120,11 @@ class Measurement:
         return case_bytes(self.case)
 
     @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, flop per byte of minimum traffic (the gate's compute-bound test)."""
+        return case_flops(self.case) / case_bytes(self.case)
+
+    @property
     def flops(self) -> int:
         return case_flops(self.case)
 

@@ -193,3 +193,21 @@ def test_no_baseline_files_are_invented():
         data = bl.load_baseline(p, p.stem)
         assert data["runs"] and all(r.get("date") and r.get("commit") for r in data["runs"])
         assert not data["meta"].get("dry_run")
+
+
+def test_compute_bound_cases_get_the_wider_floor():
+    """Compute-bound cases drift more between runs (H100: bimodal, up to +14% on unchanged code), so
+    their floor is compute_floor; memory-bound decode cases keep the 5% floor."""
+    r = bl.GateRule()
+    assert r.threshold(0.01, 0.01, intensity=4.0) == r.rel_floor
+    assert r.threshold(0.01, 0.01, intensity=r.compute_intensity) == r.compute_floor
+    assert r.threshold(0.01, 0.10, intensity=1000.0) == pytest.approx(0.30)  # noise beyond the floor
+    decode, prefill = meas(1, 10.0), meas(4096, 10.0)
+    assert decode.intensity < r.compute_intensity <= prefill.intensity
+    base = baseline_of(meas(1, 10.0), meas(4096, 10.0))
+    # +12%: a regression suspect at decode sizes, within the band at prefill sizes.
+    now = [meas(1, 11.2), meas(4096, 11.2)]
+    v = {x.case_id.split()[-1]: x.status for x in bl.compare(now, base, r, GATED)}
+    assert v == {"M1": "suspect", "M4096": "ok"}
+    with pytest.raises(ValueError, match="compute_floor"):
+        bl.GateRule(compute_floor=0)
