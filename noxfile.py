@@ -124,15 +124,17 @@ def perf(session: nox.Session) -> None:
     )
 
 
-@nox.session(venv_backend="none")
+@nox.session(venv_backend=GPU_OR_VENV)
 def report(session: nox.Session) -> None:
-    """Re-render reports/<gpu>.md and reports/figures/ from reports/<gpu>.json (CPU only; needs
-    matplotlib for the figures). ``-- h100-sxm`` renders one GPU's report, default all."""
+    """Re-render reports/<gpu>.md and reports/figures/ from reports/<gpu>.json (no GPU needed).
+    ``-- h100-sxm`` renders one GPU's report, default all."""
     import sys
 
-    session.run(
-        sys.executable, "-m", "harness.perf_cli", "report", *session.posargs, env=_gpu_env(), external=True
-    )
+    if GPU:
+        cmd = [sys.executable, "-m", "harness.perf_cli", "report", *session.posargs]
+        session.run(*cmd, env=_gpu_env(), external=True)
+    else:
+        session.run("python", "-m", "harness.perf_cli", "report", *session.posargs, env=_cpu_env(session))
 
 
 @nox.session
