@@ -426,6 +426,12 @@ def _tune(family: str, candidates: list[Config], timer: Callable[[Config], float
         raise RuntimeError(
             f"gemlite: every {family} candidate config failed ({len(errors)} tried)"
         ) from first
+    if errors:
+        # Skipped, not hidden: a tile that fails for another reason than resources is a bug to see.
+        failed = "; ".join(f"{cfg}: {type(exc).__name__}: {exc}" for cfg, exc in errors)
+        warnings.warn(
+            f"gemlite: {family} autotune skipped {len(errors)} failing config(s): {failed}", stacklevel=2
+        )
     return best
 
 
