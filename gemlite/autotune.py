@@ -1,10 +1,11 @@
 """Kernel configs: the search spaces, their legality per weight layout, the autotuner and its cache.
 
-How a launch gets its config (`get_config`), first match wins:
-1. a config forced with ``with forced_config(family, config):`` (tests, mutation and compile suites);
+How a launch gets its config (`choose_config`), first match wins:
+1. a config forced with ``with forced_config(family, config):`` (tests, mutation and compile suites;
+   per thread and per asyncio task: a `contextvars` variable);
 2. the process cache, keyed by family and `config_key` (filled by tuning or by `load_config`);
 3. under the Triton interpreter, or in mode False, or when timing is impossible (CUDA graph
-   capture): the family's first legal default config; nothing is cached;
+   capture, torch.compile tracing): the family's first legal default config; nothing is cached;
 4. otherwise the legal candidates of the current mode ("fast" or "max") are timed with
    ``triton.testing.do_bench`` and the fastest is cached.
 
@@ -18,6 +19,7 @@ for sm_90 within the shared-memory budget and that the tensor-core families lowe
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -26,19 +28,13 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
 
 import torch
 
-from gemlite.settings import is_deterministic
+from gemlite.formats import FAMILIES, m_bucket
+from gemlite.settings import bump_generation, is_deterministic
 
-if TYPE_CHECKING:  # only for annotations: this module must not import the kernels (import cycle)
-    from gemlite.kernels.layout import WeightLayout
-
-FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
 MODES = ("fast", "max", False)
-# GemLite's M buckets: powers of two plus 1.5x steps from 16 on; larger M share the 4096 bucket.
-M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 @dataclass(frozen=True)
@@ -229,7 +225,7 @@ def interpreter_configs(family: str) -> list[Config]:
 # ------------------------------------------------------------------------------------------------
 
 
-def illegal_reason(family: str, config: Config, layout: WeightLayout) -> str | None:
+def illegal_reason(family: str, config: Config, layout) -> str | None:
     """Why `config` cannot run `family` on `layout`, or None when it can.
 
     Rules: GEMV families reduce one activation row per program (BLOCK_M == 1); tensor-core tiles need
@@ -254,11 +250,11 @@ def illegal_reason(family: str, config: Config, layout: WeightLayout) -> str | N
     return None
 
 
-def legal_configs(family: str, layout: WeightLayout, mode: str | bool) -> list[Config]:
+def legal_configs(family: str, layout, mode: str | bool) -> list[Config]:
     return [c for c in configs(family, mode) if illegal_reason(family, c, layout) is None]
 
 
-def default_config(family: str, layout: WeightLayout, interpreter: bool = False) -> Config:
+def default_config(family: str, layout, interpreter: bool = False) -> Config:
     """The heuristic config: the first legal default (interpreter: the first legal small tile)."""
     space = _SPACES[family]
     pool = space["interpreter"] if interpreter else space["default"]
@@ -271,7 +267,7 @@ def default_config(family: str, layout: WeightLayout, interpreter: bool = False)
     )
 
 
-def check_layout(layout: WeightLayout) -> None:
+def check_layout(layout) -> None:
     """Raise ValueError unless every family has a legal default and interpreter config for `layout`."""
     for family in FAMILIES:
         default_config(family, layout, interpreter=False)
@@ -285,7 +281,10 @@ def check_layout(layout: WeightLayout) -> None:
 _LOCK = threading.RLock()
 _MODE: str | bool = "fast"
 _CACHE: dict[str, dict[str, Config]] = {f: {} for f in FAMILIES}
-_FORCED: dict[str, list[Config]] = {f: [] for f in FAMILIES}
+# The configs forced in the current context: a mapping family -> Config, or None when nothing is forced.
+_FORCED: contextvars.ContextVar[dict[str, Config] | None] = contextvars.ContextVar(
+    "gemlite_forced", default=None
+)
 
 
 def set_autotune(mode: str | bool) -> None:
@@ -298,6 +297,7 @@ def set_autotune(mode: str | bool) -> None:
     global _MODE
     _check_mode(mode)
     _MODE = mode
+    bump_generation()
 
 
 def get_autotune() -> str | bool:
@@ -305,21 +305,11 @@ def get_autotune() -> str | bool:
     return _MODE
 
 
-def m_bucket(M: int) -> int:
-    """GemLite's M bucket: the smallest of M_BUCKETS >= M; M > 4096 maps to 4096."""
-    if not isinstance(M, int) or isinstance(M, bool) or M < 1:
-        raise ValueError(f"M: expected a positive int, got {M!r}")
-    for b in M_BUCKETS:
-        if M <= b:
-            return b
-    return M_BUCKETS[-1]
-
-
 def _dt(dtype: torch.dtype | None) -> str:
     return "none" if dtype is None else str(dtype).replace("torch.", "")
 
 
-def config_key(M: int, layout: WeightLayout, out_dtype: torch.dtype, scale_dtype: torch.dtype | None) -> str:
+def config_key(M: int, layout, out_dtype: torch.dtype, scale_dtype: torch.dtype | None) -> str:
     """The cache key within a family: everything that changes which config is fastest.
 
     M bucket, N, K, resolved group size, weight kind and bits, packing word, zero-point mode, scale
@@ -347,18 +337,22 @@ def config_key(M: int, layout: WeightLayout, out_dtype: torch.dtype, scale_dtype
 def forced_config(family: str, config: Config | dict) -> Iterator[Config]:
     """Within the block every `family` launch uses `config` (no cache, no tuning); nests.
 
+    The setting belongs to the current thread (and asyncio task): other threads keep their own.
     Raises ValueError for an unknown family or config fields; a config illegal for a layout raises
     ValueError at launch.
     """
     _check_family(family)
     cfg = config if isinstance(config, Config) else Config.from_dict(config)
-    with _LOCK:
-        _FORCED[family].append(cfg)
+    token = _FORCED.set({**(_FORCED.get() or {}), family: cfg})
     try:
         yield cfg
     finally:
-        with _LOCK:
-            _FORCED[family].pop()
+        _FORCED.reset(token)
+
+
+def forcing() -> bool:
+    """Whether a `forced_config` block is active in this context (the hot path then skips its cache)."""
+    return _FORCED.get() is not None
 
 
 def cached_config(family: str, key: str) -> Config | None:
@@ -371,7 +365,7 @@ def cached_config(family: str, key: str) -> Config | None:
 def get_config(
     family: str,
     M: int,
-    layout: WeightLayout,
+    layout,
     out_dtype: torch.dtype,
     scale_dtype: torch.dtype | None,
     *,
@@ -384,30 +378,38 @@ def get_config(
         device); None when timing is impossible (e.g. during CUDA graph capture).
     interpreter: the Triton interpreter runs the kernels: never time, use the small default tiles.
     """
+    return choose_config(family, M, layout, out_dtype, scale_dtype, timer=timer, interpreter=interpreter)[0]
+
+
+def choose_config(family, M, layout, out_dtype, scale_dtype, *, timer=None, interpreter=False):
+    """`get_config`, plus how the config was found: ``(config, source)`` with source one of
+    "forced", "cache" (cached or just tuned: stable until the settings change), "interpreter",
+    "default" (mode False) or "untimed" (no timer: an untuned key met during capture or tracing)."""
     _check_family(family)
-    with _LOCK:
-        forced = _FORCED[family][-1] if _FORCED[family] else None
+    forced = (_FORCED.get() or {}).get(family)
     if forced is not None:
         reason = illegal_reason(family, forced, layout)
         if reason is not None:
             raise ValueError(f"config: forced config {forced.short()} is illegal here: {reason}")
-        return forced
+        return forced, "forced"
     key = config_key(M, layout, out_dtype, scale_dtype)
     cached = cached_config(family, key)
     if cached is not None:
         reason = illegal_reason(family, cached, layout)
         if reason is None:
-            return cached
+            return cached, "cache"
         warnings.warn(f"gemlite: ignoring cached {family} config for {key}: {reason}", stacklevel=2)
     if interpreter:
-        return default_config(family, layout, interpreter=True)
+        return default_config(family, layout, interpreter=True), "interpreter"
     mode = _MODE
-    if mode is False or timer is None:
-        return default_config(family, layout)
+    if mode is False:
+        return default_config(family, layout), "default"
+    if timer is None:
+        return default_config(family, layout), "untimed"
     best = _tune(family, legal_configs(family, layout, mode), timer)
     with _LOCK:
         _CACHE[family][key] = best
-    return best
+    return best, "cache"
 
 
 def _tune(family: str, candidates: list[Config], timer: Callable[[Config], float]) -> Config:
@@ -477,6 +479,7 @@ def load_config(path: str | os.PathLike) -> None:
     with _LOCK:
         for family, entries in parsed.items():
             _CACHE[family].update(entries)
+    bump_generation()
 
 
 def cache_config(path: str | os.PathLike) -> None:
@@ -511,3 +514,4 @@ def reset_config() -> None:
     with _LOCK:
         for family in FAMILIES:
             _CACHE[family].clear()
+    bump_generation()

@@ -317,3 +317,38 @@ def get_format(name: str) -> Format:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"format: unknown format {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+def format_of(weight: WeightSpec, act: ActSpec = ActSpec()) -> Format:
+    """The named Format holding `weight` and `act` (an HQQ weight keeps its own group size and zeros).
+
+    Raises ValueError when no format of FORMATS stores that weight kind with those activations.
+    """
+    for fmt in FORMATS.values():
+        w = fmt.weight
+        same_weight = w.kind is weight.kind and w.bits == weight.bits and w.block_n == weight.block_n
+        if w.kind is not WeightKind.HQQ:
+            same_weight = same_weight and w.group_size == weight.group_size and w.zeros is weight.zeros
+        if same_weight and fmt.act == act:
+            return replace(fmt, weight=weight)
+    raise ValueError(f"format: no gemlite format stores {weight} with activations {act}")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared host data: kernel family names and autotune M buckets
+# --------------------------------------------------------------------------------------------
+
+#: The kernel families, by the names public GemLite gives them (``matmul_type``).
+FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
+#: GemLite's M buckets: powers of two plus 1.5x steps from 16 on; larger M share the 4096 bucket.
+M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def m_bucket(M: int) -> int:
+    """The smallest of M_BUCKETS >= M; M > 4096 maps to 4096. Raises ValueError for M < 1."""
+    if not isinstance(M, int) or isinstance(M, bool) or M < 1:
+        raise ValueError(f"M: expected a positive int, got {M!r}")
+    for b in M_BUCKETS:
+        if M <= b:
+            return b
+    return M_BUCKETS[-1]

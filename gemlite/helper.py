@@ -20,8 +20,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from gemlite.autotune import M_BUCKETS
-from gemlite.formats import DType
+from gemlite.formats import FORMATS, M_BUCKETS, DType, Format
 from gemlite.linear import GemLiteLinear
 from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize_ternary
 
@@ -88,14 +87,21 @@ class _Processor:
             )
         self.dtype = dtype
 
+    #: The format this processor's layers hold (its name is the class name).
+    format: Format
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={str(self.device)!r}, dtype={self.dtype})"
 
-    def _layer(self, W_nbits: int, group_size: int | None, n: int, k: int) -> GemLiteLinear:
+    def _layer(self, group_size: int | None, n: int, k: int) -> GemLiteLinear:
         act = DType.from_torch(self.dtype)
         return GemLiteLinear(
-            W_nbits, group_size=group_size, in_features=k, out_features=n, input_dtype=act, output_dtype=act
-        )
+            self.format.weight.bits, group_size=group_size, in_features=k, out_features=n,
+            input_dtype=act, output_dtype=act,
+        )  # fmt: skip
+
+    def _pack(self, group_size, n: int, k: int, W_q, scales, zeros, bias) -> GemLiteLinear:
+        return self._layer(group_size, n, k).pack(W_q, scales, zeros, bias, format=self.format)
 
     def _bias_of(self, linear: nn.Linear) -> torch.Tensor | None:
         if linear.bias is None:
@@ -111,12 +117,14 @@ class _Processor:
 class A16W16(_Processor):
     """Unquantized fp16/bf16 weight through gemlite's kernels (a baseline; no memory saved)."""
 
+    format = FORMATS["A16W16"]
+
     def from_linear(self, linear: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
         """A W_nbits=16 layer with the linear's weight cast to `dtype` (bias kept)."""
         _check_linear(linear)
         n, k = linear.weight.shape
         weight = linear.weight.detach().to(self.device, self.dtype, copy=True)
-        layer = self._layer(16, None, n, k).pack(weight, None, None, self._bias_of(linear))
+        layer = self._pack(None, n, k, weight, None, None, self._bias_of(linear))
         if del_orig:
             _free_linear(linear)
         return layer
@@ -129,7 +137,7 @@ class A16W16(_Processor):
             )
         n, k = weight.shape
         weight, bias = self._to_device("weight", weight), self._to_device("bias", bias)
-        return self._layer(16, None, n, k).pack(weight, None, None, bias)
+        return self._pack(None, n, k, weight, None, None, bias)
 
 
 class _ChannelWise8(_Processor):
@@ -179,12 +187,13 @@ class _ChannelWise8(_Processor):
         weight, scales, bias = (
             self._to_device(name, t) for name, t in (("weight", weight), ("scales", scales), ("bias", bias))
         )
-        return self._layer(8, None, n, k).pack(weight, scales, None, bias)
+        return self._pack(None, n, k, weight, scales, None, bias)
 
 
 class A16W8_INT8(_ChannelWise8):
     """fp16/bf16 activations x INT8 channel-wise weights (symmetric, round half away from zero)."""
 
+    format = FORMATS["A16W8_INT8"]
     _codes_dtype = torch.int8
     _quantize = staticmethod(quantize_int8)
 
@@ -192,14 +201,13 @@ class A16W8_INT8(_ChannelWise8):
 class A16W8_FP8(_ChannelWise8):
     """fp16/bf16 activations x FP8 e4m3 channel-wise weights."""
 
+    format = FORMATS["A16W8_FP8"]
     _codes_dtype = torch.float8_e4m3fn
     _quantize = staticmethod(quantize_fp8)
 
 
 class _HQQ(_Processor):
     """HQQ-style integer weights: uint8 codes, ``W = (W_q - zeros) * scales`` per group along K."""
-
-    W_nbits: int
 
     def from_linear(
         self, linear: nn.Linear, del_orig: bool = True, group_size: int | None = 128
@@ -219,11 +227,14 @@ class _HQQ(_Processor):
         """
         _check_linear(linear)
         n, k = linear.weight.shape
-        layer = self._layer(self.W_nbits, group_size, n, k)  # validates group_size before quantizing
+        layer = self._layer(group_size, n, k)  # validates group_size before quantizing
         codes, scales, zeros = quantize_hqq(
-            linear.weight.detach().to(self.device), self.W_nbits, group_size, scale_dtype=self.dtype
+            linear.weight.detach().to(self.device),
+            self.format.weight.bits,
+            group_size,
+            scale_dtype=self.dtype,
         )
-        layer.pack(codes, scales, zeros, self._bias_of(linear))
+        layer.pack(codes, scales, zeros, self._bias_of(linear), format=self.format)
         if del_orig:
             _free_linear(linear)
         return layer
@@ -268,7 +279,7 @@ class _HQQ(_Processor):
             self._to_device(name, t)
             for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
         )
-        return self._layer(self.W_nbits, group_size, n, k).pack(W_q, scales, zeros, bias)
+        return self._pack(group_size, n, k, W_q, scales, zeros, bias)
 
     def from_hqqlinear(self, hqq_layer) -> GemLiteLinear:
         """Convert an ``hqq.core.quantize.HQQLinear`` (the `hqq` package) to a GemLiteLinear.
@@ -292,9 +303,10 @@ class _HQQ(_Processor):
         meta = hqq_layer.meta
         if meta.get("axis", 1) != 1:
             raise ValueError(f"hqq_layer: gemlite takes groups along K (axis=1), got axis={meta['axis']}")
-        if meta["nbits"] != self.W_nbits:
+        bits = self.format.weight.bits
+        if meta["nbits"] != bits:
             raise ValueError(
-                f"hqq_layer: {type(self).__name__} takes {self.W_nbits}-bit weights, got {meta['nbits']}-bit"
+                f"hqq_layer: {type(self).__name__} takes {bits}-bit weights, got {meta['nbits']}-bit"
             )
         n, k = meta["shape"]
         W_q = hqq_layer.unpack(dtype=torch.uint8).reshape(n, k)
@@ -317,35 +329,37 @@ class _HQQ(_Processor):
             torch.float32,
         ):
             zeros = zeros.to(self.dtype)  # e.g. quantized zeros, dequantized by unpack beforehand
-        return self._layer(self.W_nbits, group_size, n, k).pack(W_q, scales, zeros, bias)
+        return self._pack(group_size, n, k, W_q, scales, zeros, bias)
 
 
 class A16W8_HQQ_INT(_HQQ):
     """fp16/bf16 activations x 8-bit HQQ codes."""
 
-    W_nbits = 8
+    format = FORMATS["A16W8_HQQ_INT"]
 
 
 class A16W4_HQQ_INT(_HQQ):
     """fp16/bf16 activations x 4-bit HQQ codes."""
 
-    W_nbits = 4
+    format = FORMATS["A16W4_HQQ_INT"]
 
 
 class A16W2_HQQ_INT(_HQQ):
     """fp16/bf16 activations x 2-bit HQQ codes."""
 
-    W_nbits = 2
+    format = FORMATS["A16W2_HQQ_INT"]
 
 
 class A16W1_HQQ_INT(_HQQ):
     """fp16/bf16 activations x 1-bit HQQ codes."""
 
-    W_nbits = 1
+    format = FORMATS["A16W1_HQQ_INT"]
 
 
 class A16W158_INT(_Processor):
     """fp16/bf16 activations x BitNet b1.58 ternary weights (stored as 2-bit codes ``t + 1``)."""
+
+    format = FORMATS["A16W158_INT"]
 
     def from_linear(self, linear: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
         """Quantize a float ``nn.Linear`` with absmean ternarization (one scale) and pack it."""
@@ -373,9 +387,31 @@ class A16W158_INT(_Processor):
             raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
         if weight.dim() != 2:
             raise ValueError(f"weight: expected a 2-D tensor [N, K], got shape {tuple(weight.shape)}")
+        if weight.dtype.is_complex or weight.dtype == torch.bool:
+            raise TypeError(f"weight: expected a real tensor with values in {{-1, 0, 1}}, got {weight.dtype}")
+        ternary = (weight == -1) | (weight == 0) | (weight == 1)
+        if not bool(ternary.all()):
+            bad = weight[~ternary].flatten()[0].item()
+            raise ValueError(f"weight: ternary weights take values in {{-1, 0, 1}}, got {bad}")
+        scale = _one_number("weight_scale", weight_scale)
         n, k = weight.shape
         weight, bias = self._to_device("weight", weight), self._to_device("bias", bias)
-        return self._layer(2, None, n, k)._pack_ternary(weight, weight_scale, bias)
+        codes = (weight.to(torch.int16) + 1).to(torch.uint8)  # t + 1 in {0, 1, 2}
+        scales = torch.full((n,), scale, dtype=torch.float32, device=codes.device)
+        return self._pack(None, n, k, codes, scales, 1, bias)
+
+
+def _one_number(name: str, value) -> float:
+    """A finite Python float from a float/int or a 1-element real tensor (TypeError/ValueError)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype.is_complex:
+            raise ValueError(f"{name}: expected one real number, got a tensor of shape {tuple(value.shape)}")
+        value = float(value.item())
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a float or a 1-element tensor, got {type(value).__name__}")
+    if not torch.isfinite(torch.tensor(float(value))):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return float(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,13 +15,19 @@ saved as the ``metadata`` buffer, so ``state_dict()`` / ``load_state_dict()`` re
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from gemlite.formats import DType, Format, WeightKind, WeightSpec, Zeros
-from gemlite.kernels import MATMUL_TYPES, WeightLayout, interpreter_active, matmul, prepare_weight
+from gemlite import autotune
+from gemlite import matmul as _matmul
+from gemlite.formats import FAMILIES, DType, Format
+from gemlite.kernels import interpreter_active
+from gemlite.layout import WeightLayout
 from gemlite.packing import unpack_codes
+from gemlite.schemes import infer_format, weight_scheme
+from gemlite.schemes.base import check_bias
 
 __all__ = ["GemLiteLinear"]
 
@@ -40,8 +46,8 @@ _LATER_INPUT_DTYPES = (
     DType.MXFP4,
     DType.NVFP4,
 )
-_META_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # scales / zeros / bias
 _BUFFERS = ("W_q", "scales", "zeros", "metadata", "bias")
+_INTERPRETER = interpreter_active()  # decided when the kernels were imported (gemlite.kernels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,64 +88,6 @@ def _as_dtype(name: str, value, allowed: tuple[DType, ...]) -> DType:
     if value not in allowed:
         raise ValueError(f"{name}: expected one of {', '.join(d.name for d in allowed)}, got {value.name}")
     return value
-
-
-# --------------------------------------------------------------------------------------------
-# Argument checks (pack)
-# --------------------------------------------------------------------------------------------
-
-
-def _check_tensor(name: str, t, device: torch.device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device} (the device of W_q), got one on {t.device}")
-
-
-def _check_meta_tensor(
-    name: str, t: torch.Tensor, count: int, what: str, device: torch.device
-) -> torch.Tensor:
-    """Validate a scales/zeros tensor: float dtype, `count` elements, finite. Returns it flattened."""
-    _check_tensor(name, t, device)
-    if t.dtype not in _META_DTYPES:
-        raise TypeError(f"{name}: expected a float16, bfloat16 or float32 tensor, got {t.dtype}")
-    if t.numel() != count:
-        raise ValueError(
-            f"{name}: expected {what} = {count} values (any shape), got {t.numel()} (shape {tuple(t.shape)})"
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: contains NaN or Inf")
-    return t.detach().reshape(-1)
-
-
-def _check_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
-    if bias is None:
-        return None
-    _check_tensor("bias", bias, device)
-    if bias.dtype not in _META_DTYPES:
-        raise TypeError(f"bias: expected a float16, bfloat16 or float32 tensor, got {bias.dtype}")
-    if tuple(bias.shape) != (n,):
-        raise ValueError(f"bias: expected shape ({n},) (out_features), got {tuple(bias.shape)}")
-    if not bool(torch.isfinite(bias).all()):
-        raise ValueError("bias: contains NaN or Inf")
-    return bias.detach().contiguous()
-
-
-def _format_of(spec: WeightSpec) -> Format:
-    """The named Format of a weight spec (weight-only: activations are used as given)."""
-    if spec.kind is WeightKind.FLOAT:
-        name = "A16W16"
-    elif spec.kind is WeightKind.HQQ:
-        name = f"A16W{spec.bits}_HQQ_INT"
-    elif spec.kind is WeightKind.INT8:
-        name = "A16W8_INT8"
-    elif spec.kind is WeightKind.FP8:
-        name = "A16W8_FP8"
-    elif spec.kind is WeightKind.TERNARY:
-        name = "A16W158_INT"
-    else:
-        raise NotImplementedError(f"{spec.kind.name} weights are planned for a later release of gemlite")
-    return Format(name, spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,12 +161,12 @@ class GemLiteLinear(nn.Module):
         self.input_dtype = _as_dtype("input_dtype", input_dtype, INPUT_DTYPES)
         self.output_dtype = _as_dtype("output_dtype", output_dtype, OUTPUT_DTYPES)
         # Let the kernels refuse sizes they cannot run (K not a multiple of 32, a group size that is
-        # not a multiple of 32) now rather than at pack time: a trial layout of the default kind.
+        # not a multiple of 32) now rather than at pack time: a trial layout of the default format.
         if self.W_nbits == 16:
-            trial = WeightSpec(WeightKind.FLOAT, 16)
+            trial = infer_format(16, None, None)
         else:
             g = None if self.group_size == self.in_features else self.group_size
-            trial = WeightSpec(WeightKind.HQQ, self.W_nbits, group_size=g)
+            trial = infer_format(self.W_nbits, torch.uint8, None).with_group_size(g)
         WeightLayout(
             trial,
             self.in_features,
@@ -245,6 +193,9 @@ class GemLiteLinear(nn.Module):
         self.register_buffer("bias", None)
         # The decoded `metadata` buffer; a Python object (no tensors), so it survives .to(device).
         self._layout: WeightLayout | None = None
+        self._layout_key = ""  # WeightLayout.key(): the custom op's layout argument
+        self._x_dtype = self.input_dtype.torch_dtype
+        self._out_dtype = self.output_dtype.torch_dtype
 
     # ----------------------------------------------------------------------------------------
     # Properties
@@ -271,7 +222,7 @@ class GemLiteLinear(nn.Module):
 
         Raises RuntimeError before `pack`: for W_nbits=8 the format follows from W_q's dtype.
         """
-        return _format_of(self.layout.spec)
+        return self.layout.format
 
     # ----------------------------------------------------------------------------------------
     # pack
@@ -286,6 +237,7 @@ class GemLiteLinear(nn.Module):
         *,
         packed: bool = False,
         packing_bitwidth: int | None = None,
+        format: Format | None = None,
     ) -> GemLiteLinear:
         """Give the layer its weight; returns self. Calling it again replaces the weight.
 
@@ -306,6 +258,10 @@ class GemLiteLinear(nn.Module):
             packed: W_q is already packed (see above).
             packing_bitwidth: word for packed HQQ codes, 8 or 32. None: 32, or with ``packed=True``
                 the width of W_q's dtype. Weights stored unpacked (INT8, FP8, 16-bit) ignore it.
+            format: the `gemlite.formats.Format` the tensors are in, when the caller knows it (the
+                helpers pass theirs; ``A16W158_INT`` takes its codes ``t + 1`` this way). None: inferred
+                from W_nbits and W_q's dtype as the class docstring's table says
+                (`gemlite.schemes.infer_format`).
 
         Raises:
             TypeError: a tensor of the wrong dtype (or not a tensor).
@@ -317,29 +273,51 @@ class GemLiteLinear(nn.Module):
             raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
         if not isinstance(packed, bool):
             raise TypeError(f"packed: expected a bool, got {type(packed).__name__}")
+        if W_q.device.type == "meta":
+            raise ValueError("W_q: expected a tensor with data, got one on the meta device")
         W_q = W_q.detach()  # the layer holds inference tensors; an nn.Parameter must not become one
-        device = W_q.device
         word_bits = self._word_bits(W_q, packed, packing_bitwidth)
         if packed:
             W_q = self._unpack(W_q, word_bits)
-
         if W_q.dim() != 2 or tuple(W_q.shape) != (n, k):
             raise ValueError(
                 f"W_q: expected shape [out_features, in_features] = [{n}, {k}], got {tuple(W_q.shape)}"
             )
-        if self.W_nbits == 16:
-            spec, codes, scales, zeros = self._canonical_float(W_q, scales, zeros)
-        elif W_q.dtype == torch.uint8:
-            spec, codes, scales, zeros = self._canonical_hqq(W_q, scales, zeros, device)
-        elif W_q.dtype in (torch.int8, torch.float8_e4m3fn) and self.W_nbits == 8:
-            spec, codes, scales, zeros = self._canonical_channelwise8(W_q, scales, zeros, device)
-        else:
-            expected = "uint8 (HQQ codes)"
-            if self.W_nbits == 8:
-                expected += ", int8 (INT8) or float8_e4m3fn (FP8)"
-            raise TypeError(f"W_q: a W_nbits={self.W_nbits} layer takes {expected}, got {W_q.dtype}")
-        bias = _check_bias(bias, n, device)
-        return self._pack_canonical(spec, codes, scales, zeros, bias, word_bits)
+        fmt = self._format_for(W_q, format)
+        scheme = weight_scheme(fmt.weight.kind)
+        compute_dtype = self._x_dtype
+        canonical = scheme.canonicalize(
+            fmt, W_q, scales, zeros, n=n, k=k, group_size=self.group_size, compute_dtype=compute_dtype
+        )
+        bias = check_bias(bias, n, W_q.device)
+        fmt = replace(fmt, weight=canonical.spec)
+        zero_int = canonical.zeros if isinstance(canonical.zeros, int) else None
+        layout = WeightLayout(
+            fmt, k, n, k if canonical.spec.group_size is None else canonical.spec.group_size,
+            scheme.word_bits(canonical.spec, word_bits), compute_dtype, zero_int,
+        )  # fmt: skip
+        autotune.check_layout(layout)  # every kernel family has a legal tile for it
+        tensors = scheme.prepare(layout, canonical)
+        self.W_q = tensors["W_q"]
+        self.scales = tensors["scales"]
+        self.zeros = tensors["zeros"]
+        self.metadata = layout.to_metadata().to(W_q.device)
+        self.bias = bias
+        self._set_layout(layout)
+        return self
+
+    def _format_for(self, W_q: torch.Tensor, fmt: Format | None) -> Format:
+        """The format of `pack`'s tensors: the one given (checked against the layer), else inferred."""
+        if fmt is None:
+            return infer_format(self.W_nbits, W_q.dtype, self._x_dtype)
+        if not isinstance(fmt, Format):
+            raise TypeError(f"format: expected a gemlite.formats.Format or None, got {type(fmt).__name__}")
+        if fmt.weight.bits != self.W_nbits:
+            raise ValueError(
+                f"format: {fmt.name} stores {fmt.weight.bits}-bit weights, the layer was built with "
+                f"W_nbits={self.W_nbits}"
+            )
+        return fmt
 
     def _word_bits(self, W_q: torch.Tensor, packed: bool, packing_bitwidth) -> int:
         if packing_bitwidth is not None and (
@@ -381,133 +359,6 @@ class GemLiteLinear(nn.Module):
         words = W_q.contiguous().view(torch.uint8 if word_bits == 8 else torch.int32)
         return unpack_codes(words, bits, k)
 
-    def _canonical_float(self, W_q, scales, zeros):
-        if W_q.dtype != self.input_dtype.torch_dtype:
-            raise TypeError(
-                f"W_q: a W_nbits=16 weight must have the activation dtype {self.input_dtype.torch_dtype} "
-                f"(input_dtype={self.input_dtype.name}), got {W_q.dtype}"
-            )
-        if scales is not None:
-            raise ValueError(f"scales: a W_nbits=16 weight takes no scales, got {type(scales).__name__}")
-        if zeros is not None:
-            raise ValueError(f"zeros: a W_nbits=16 weight takes no zeros, got {type(zeros).__name__}")
-        if not bool(torch.isfinite(W_q).all()):
-            raise ValueError("W_q: the 16-bit weight contains NaN or Inf")
-        return WeightSpec(WeightKind.FLOAT, 16), W_q.contiguous(), None, None
-
-    def _canonical_hqq(self, W_q, scales, zeros, device):
-        n, k, g, bits = self.out_features, self.in_features, self.group_size, self.W_nbits
-        max_code = (1 << bits) - 1
-        top = int(W_q.max())
-        if top > max_code:
-            raise ValueError(f"W_q: {bits}-bit codes must lie in [0, {max_code}], got a maximum of {top}")
-        count, what = n * (k // g), f"N * K / group_size = {n} * {k} / {g}"
-        if g == k:
-            what = "N (channel-wise: group_size = in_features)"
-        if scales is None:
-            raise ValueError(f"scales: {bits}-bit HQQ codes need scales ({what} = {count} values), got None")
-        scales = _check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)
-        if zeros is None:
-            zero_mode = Zeros.NONE
-        elif isinstance(zeros, torch.Tensor):
-            zeros = _check_meta_tensor("zeros", zeros, count, what, device).reshape(n, k // g)
-            zero_mode = Zeros.FLOAT
-        elif isinstance(zeros, bool):
-            raise TypeError(f"zeros: expected a tensor, an int or None, got {zeros!r}")
-        else:
-            try:
-                zeros = operator.index(zeros)
-            except TypeError:
-                raise TypeError(
-                    f"zeros: expected a tensor, an int or None, got {type(zeros).__name__} {zeros!r}"
-                ) from None
-            if not 0 <= zeros <= max_code:
-                raise ValueError(
-                    f"zeros: an integer zero of {bits}-bit codes must lie in [0, {max_code}], got {zeros}"
-                )
-            zero_mode = Zeros.INT
-        spec = WeightSpec(WeightKind.HQQ, bits, group_size=None if g == k else g, zeros=zero_mode)
-        return spec, W_q.contiguous(), scales.contiguous(), zeros
-
-    def _canonical_channelwise8(self, W_q, scales, zeros, device):
-        n = self.out_features
-        kind = WeightKind.INT8 if W_q.dtype == torch.int8 else WeightKind.FP8
-        # INT8/FP8 weights are channel-wise whatever group_size the layer was built with (it only
-        # describes HQQ codes); the scales count below enforces one scale per output channel.
-        if zeros is not None:
-            raise ValueError(
-                f"zeros: {kind.name} weights are symmetric and take no zeros, got {type(zeros).__name__}"
-            )
-        if kind is WeightKind.FP8 and bool(torch.isnan(W_q.float()).any()):
-            raise ValueError("W_q: the float8_e4m3fn weight contains NaN")
-        if scales is None:
-            raise ValueError(
-                f"scales: {kind.name} weights need one scale per output channel (N = {n} values), got None"
-            )
-        scales = _check_meta_tensor("scales", scales, n, "N (one per output channel)", device)
-        return WeightSpec(kind, 8), W_q.contiguous(), scales.reshape(n, 1).float().contiguous(), None
-
-    def _pack_ternary(self, weight_t: torch.Tensor, weight_scale, bias: torch.Tensor | None) -> GemLiteLinear:
-        """Pack a BitNet b1.58 weight: ``W = weight_t * weight_scale``, weight_t in {-1, 0, 1} ``[N, K]``.
-
-        Used by `gemlite.helper.A16W158_INT`: stored as 2-bit codes ``weight_t + 1`` with the integer
-        zero 1 and the scale repeated per output channel (fp32), channel-wise whatever the layer's
-        group_size. The layer must be W_nbits=2.
-
-        Raises:
-            TypeError / ValueError: as `pack`, plus values of weight_t outside {-1, 0, 1}, a non-finite
-                or non-scalar weight_scale.
-        """
-        n, k = self.out_features, self.in_features
-        if self.W_nbits != 2:
-            raise ValueError(
-                f"W_nbits: ternary weights are stored in 2 bits (W_nbits=2), got W_nbits={self.W_nbits}"
-            )
-        if not isinstance(weight_t, torch.Tensor):
-            raise TypeError(f"weight: expected a torch.Tensor, got {type(weight_t).__name__}")
-        if weight_t.dtype.is_complex or weight_t.dtype == torch.bool:
-            raise TypeError(
-                f"weight: expected a real tensor with values in {{-1, 0, 1}}, got {weight_t.dtype}"
-            )
-        if tuple(weight_t.shape) != (n, k):
-            raise ValueError(f"weight: expected shape [{n}, {k}], got {tuple(weight_t.shape)}")
-        ternary = (weight_t == -1) | (weight_t == 0) | (weight_t == 1)
-        if not bool(ternary.all()):
-            bad = weight_t[~ternary].flatten()[0].item()
-            raise ValueError(f"weight: ternary weights take values in {{-1, 0, 1}}, got {bad}")
-        if isinstance(weight_scale, torch.Tensor):
-            if weight_scale.numel() != 1 or weight_scale.dtype.is_complex:
-                raise ValueError(
-                    "weight_scale: expected one real number, got a tensor of shape "
-                    f"{tuple(weight_scale.shape)}"
-                )
-            weight_scale = float(weight_scale.item())
-        elif isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)):
-            raise TypeError(
-                f"weight_scale: expected a float or a 1-element tensor, got {type(weight_scale).__name__}"
-            )
-        if not torch.isfinite(torch.tensor(float(weight_scale))):
-            raise ValueError(f"weight_scale: expected a finite number, got {weight_scale}")
-        device = weight_t.device
-        bias = _check_bias(bias, n, device)
-        codes = (weight_t.to(torch.int16) + 1).to(torch.uint8).contiguous()
-        scales = torch.full((n, 1), float(weight_scale), dtype=torch.float32, device=device)
-        spec = WeightSpec(WeightKind.TERNARY, 2, zeros=Zeros.INT)
-        return self._pack_canonical(spec, codes, scales, 1, bias, 32)
-
-    def _pack_canonical(self, spec, codes, scales, zeros, bias, word_bits: int) -> GemLiteLinear:
-        """Hand validated canonical tensors to the kernels' `prepare_weight` and keep what it returns."""
-        layout, tensors = prepare_weight(
-            spec, codes, scales, zeros, compute_dtype=self.input_dtype.torch_dtype, word_bits=word_bits
-        )
-        self.W_q = tensors["W_q"]
-        self.scales = tensors["scales"]
-        self.zeros = tensors["zeros"]
-        self.metadata = layout.to_metadata().to(codes.device)
-        self.bias = bias
-        self._layout = layout
-        return self
-
     # ----------------------------------------------------------------------------------------
     # forward
     # ----------------------------------------------------------------------------------------
@@ -537,59 +388,52 @@ class GemLiteLinear(nn.Module):
         Args:
             x: as in `forward`.
             matmul_type: one of ``"GEMV"``, ``"GEMV_REVSPLITK"``, ``"GEMV_SPLITK"``, ``"GEMM_SPLITK"``,
-                ``"GEMM"`` (`gemlite.kernels.MATMUL_TYPES`).
+                ``"GEMM"`` (`gemlite.formats.FAMILIES`).
 
         Raises:
             ValueError: an unknown matmul_type; otherwise as `forward`.
         """
-        if not isinstance(matmul_type, str) or matmul_type not in MATMUL_TYPES:
-            raise ValueError(f"matmul_type: expected one of {', '.join(MATMUL_TYPES)}, got {matmul_type!r}")
+        if not isinstance(matmul_type, str) or matmul_type not in FAMILIES:
+            raise ValueError(f"matmul_type: expected one of {', '.join(FAMILIES)}, got {matmul_type!r}")
         return self._forward(x, matmul_type)
 
     def _forward(self, x: torch.Tensor, matmul_type: str | None) -> torch.Tensor:
-        layout = self._get_layout()
+        # The hot path: x is checked once, here (the weight was checked at pack); the launch choice is
+        # kept per layout and M bucket by gemlite.matmul.
+        layout = self._layout
         if layout is None:
-            raise RuntimeError(
-                "GemLiteLinear: forward() called before the layer holds a weight; call pack() or "
-                "load_state_dict() first"
-            )
+            layout = self._get_layout()
+            if layout is None:
+                raise RuntimeError(
+                    "GemLiteLinear: forward() called before the layer holds a weight; call pack() or "
+                    "load_state_dict() first"
+                )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dtype != self.input_dtype.torch_dtype:
+        if x.dtype != self._x_dtype:
             raise TypeError(
-                f"x: expected dtype {self.input_dtype.torch_dtype} (input_dtype={self.input_dtype.name}), "
-                f"got {x.dtype}"
+                f"x: expected dtype {self._x_dtype} (input_dtype={self.input_dtype.name}), got {x.dtype}"
             )
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}"
             )
-        if x.device != self.W_q.device:
+        W_q = self.W_q
+        if x.device != W_q.device:
             raise ValueError(
-                f"x: expected a tensor on {self.W_q.device} (the layer's device), got one on {x.device}"
+                f"x: expected a tensor on {W_q.device} (the layer's device), got one on {x.device}"
             )
-        if x.device.type == "cpu" and not interpreter_active():
+        if x.device.type == "cpu" and not _INTERPRETER:
             raise RuntimeError(
                 "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's "
                 "kernels need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU "
                 "(slowly), TRITON_INTERPRET=1 set in the environment before importing gemlite"
             )
-        out_shape = (*x.shape[:-1], self.out_features)
-        out_dtype = self.output_dtype.torch_dtype
-        x2 = x.reshape(-1, self.in_features)
-        if x2.shape[0] == 0:
-            return torch.empty(out_shape, dtype=out_dtype, device=x.device)
-        y = matmul(
-            x2.contiguous(),
-            self.W_q,
-            self.scales,
-            self.zeros,
-            self.bias,
-            layout,
-            out_dtype,
-            matmul_type=matmul_type,
-        )
-        return y.view(out_shape)
+        y = _matmul.run(
+            x.reshape(-1, self.in_features), W_q, self.scales, self.zeros, self.bias, layout,
+            self._layout_key, self._out_dtype, matmul_type,
+        )  # fmt: skip
+        return y.view(*x.shape[:-1], self.out_features)
 
     # ----------------------------------------------------------------------------------------
     # nn.Module hygiene: layout cache, state_dict loading, dtype-preserving .to()
@@ -599,8 +443,12 @@ class GemLiteLinear(nn.Module):
         """The layout, decoded once from the metadata buffer if it was loaded without being decoded
         (e.g. a meta-device module materialised after load). None before pack."""
         if self._layout is None and self.metadata.numel() > 0 and self.metadata.device.type != "meta":
-            self._layout = self._decode_layout(self.metadata)
+            self._set_layout(self._decode_layout(self.metadata))
         return self._layout
+
+    def _set_layout(self, layout: WeightLayout | None) -> None:
+        self._layout = layout
+        self._layout_key = "" if layout is None else layout.key()
 
     def _decode_layout(self, metadata: torch.Tensor) -> WeightLayout:
         """Decode a metadata buffer and check it fits this layer's constructor arguments (ValueError)."""
@@ -618,7 +466,7 @@ class GemLiteLinear(nn.Module):
             "W_nbits": self.W_nbits,
             "input_dtype": self.input_dtype,
         }
-        if spec.kind is WeightKind.HQQ:  # the other kinds ignore the constructor's group_size
+        if layout.scheme.takes_group_size:  # the other schemes ignore the constructor's group_size
             found["group_size"] = layout.group_size
             expected["group_size"] = self.group_size
         diff = [
@@ -660,11 +508,14 @@ class GemLiteLinear(nn.Module):
                 f"missing {', '.join(missing)}"
             )
         if loading_weight:
-            self._layout = None
+            self._set_layout(None)
             try:
-                self._get_layout()
+                layout = self._get_layout()
             except (ValueError, TypeError, KeyError) as e:
                 error_msgs.append(f"{where}: {e}")
+            else:
+                if layout is not None:  # an older metadata version is saved back as the current one
+                    self.metadata = layout.to_metadata().to(self.metadata.device)
 
     def _apply(self, fn, recurse: bool = True):
         # .half() / .to(torch.bfloat16) would convert the float buffers (fp32 INT8 scales, the 16-bit
@@ -684,7 +535,7 @@ class GemLiteLinear(nn.Module):
         except (ValueError, TypeError):
             return "metadata unreadable (not a gemlite layout)"
         what = (
-            f"format={_format_of(layout.spec).label}"
+            f"format={layout.format.label}"
             if layout is not None
             else f"W_nbits={self.W_nbits}, group_size={self.group_size}, not packed"
         )

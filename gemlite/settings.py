@@ -1,4 +1,4 @@
-"""Process-wide switches of the kernels, each with a setter and a getter.
+"""Process-wide switches of the kernels, each with a setter and a getter, and the settings generation.
 
 Determinism (default on): every call with the same inputs returns bitwise the same output. Kernel
 families that split K across programs (GEMV, GEMV_REVSPLITK, GEMV_SPLITK with SPLIT_K > 1,
@@ -6,11 +6,22 @@ GEMM_SPLITK with SPLIT_K > 1) then write fp32 partial sums to a workspace that a
 reduces in a fixed order. With ``set_deterministic(False)`` those paths may instead add partials with
 ``tl.atomic_add`` into an fp32 buffer, whose summation order depends on scheduling; see
 ``gemlite/kernels/common.py`` for exactly which paths do.
+
+Generation: a counter that every call which changes how a launch is chosen bumps
+(`set_deterministic` here; `gemlite.autotune.set_autotune`, `load_config`, `reset_config`). The hot
+path keeps its chosen (family, config) per weight layout and M bucket and re-chooses once the
+generation it was chosen under is no longer current, so it never rebuilds a cache key per call.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 _DETERMINISTIC = True
+_GENERATION = 0
+_COUNTER = itertools.count(1)
+_LOCK = threading.Lock()
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -24,8 +35,22 @@ def set_deterministic(enabled: bool) -> None:
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__} {enabled!r}")
     _DETERMINISTIC = enabled
+    bump_generation()
 
 
 def is_deterministic() -> bool:
     """True when kernels must give bitwise identical results on every call (the default)."""
     return _DETERMINISTIC
+
+
+def generation() -> int:
+    """The current settings generation (see the module docstring)."""
+    return _GENERATION
+
+
+def bump_generation() -> int:
+    """Start a new settings generation: every launch choice kept by the hot path is re-made."""
+    global _GENERATION
+    with _LOCK:
+        _GENERATION = next(_COUNTER)
+        return _GENERATION

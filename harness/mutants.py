@@ -159,9 +159,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "splitk_count",
         "off-by-one split-K: GEMV launches floor(K / K_PER_SPLIT) splits, dropping a partial last split",
-        "gemlite/kernels/gemv.py",
-        "splits = triton.cdiv(K, k_per_split)  # no empty splits",
-        "splits = K // k_per_split",
+        "gemlite/kernels/plan.py",
+        "return triton.cdiv(K, k_per_split), k_per_split",
+        "return K // k_per_split, k_per_split",
         focus="GEMV and not SPLITK and not REVSPLITK",
     ),
     Mutant(
@@ -191,9 +191,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "post_scale_float_zero",
         "channel-wise HQQ with float zeros post-scaled: the float zero-point is never subtracted",
-        "gemlite/kernels/layout.py",
-        "return kind is WeightKind.HQQ and not self.is_grouped and self.zero_mode is not Zeros.FLOAT",
-        "return kind is WeightKind.HQQ and not self.is_grouped",
+        "gemlite/schemes/hqq.py",
+        "return not layout.is_grouped and layout.zero_mode is not Zeros.FLOAT",
+        "return not layout.is_grouped",
         focus="HQQ and GEMM and not SPLITK",
     ),
 )

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, settings
 
-#: GemLite's autotune M buckets: a layer picks its config by the next bucket >= M (notes §4).
-M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
-
 
 @dataclass(frozen=True)
 class Profile:

@@ -175,7 +175,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         tests_failed=recorder.outcomes["failed"],
         tests_skipped=recorder.outcomes["skipped"],
     )
-    from harness.build import FAMILIES  # imports gemlite: not at plugin import (before the conftest)
+    from harness.support import FAMILIES  # imports gemlite: not at plugin import (before the conftest)
 
     written = write_report(path, recorder.records, meta, FAMILIES)
     reporter = config.pluginmanager.get_plugin("terminalreporter")

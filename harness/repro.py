@@ -38,9 +38,10 @@ if __name__ == "__main__" and _wants_interpreter(sys.argv[1:]):
     # must be chosen before that: hence here, above the imports below.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from harness.build import CaseRejected, build_layer, golden, make_operands, precision, run_layer  # noqa: E402
+from harness.build import build_layer, golden, make_operands, precision, run_layer  # noqa: E402
 from harness.numerics import Comparison, compare_output  # noqa: E402
-from harness.strategies import Case  # noqa: E402
+from harness.case import Case  # noqa: E402
+from harness.support import CaseRejected  # noqa: E402
 
 
 def reproducer(case: Case, autotune: str | bool = False) -> str:

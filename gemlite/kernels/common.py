@@ -1,6 +1,6 @@
-"""Shared pieces of every kernel family: @triton.jit device functions (load, unpack, dequantize,
-dot, epilogue), the split-K reduction kernel, and the host-side helpers that turn a `WeightLayout`
-into kernel arguments.
+"""Shared device code of every kernel family: @triton.jit functions (load, unpack, dequantize, dot,
+epilogue) and the split-K reduction kernel. The host side (arguments, outputs, workspaces, which write
+mode a launch uses) is `gemlite.kernels.plan`.
 
 Numerics (all families):
 * Accumulation is fp32, always.
@@ -13,7 +13,7 @@ Numerics (all families):
 
 Split-K and atomics. Families that split K over programs (GEMV, GEMV_REVSPLITK, and GEMV_SPLITK /
 GEMM_SPLITK when their SPLIT_K > 1) finish in one of these write modes, chosen per call by
-`write_mode`:
+`gemlite.kernels.plan.write_mode`:
 * ``WRITE_FINAL``: a single K split; the program applies the epilogue and stores the output.
 * ``WRITE_PARTIAL`` (deterministic, the default): each K split stores its raw fp32 partial sum in a
   workspace ``[splits, M, N]``; `splitk_reduce_kernel` adds them in split order, then applies the
@@ -27,14 +27,10 @@ GEMM_SPLITK when their SPLIT_K > 1) finish in one of these write modes, chosen p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import torch
 import triton
 import triton.language as tl
 
-from gemlite.formats import WeightKind, Zeros
-from gemlite.settings import is_deterministic
+from gemlite.schemes.base import KernelKind, ZeroMode
 
 
 def _interpreting() -> bool:
@@ -55,29 +51,19 @@ def _interpreting() -> bool:
 # keep the native bf16 tensor-core dot.
 INTERPRETED = tl.constexpr(_interpreting())
 
-# Weight kinds as the kernels see them (tl.constexpr values).
-KIND_FLOAT = tl.constexpr(0)  # fp16/bf16 weight, used as is
-KIND_PACKED = tl.constexpr(1)  # unsigned codes packed in words (HQQ, TERNARY)
-KIND_INT8 = tl.constexpr(2)  # int8 codes, one per byte
-KIND_FP8 = tl.constexpr(3)  # float8_e4m3fn codes, one per byte
-# Zero-point modes.
-ZERO_NONE = tl.constexpr(0)
-ZERO_INT = tl.constexpr(1)  # one integer for the whole tensor (runtime argument zero_int)
-ZERO_FLOAT = tl.constexpr(2)  # a float per group, same layout as the scales
+# Weight kinds and zero-point modes as the kernels see them (numbered in gemlite.schemes.base).
+KIND_FLOAT = tl.constexpr(int(KernelKind.FLOAT))  # fp16/bf16 weight, used as is
+KIND_PACKED = tl.constexpr(int(KernelKind.PACKED))  # unsigned codes packed in words (HQQ, TERNARY)
+KIND_INT8 = tl.constexpr(int(KernelKind.INT8))  # int8 codes, one per byte
+KIND_FP8 = tl.constexpr(int(KernelKind.FP8))  # float8_e4m3fn codes, one per byte
+ZERO_NONE = tl.constexpr(int(ZeroMode.NONE))
+ZERO_INT = tl.constexpr(int(ZeroMode.INT))  # one integer for the whole tensor (runtime argument zero_int)
+ZERO_FLOAT = tl.constexpr(int(ZeroMode.FLOAT))  # a float per group, same layout as the scales
 # Write modes (see the module docstring).
 WRITE_FINAL = tl.constexpr(0)
 WRITE_PARTIAL = tl.constexpr(1)
 WRITE_ATOMIC = tl.constexpr(2)
 WRITE_ATOMIC_FINAL = tl.constexpr(3)
-
-_KIND_IDS = {
-    WeightKind.FLOAT: 0,
-    WeightKind.HQQ: 1,
-    WeightKind.TERNARY: 1,
-    WeightKind.INT8: 2,
-    WeightKind.FP8: 3,
-}
-_ZERO_IDS = {Zeros.NONE: 0, Zeros.INT: 1, Zeros.FLOAT: 2}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,92 +275,3 @@ def splitk_reduce_kernel(
         acc += tl.load(ws_ptr + s * MN + offs, mask=mask, other=0.0)
     y = apply_epilogue(acc, offs_n, mask, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-# ------------------------------------------------------------------------------------------------
-# Host-side helpers
-# ------------------------------------------------------------------------------------------------
-
-REDUCE_BLOCK = 1024  # elements per program of splitk_reduce_kernel: a memory-bound copy-like pass
-
-
-def layout_meta(layout) -> dict:
-    """The weight-layout constexprs every family kernel takes."""
-    return {
-        "W_KIND": _KIND_IDS[layout.spec.kind],
-        "W_BITS": layout.spec.bits,
-        "ELEMS_PER_WORD": layout.elems_per_word,
-        # 0 = one scale row for all of K (channel-wise): keeps K out of the compiled constants.
-        "GROUP_SIZE": layout.group_size if layout.is_grouped else 0,
-        "ZERO_MODE": _ZERO_IDS[layout.zero_mode],
-        "POST_SCALE": layout.post_scale,
-        "PRE_SCALE": layout.has_scales and not layout.post_scale,
-    }
-
-
-def weight_strides(layout, W_q: torch.Tensor) -> tuple[int, int]:
-    """(stride along K rows/words, stride along N) of the physical weight (see layout.py)."""
-    if layout.is_packed:
-        return W_q.stride(0), W_q.stride(1)  # [K // e, N]
-    return W_q.stride(1), W_q.stride(0)  # [N, K]
-
-
-def write_mode(num_splits: int, out_dtype: torch.dtype) -> int:
-    """The write mode for a launch with `num_splits` K splits (module docstring)."""
-    if num_splits == 1:
-        return WRITE_FINAL.value
-    if is_deterministic():
-        return WRITE_PARTIAL.value
-    return WRITE_ATOMIC_FINAL.value if out_dtype == torch.float32 else WRITE_ATOMIC.value
-
-
-def alloc_outputs(M: int, N: int, num_splits: int, mode: int, out_dtype: torch.dtype, device):
-    """(out, workspace) for a launch; the workspace is a 1-element dummy when unused."""
-    if mode == WRITE_ATOMIC_FINAL.value:
-        out = torch.zeros((M, N), dtype=out_dtype, device=device)
-    else:
-        out = torch.empty((M, N), dtype=out_dtype, device=device)
-    if mode == WRITE_PARTIAL.value:
-        ws = torch.empty((num_splits, M, N), dtype=torch.float32, device=device)
-    elif mode == WRITE_ATOMIC.value:
-        ws = torch.zeros((M, N), dtype=torch.float32, device=device)
-    else:
-        ws = torch.empty((1,), dtype=torch.float32, device=device)
-    return out, ws
-
-
-@dataclass
-class KernelLaunch:
-    """One kernel launch, described before it runs (the launchers run it; the compile-only check
-    compiles exactly the same signature for sm_90 from it)."""
-
-    kernel: object  # a @triton.jit function
-    grid: tuple[int, ...]
-    args: tuple  # runtime arguments in signature order
-    constexprs: dict = field(default_factory=dict)
-    num_warps: int = 4
-    num_stages: int = 2
-
-    def run(self) -> None:
-        self.kernel[self.grid](
-            *self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
-        )
-
-
-def reduce_plan(ws, scales, bias, out, num_splits: int, mode: int, layout) -> list[KernelLaunch]:
-    """The second pass of WRITE_PARTIAL / WRITE_ATOMIC (sum the workspace, epilogue, cast), if any."""
-    if mode not in (WRITE_PARTIAL.value, WRITE_ATOMIC.value):
-        return []
-    M, N = out.shape
-    splits = num_splits if mode == WRITE_PARTIAL.value else 1
-    # One program per REDUCE_BLOCK contiguous outputs of the flat [M * N] output.
-    grid = (triton.cdiv(M * N, REDUCE_BLOCK),)
-    args = (ws, scales, bias if bias is not None else ws, out, M * N, N, splits)
-    meta = {"POST_SCALE": layout.post_scale, "HAS_BIAS": bias is not None, "BLOCK": REDUCE_BLOCK}
-    return [KernelLaunch(splitk_reduce_kernel, grid, args, meta, num_warps=4, num_stages=1)]
-
-
-def run_plan(out: torch.Tensor, launches: list[KernelLaunch]) -> torch.Tensor:
-    for launch in launches:
-        launch.run()
-    return out

@@ -26,20 +26,33 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from gemlite import autotune
-from gemlite.formats import WeightKind, WeightSpec, Zeros
+from gemlite.formats import FAMILIES, FORMATS, Zeros
 
 H100_MAX_SHARED = 232448  # bytes of shared memory one block may use on sm_90 (227 KB)
 TARGET = ("cuda", 90, 32)  # GPUTarget(backend, arch, warp_size)
 
-# Representative layouts: name -> (spec, K, N, compute dtype, word bits, zero_int, scale dtype).
+# Representative layouts: name -> (format, compute dtype, word bits, zero_int, scale dtype).
+_F16, _BF16, _F32 = torch.float16, torch.bfloat16, torch.float32
 LAYOUTS = {
-    "hqq4_g128_fp16": (WeightSpec(WeightKind.HQQ, 4, 128, zeros=Zeros.FLOAT), torch.float16, 32, None),
-    "hqq2_g64_bf16": (WeightSpec(WeightKind.HQQ, 2, 64, zeros=Zeros.FLOAT), torch.bfloat16, 32, None),
-    "hqq1_g32_fp16_int": (WeightSpec(WeightKind.HQQ, 1, 32, zeros=Zeros.INT), torch.float16, 32, 1),
-    "hqq8_chan_bf16_w8": (WeightSpec(WeightKind.HQQ, 8, None, zeros=Zeros.INT), torch.bfloat16, 8, 128),
-    "int8_fp16": (WeightSpec(WeightKind.INT8, 8), torch.float16, 8, None),
-    "fp8_bf16": (WeightSpec(WeightKind.FP8, 8), torch.bfloat16, 8, None),
-    "a16w16_fp16": (WeightSpec(WeightKind.FLOAT, 16), torch.float16, 16, None),
+    "hqq4_g128_fp16": (FORMATS["A16W4_HQQ_INT"], _F16, 32, None, _F16),
+    "hqq2_g64_bf16": (FORMATS["A16W2_HQQ_INT"].with_group_size(64), _BF16, 32, None, _BF16),
+    "hqq1_g32_fp16_int": (
+        FORMATS["A16W1_HQQ_INT"].with_group_size(32).with_zeros(Zeros.INT),
+        _F16,
+        32,
+        1,
+        _F16,
+    ),
+    "hqq8_chan_bf16_w8": (
+        FORMATS["A16W8_HQQ_INT"].with_group_size(None).with_zeros(Zeros.INT),
+        _BF16,
+        8,
+        128,
+        _BF16,
+    ),
+    "int8_fp16": (FORMATS["A16W8_INT8"], _F16, 8, None, _F32),
+    "fp8_bf16": (FORMATS["A16W8_FP8"], _BF16, 8, None, _F32),
+    "a16w16_fp16": (FORMATS["A16W16"], _F16, 16, None, _F32),
 }
 K_COMPILE, N_COMPILE = 4096, 4096  # shapes only matter through divisibility: real LLM-like sizes
 M_FOR_FAMILY = {"GEMV": 1, "GEMV_REVSPLITK": 1, "GEMV_SPLITK": 2, "GEMM_SPLITK": 16, "GEMM": 256}
@@ -56,38 +69,22 @@ _TL_TYPES = {
 
 
 def make_layout(name: str):
-    from gemlite.kernels.layout import WeightLayout
+    from gemlite.layout import WeightLayout
 
-    spec, dtype, word_bits, zero_int = LAYOUTS[name]
-    group = K_COMPILE if spec.group_size is None else spec.group_size
-    return WeightLayout(spec, K_COMPILE, N_COMPILE, group, word_bits, dtype, zero_int)
-
-
-def meta_tensors(layout):
-    """Weight tensors with the prepared shapes and dtypes, on the "meta" device (no data)."""
-    K, N = layout.in_features, layout.out_features
-    if layout.is_packed:
-        w_dtype = torch.int32 if layout.word_bits == 32 else torch.uint8
-        W_q = torch.empty((K // layout.elems_per_word, N), dtype=w_dtype, device="meta")
-    elif layout.spec.kind is WeightKind.FLOAT:
-        W_q = torch.empty((N, K), dtype=layout.compute_dtype, device="meta")
-    else:
-        W_q = torch.empty((N, K), dtype=_code_dtype(layout.spec.kind), device="meta")
-    # HQQ scales usually come in the activation dtype; INT8/FP8/TERNARY scales are fp32.
-    scale_dtype = layout.compute_dtype if layout.spec.kind is WeightKind.HQQ else torch.float32
-    if layout.has_scales:
-        scales = torch.empty((layout.num_groups, N), dtype=scale_dtype, device="meta")
-    else:
-        scales = torch.empty(0, dtype=torch.float32, device="meta")
-    if layout.zero_mode is Zeros.FLOAT:
-        zeros = torch.empty((layout.num_groups, N), dtype=scale_dtype, device="meta")
-    else:
-        zeros = torch.empty(0, dtype=torch.float32, device="meta")
-    return W_q, scales, zeros
+    fmt, dtype, word_bits, zero_int, _ = LAYOUTS[name]
+    group = K_COMPILE if fmt.weight.group_size is None else fmt.weight.group_size
+    return WeightLayout(fmt, K_COMPILE, N_COMPILE, group, word_bits, dtype, zero_int)
 
 
-def _code_dtype(kind: WeightKind) -> torch.dtype:
-    return {WeightKind.INT8: torch.int8, WeightKind.FP8: torch.float8_e4m3fn}[kind]
+def meta_tensors(name: str, layout):
+    """Weight tensors with the prepared shapes and dtypes (the scheme's `storage`), on the "meta"
+    device (no data); empty placeholders where the layout has no such tensor."""
+    scale_dtype = LAYOUTS[name][4]
+    out = []
+    for want in layout.scheme.storage(layout).values():
+        shape = (0,) if want.shape is None else want.shape
+        out.append(torch.empty(shape, dtype=want.dtype or scale_dtype, device="meta"))
+    return tuple(out)
 
 
 def _signature(launch):
@@ -137,24 +134,16 @@ def compile_one(job: tuple[str, str, dict]) -> list[dict]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from gemlite.kernels import gemm, gemm_splitk, gemv, gemv_revsplitk, gemv_splitk
+    from gemlite.kernels.plan import plan
 
-    planners = {
-        "GEMV": gemv.plan,
-        "GEMV_REVSPLITK": gemv_revsplitk.plan,
-        "GEMV_SPLITK": gemv_splitk.plan,
-        "GEMM_SPLITK": gemm_splitk.plan,
-        "GEMM": gemm.plan,
-    }
     layout_name, family, cfg_dict = job
     config = autotune.Config.from_dict(cfg_dict)
     layout = make_layout(layout_name)
-    W_q, scales, zeros = meta_tensors(layout)
-    planner = planners["GEMM_SPLITK" if family == "REDUCE" else family]
-    M = M_FOR_FAMILY["GEMM_SPLITK" if family == "REDUCE" else family]
-    x = torch.empty((M, layout.in_features), dtype=layout.compute_dtype, device="meta")
+    W_q, scales, zeros = meta_tensors(layout_name, layout)
+    planned = "GEMM_SPLITK" if family == "REDUCE" else family
+    x = torch.empty((M_FOR_FAMILY[planned], layout.in_features), dtype=layout.compute_dtype, device="meta")
     bias = torch.empty((layout.out_features,), dtype=layout.compute_dtype, device="meta")
-    _, launches = planner(x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
+    _, launches = plan(planned, x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
     launches = launches[1:] if family == "REDUCE" else launches[:1]
     results = []
     for launch in launches:
@@ -222,7 +211,7 @@ def format_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes")
-    parser.add_argument("--families", default=",".join(autotune.FAMILIES))
+    parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--report", default=None, help="also write a text table here")
     args = parser.parse_args(argv)
@@ -237,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     families = [f for f in args.families.split(",") if f]
     layouts = [name for name in args.layouts.split(",") if name]
     for f in families:
-        if f not in autotune.FAMILIES:
-            parser.error(f"--families: unknown family {f!r}; known: {autotune.FAMILIES}")
+        if f not in FAMILIES:
+            parser.error(f"--families: unknown family {f!r}; known: {FAMILIES}")
     for name in layouts:
         if name not in LAYOUTS:
             parser.error(f"--layouts: unknown layout {name!r}; known: {list(LAYOUTS)}")

@@ -8,20 +8,15 @@ they are in L2), as in Triton's matmul tutorial.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
     WRITE_FINAL,
-    KernelLaunch,
     dequantize,
     dot_acc,
-    layout_meta,
     load_codes,
     load_group_meta,
-    run_plan,
-    weight_strides,
     write_result,
 )
 
@@ -45,7 +40,7 @@ def gemm_kernel(
     stride_wk,
     stride_wn,
     stride_sg,
-    # Weight layout (common.layout_meta)
+    # Weight layout (WeightLayout.constexprs, from its scheme)
     W_KIND: tl.constexpr,
     W_BITS: tl.constexpr,
     ELEMS_PER_WORD: tl.constexpr,
@@ -113,33 +108,3 @@ def gemm_kernel(
         acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], 0, 0, out_ptr, out_ptr, s_ptr, b_ptr,
         WRITE_FINAL, POST_SCALE, HAS_BIAS,
     )  # fmt: skip
-
-
-def plan(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config):
-    """(out, launches) for `config`; inputs already validated by `gemlite.kernels.matmul`."""
-    M, K = x.shape
-    N = layout.out_features
-    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-    stride_wk, stride_wn = weight_strides(layout, W_q)
-    # One program per [BLOCK_M, BLOCK_N] output tile.
-    grid = (triton.cdiv(M, config.BLOCK_M) * triton.cdiv(N, config.BLOCK_N),)
-    args = (
-        x, W_q, scales, zeros, bias if bias is not None else out, out,
-        M, N, K, layout.zero_int or 0,
-        x.stride(0), stride_wk, stride_wn, N,
-    )  # fmt: skip
-    meta = dict(
-        layout_meta(layout),
-        HAS_BIAS=bias is not None,
-        EVEN_K=K % config.BLOCK_K == 0,
-        BLOCK_M=config.BLOCK_M,
-        BLOCK_N=config.BLOCK_N,
-        BLOCK_K=config.BLOCK_K,
-        GROUP_M=config.GROUP_M,
-    )
-    return out, [KernelLaunch(gemm_kernel, grid, args, meta, config.num_warps, config.num_stages)]
-
-
-def launch(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config) -> torch.Tensor:
-    """Run GEMM with `config`; returns the [M, N] output."""
-    return run_plan(*plan(x, W_q, scales, zeros, bias, layout, out_dtype, config))

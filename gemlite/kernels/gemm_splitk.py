@@ -9,22 +9,14 @@ only when determinism is switched off.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
-    KernelLaunch,
-    alloc_outputs,
     dequantize,
     dot_acc,
-    layout_meta,
     load_codes,
     load_group_meta,
-    reduce_plan,
-    run_plan,
-    weight_strides,
-    write_mode,
     write_result,
 )
 
@@ -50,7 +42,7 @@ def gemm_splitk_kernel(
     stride_wk,
     stride_wn,
     stride_sg,
-    # Weight layout (common.layout_meta)
+    # Weight layout (WeightLayout.constexprs, from its scheme)
     W_KIND: tl.constexpr,
     W_BITS: tl.constexpr,
     ELEMS_PER_WORD: tl.constexpr,
@@ -114,35 +106,3 @@ def gemm_splitk_kernel(
         acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], pid_k, MN, out_ptr, ws_ptr, s_ptr, b_ptr,
         WRITE_MODE, POST_SCALE, HAS_BIAS,
     )  # fmt: skip
-
-
-def plan(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config):
-    """(out, launches) for `config` (the kernel, then the split reduction if any); inputs validated."""
-    M, K = x.shape
-    N = layout.out_features
-    splits = max(1, min(config.SPLIT_K, triton.cdiv(K, config.BLOCK_K)))  # no empty splits
-    mode = write_mode(splits, out_dtype)
-    out, ws = alloc_outputs(M, N, splits, mode, out_dtype, x.device)
-    stride_wk, stride_wn = weight_strides(layout, W_q)
-    # Axis 0: one program per [BLOCK_M, BLOCK_N] output tile; axis 1: one per K split.
-    grid = (triton.cdiv(M, config.BLOCK_M) * triton.cdiv(N, config.BLOCK_N), splits)
-    tile = dict(BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K, SPLIT_K=splits)
-    args = (
-        x, W_q, scales, zeros, bias if bias is not None else out, out, ws,
-        M, N, K, M * N, layout.zero_int or 0,
-        x.stride(0), stride_wk, stride_wn, N,
-    )  # fmt: skip
-    meta = dict(
-        layout_meta(layout),
-        HAS_BIAS=bias is not None,
-        EVEN_K=K % config.BLOCK_K == 0,
-        WRITE_MODE=mode,
-        **tile,
-    )
-    launches = [KernelLaunch(gemm_splitk_kernel, grid, args, meta, config.num_warps, config.num_stages)]
-    return out, launches + reduce_plan(ws, scales, bias, out, splits, mode, layout)
-
-
-def launch(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config) -> torch.Tensor:
-    """Run the kernel (and the split reduction) with `config`; returns the [M, N] output."""
-    return run_plan(*plan(x, W_q, scales, zeros, bias, layout, out_dtype, config))

@@ -11,21 +11,13 @@ default, fp32 atomics only when determinism is off).
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
-    KernelLaunch,
-    alloc_outputs,
     dequantize,
-    layout_meta,
     load_codes,
     load_group_meta,
-    reduce_plan,
-    run_plan,
-    weight_strides,
-    write_mode,
     write_result,
 )
 
@@ -51,7 +43,7 @@ def gemv_revsplitk_kernel(
     stride_wk,
     stride_wn,
     stride_sg,
-    # Weight layout (common.layout_meta)
+    # Weight layout (WeightLayout.constexprs, from its scheme)
     W_KIND: tl.constexpr,
     W_BITS: tl.constexpr,
     ELEMS_PER_WORD: tl.constexpr,
@@ -108,35 +100,3 @@ def gemv_revsplitk_kernel(
         acc, offs_mn, mask_n, offs_n, mask_n, pid_k, MN, out_ptr, ws_ptr, s_ptr, b_ptr,
         WRITE_MODE, POST_SCALE, HAS_BIAS,
     )  # fmt: skip
-
-
-def plan(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config):
-    """(out, launches) for `config` (the kernel, then the split reduction if any); inputs validated."""
-    M, K = x.shape
-    N = layout.out_features
-    splits = triton.cdiv(K, 2 * config.BLOCK_K)
-    mode = write_mode(splits, out_dtype)
-    out, ws = alloc_outputs(M, N, splits, mode, out_dtype, x.device)
-    stride_wk, stride_wn = weight_strides(layout, W_q)
-    # Axis 0: one program per (row, BLOCK_N columns), rows fastest; axis 1: one per 2 * BLOCK_K of K.
-    grid = (M * triton.cdiv(N, config.BLOCK_N), splits)
-    tile = dict(BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K)
-    args = (
-        x, W_q, scales, zeros, bias if bias is not None else out, out, ws,
-        M, N, K, M * N, layout.zero_int or 0,
-        x.stride(0), stride_wk, stride_wn, N,
-    )  # fmt: skip
-    meta = dict(
-        layout_meta(layout),
-        HAS_BIAS=bias is not None,
-        EVEN_K=K % (2 * config.BLOCK_K) == 0,
-        WRITE_MODE=mode,
-        **tile,
-    )
-    launches = [KernelLaunch(gemv_revsplitk_kernel, grid, args, meta, config.num_warps, config.num_stages)]
-    return out, launches + reduce_plan(ws, scales, bias, out, splits, mode, layout)
-
-
-def launch(x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config) -> torch.Tensor:
-    """Run the kernel (and the split reduction) with `config`; returns the [M, N] output."""
-    return run_plan(*plan(x, W_q, scales, zeros, bias, layout, out_dtype, config))

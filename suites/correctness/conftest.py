@@ -1,6 +1,6 @@
 """Fixtures of the kernel-vs-reference suite.
 
-``judge(case)`` runs one `harness.strategies.Case` end to end (operands from its seed, the gemlite
+``judge(case)`` runs one `harness.case.Case` end to end (operands from its seed, the gemlite
 layer through the public API, the float64 golden from ``reference``; the profile's autotune mode),
 records the outcome for
 ``reports/correctness.md`` and fails the test, with the worst elements and a one-line reproducer,
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import reject
 
 from harness import profiles
-from harness.build import CaseRejected
+from harness.support import CaseRejected
 from harness.numerics import Comparison
 from harness.repro import reproducer, run_case
 

@@ -311,7 +311,7 @@ def test_forward_checks_x(packed_layer: GemLiteLinear) -> None:
 
 
 def test_forward_on_cpu_without_interpreter(packed_layer: GemLiteLinear, monkeypatch) -> None:
-    monkeypatch.setattr(gemlite.linear, "interpreter_active", lambda: False)
+    monkeypatch.setattr(gemlite.linear, "_INTERPRETER", False)
     with pytest.raises(
         RuntimeError, match="need a CUDA GPU .*TRITON_INTERPRET=1 set in the environment before importing"
     ):

@@ -1,6 +1,6 @@
 """gemlite vs reference: every supported format on every kernel family, under the error bound.
 
-One test per format of `harness.build.SUPPORT` (``test_A16W4_HQQ_INT`` ...), parametrized by kernel
+One test per format of `harness.support.SUPPORT` (``test_A16W4_HQQ_INT`` ...), parametrized by kernel
 family: the five families forced through ``forward_manual`` and ``AUTO`` (the layer's own dispatch on
 M). Hypothesis draws the case (group size, zero-point form, K, N, M, dtypes, bias, value
 distribution, seed; `harness.strategies`), so that each run covers new shapes; how many and how
@@ -23,9 +23,11 @@ from hypothesis import example, given
 
 from gemlite.formats import FORMATS, WeightKind
 from harness import profiles
-from harness.build import AUTO, FAMILIES, MATMUL_TYPES, SUPPORT, build_layer, make_operands, run_layer
+from harness.build import build_layer, make_operands, run_layer
+from harness.case import Case, pinned
 from harness.numerics import assert_exact
-from harness.strategies import Case, bucket_edges, cases, fit_to_family, pinned
+from harness.strategies import bucket_edges, cases, fit_to_family
+from harness.support import AUTO, FAMILIES, MATMUL_TYPES, SUPPORT
 
 PROFILE = profiles.current()
 SETTINGS = PROFILE.hypothesis_settings()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import harness.repro as repro
-from harness.strategies import Case
+from harness.case import Case
 
 ROOT = Path(__file__).resolve().parents[2]
 

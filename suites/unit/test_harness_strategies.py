@@ -11,17 +11,12 @@ from hypothesis import strategies as st
 
 import reference as ref
 from gemlite.formats import FORMATS, WeightKind
-from harness.build import (
-    DISTRIBUTIONS,
-    FAMILIES,
-    MATMUL_TYPES,
-    NEAR_OVERFLOW,
-    SUPPORT,
-    golden,
-    make_operands,
-)
-from harness.profiles import M_BUCKETS, PROFILES, default_profile_name, get_profile
-from harness.strategies import Case, bucket_edges, cases, legality_problems, pinned
+from gemlite.formats import M_BUCKETS
+from harness.build import golden, make_operands
+from harness.case import Case, legality_problems, pinned
+from harness.profiles import PROFILES, default_profile_name, get_profile
+from harness.strategies import bucket_edges, cases
+from harness.support import DISTRIBUTIONS, FAMILIES, NEAR_OVERFLOW, SUPPORT
 
 # The weight-only formats of the first kernels release, all of which the suite must run.
 KERNELS_I = (
@@ -45,13 +40,6 @@ def test_registry_covers_the_release_formats():
             assert {z.value for z in sup.zeros} == {"float", "int", "none"}
             assert set(sup.scale_dtypes) == {"float16", "bfloat16", "float32"}
             assert set(sup.packing_bitwidths) == {8, 32}
-
-
-def test_families_match_the_kernel_contract():
-    from gemlite.kernels import MATMUL_TYPES as KERNEL_TYPES
-
-    assert tuple(KERNEL_TYPES) == MATMUL_TYPES
-    assert FAMILIES == (*MATMUL_TYPES, "AUTO")
 
 
 def test_bucket_edges():
@@ -143,7 +131,7 @@ def test_from_json_rejects_malformed_cases():
     with pytest.raises(ValueError, match="K must be a multiple of 32"):
         Case.from_json(good.to_json().replace('"K":128', '"K":100'))
     with pytest.raises(ValueError, match="illegal"):
-        pinned("A16W158_INT", output_dtype="float32")
+        pinned("A16W158_INT", scale_dtype="float16")
 
 
 # --------------------------------------------------------------------------------------------

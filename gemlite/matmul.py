@@ -1,0 +1,219 @@
+"""The matmul: choose a kernel family and config for (layout, M), plan the launch, run it; and the
+``torch.library`` custom op ``gemlite::matmul`` that `torch.compile` sees as one node.
+
+Two entry points:
+
+* `matmul(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type=None)`: the checked kernel
+  contract for direct callers (validates every tensor against the layout's scheme).
+* `run(...)`: the hot path `GemLiteLinear.forward` uses once it has validated x itself. In eager mode
+  it calls the implementation directly (a dispatcher round trip through ``torch.ops`` costs more host
+  time than the rest of the call); while `torch.compile`, `torch.export` or any tracer with
+  non-plain tensors is at work it calls ``torch.ops.gemlite.matmul``, whose fake implementation gives
+  the output's shape and dtype, so the traced graph holds one opaque node. Both run the same code.
+
+Launch choices are kept per (layout, M bucket, output dtype, scale dtype, forced family), tagged
+with the settings generation (`gemlite.settings`), and re-made only when the generation moves on:
+the hot path builds no config key string and takes no lock.
+
+Autotuning never runs while a CUDA graph is being captured: there (and for any key met for the
+first time without a timer) the cached config is used, or the heuristic one, with a one-time warning
+that names `gemlite.helper.warmup`. Under the Triton interpreter nothing is timed either.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from gemlite import autotune
+from gemlite.dispatch import choose_matmul_type
+from gemlite.formats import FAMILIES, M_BUCKETS
+from gemlite.kernels import interpreter_active
+from gemlite.kernels.plan import launch, plan
+from gemlite.layout import WeightLayout
+from gemlite.schemes.base import META_DTYPES
+from gemlite.settings import generation
+
+__all__ = ["OUT_DTYPES", "matmul", "run"]
+
+OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_INTERPRETER = interpreter_active()
+
+# M -> its autotune bucket, by table lookup (the hot path's only use of M besides the grid).
+_BUCKET = [0] * (M_BUCKETS[-1] + 1)
+for _m in range(1, len(_BUCKET)):
+    _BUCKET[_m] = next(b for b in M_BUCKETS if _m <= b)
+
+# (layout, bucket, out dtype, scale dtype, family or None) -> (generation, family, config)
+_CHOICES: dict[tuple, tuple] = {}
+_warned_untimed = False
+
+
+def _bucket(M: int) -> int:
+    return _BUCKET[M] if M < len(_BUCKET) else M_BUCKETS[-1]
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _choose(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family):
+    """(family, config) for this call; see the module docstring."""
+    M = x.shape[0]
+    scale_dtype = scales.dtype if layout.has_scales else None
+    key = (layout, _bucket(M), out_dtype, scale_dtype, family)
+    forcing = autotune.forcing()
+    if not forcing:
+        hit = _CHOICES.get(key)
+        if hit is not None and hit[0] == generation():
+            return hit[1], hit[2]
+    gen = generation()
+    fam = family if family is not None else choose_matmul_type(M, layout)
+    timer = None
+    if not _INTERPRETER and not _capturing(x.device):
+
+        def timer(cfg):
+            return autotune.bench_ms(lambda: launch(fam, x, W_q, scales, zeros, bias, layout, out_dtype, cfg))
+
+    config, source = autotune.choose_config(
+        fam, M, layout, out_dtype, scale_dtype, timer=timer, interpreter=_INTERPRETER
+    )
+    if source == "untimed":
+        _warn_untimed(fam, M, layout)
+    elif not forcing:
+        _CHOICES[key] = (gen, fam, config)
+    return fam, config
+
+
+def _warn_untimed(family: str, M: int, layout: WeightLayout) -> None:
+    global _warned_untimed
+    if _warned_untimed:
+        return
+    _warned_untimed = True
+    warnings.warn(
+        f"gemlite: {family} for M={M}, K={layout.in_features}, N={layout.out_features} "
+        f"({layout.format.label}) has no tuned config and cannot be timed now (CUDA graph capture): "
+        "using the heuristic one. Tune ahead of time with gemlite.helper.warmup(...) or load a cache "
+        "with gemlite.load_config(path). (Shown once.)",
+        stacklevel=4,
+    )
+
+
+def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family):
+    M = x.shape[0]
+    if M == 0:
+        return torch.empty((0, layout.out_features), dtype=out_dtype, device=x.device)
+    x = x.contiguous()
+    fam, config = _choose(x, W_q, scales, zeros, bias, layout, out_dtype, family)
+    out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    for step in launches:
+        step.run()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The custom op
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("gemlite::matmul", mutates_args=())
+def _matmul_op(
+    x: torch.Tensor,
+    W_q: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bias: torch.Tensor | None,
+    layout: str,
+    out_dtype: torch.dtype,
+    family: str,
+) -> torch.Tensor:
+    """``x[M, K] @ W^T + bias`` for a prepared weight; `layout` is `WeightLayout.key()`, `family` a
+    kernel family name or "" (dispatch on M)."""
+    return _impl(x, W_q, scales, zeros, bias, WeightLayout.from_key(layout), out_dtype, family or None)
+
+
+@_matmul_op.register_fake
+def _matmul_fake(x, W_q, scales, zeros, bias, layout, out_dtype, family):
+    return x.new_empty((x.shape[0], WeightLayout.from_key(layout).out_features), dtype=out_dtype)
+
+
+def run(x, W_q, scales, zeros, bias, layout: WeightLayout, layout_key: str, out_dtype, family=None):
+    """The hot path: x ``[M, K]`` already valid for `layout` (the caller checked it); see the module
+    docstring for when this goes through ``torch.ops.gemlite.matmul``."""
+    if type(x) is torch.Tensor and not torch.compiler.is_compiling():
+        return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, family)
+    return torch.ops.gemlite.matmul(x, W_q, scales, zeros, bias, layout_key, out_dtype, family or "")
+
+
+# --------------------------------------------------------------------------------------------
+# The checked contract for direct callers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type) -> None:
+    if not isinstance(layout, WeightLayout):
+        raise TypeError(f"layout: expected a WeightLayout, got {type(layout).__name__}")
+    for name, t in (("x", x), ("W_q", W_q), ("scales", scales), ("zeros", zeros)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+    K, N = layout.in_features, layout.out_features
+    if x.dim() != 2 or x.shape[1] != K:
+        raise ValueError(f"x: expected shape [M, {K}], got {tuple(x.shape)}")
+    if x.dtype != layout.compute_dtype:
+        raise TypeError(
+            f"x: expected dtype {layout.compute_dtype} (the layout's compute dtype), got {x.dtype}"
+        )
+    if not x.is_contiguous():
+        raise ValueError(f"x: must be contiguous, got strides {x.stride()} for shape {tuple(x.shape)}")
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(
+            f"out_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {out_dtype!r}"
+        )
+    if matmul_type is not None and matmul_type not in FAMILIES:
+        raise ValueError(f"matmul_type: expected None or one of {FAMILIES}, got {matmul_type!r}")
+    for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros)):
+        if t.device != x.device:
+            raise ValueError(f"{name}: expected to be on x's device {x.device}, got {t.device}")
+    for name, want in layout.scheme.storage(layout).items():
+        t = {"W_q": W_q, "scales": scales, "zeros": zeros}[name]
+        if want.shape is None:
+            continue
+        if tuple(t.shape) != want.shape or not t.is_contiguous():
+            raise ValueError(
+                f"{name}: expected the prepared contiguous shape {want.shape}, got {tuple(t.shape)}"
+            )
+        dtypes = META_DTYPES if want.dtype is None else (want.dtype,)
+        if t.dtype not in dtypes:
+            raise TypeError(
+                f"{name}: expected the prepared dtype {' or '.join(map(str, dtypes))}, got {t.dtype}"
+            )
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or not bias.is_floating_point() or tuple(bias.shape) != (N,):
+            got = (
+                f"{bias.dtype} {tuple(bias.shape)}" if isinstance(bias, torch.Tensor) else type(bias).__name__
+            )
+            raise ValueError(f"bias: expected a float tensor of shape ({N},) or None, got {got}")
+        if bias.device != x.device:
+            raise ValueError(f"bias: expected to be on x's device {x.device}, got {bias.device}")
+    if x.device.type != "cuda" and not _INTERPRETER:
+        raise RuntimeError(
+            f"x: the kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before gemlite is imported; "
+            f"got a tensor on {x.device} with the interpreter off"
+        )
+
+
+def matmul(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype: torch.dtype, matmul_type=None):
+    """y = x @ W^T (+ bias) for a weight prepared by its scheme (`gemlite.schemes`).
+
+    x: ``[M, K]`` contiguous, dtype layout.compute_dtype, on the weight's device (CUDA, or CPU under
+        TRITON_INTERPRET=1).
+    W_q, scales, zeros: the tensors the layout's scheme prepared (`GemLiteLinear` holds them).
+    bias: ``[N]`` in any float dtype, or None (added in fp32 in the epilogue).
+    out_dtype: torch.float16, torch.bfloat16 or torch.float32.
+    matmul_type: None (choose by M, `gemlite.dispatch`) or one of `gemlite.formats.FAMILIES`.
+    Returns ``[M, N]`` out_dtype. Raises TypeError/ValueError for inputs that do not match the layout,
+    RuntimeError for CPU tensors without the interpreter.
+    """
+    _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type)
+    return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type)

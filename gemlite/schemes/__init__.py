@@ -1,0 +1,93 @@
+"""The registry of schemes: one module per weight scheme, one for the activation schemes.
+
+Everything that depends on how a weight is encoded asks `weight_scheme(kind)`; everything that
+depends on how activations are quantized asks `act_scheme(kind)`. Nothing else branches on a kind.
+
+=================  ====================================  ==================================
+module             weight kinds                          formats
+=================  ====================================  ==================================
+``dense``          FLOAT                                 A16W16
+``hqq``            HQQ                                   A16W{8,4,2,1}_HQQ_INT
+``channelwise``    INT8, FP8                             A16W8_INT8, A16W8_FP8
+``ternary``        TERNARY                               A16W158_INT
+``activation``     (activations) NONE                    every weight-only format
+=================  ====================================  ==================================
+
+Kinds of the vocabulary without a scheme here (MXFP8, MXFP4, NVFP4, block-scaled 8-bit, dynamic
+activations) are refused with NotImplementedError naming the kind.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gemlite.formats import FORMATS, ActKind, Format, WeightKind
+from gemlite.schemes import activation, channelwise, dense, hqq, ternary
+from gemlite.schemes.base import WeightScheme
+
+_WEIGHT: dict[WeightKind, WeightScheme] = {}
+for _scheme in (dense.SCHEME, hqq.SCHEME, channelwise.INT8, channelwise.FP8, ternary.SCHEME):
+    for _kind in _scheme.kinds:
+        _WEIGHT[_kind] = _scheme
+_ACT = {s.kind: s for s in activation.SCHEMES}
+
+
+def weight_scheme(kind: WeightKind) -> WeightScheme:
+    """The scheme of a weight kind; NotImplementedError for kinds without kernels in this release."""
+    try:
+        return _WEIGHT[kind]
+    except KeyError:
+        raise NotImplementedError(
+            f"spec: {kind.name} weights are not supported by the kernels yet; supported: "
+            f"{', '.join(k.name for k in _WEIGHT)}"
+        ) from None
+
+
+def act_scheme(kind: ActKind):
+    """The scheme of an activation kind; NotImplementedError for kinds without kernels in this release."""
+    try:
+        return _ACT[kind]
+    except KeyError:
+        raise NotImplementedError(
+            f"act: {kind.name} activations (dynamic quantization) are planned for a later release of "
+            f"gemlite; supported: {', '.join(k.name for k in _ACT)}"
+        ) from None
+
+
+def supported_weight_kinds() -> tuple[WeightKind, ...]:
+    return tuple(_WEIGHT)
+
+
+# --------------------------------------------------------------------------------------------
+# GemLite-style pack(W_q, scales, zeros, bias): which format do the tensors mean?
+# --------------------------------------------------------------------------------------------
+
+# (W_nbits, W_q dtype) -> format name. uint8 codes of any width are HQQ; the 8-bit channel-wise
+# formats are told apart by their code dtype. Ternary weights come through their helper, which
+# names its format.
+_PACK_FORMATS = {
+    (8, torch.int8): "A16W8_INT8",
+    (8, torch.float8_e4m3fn): "A16W8_FP8",
+    **{(bits, torch.uint8): f"A16W{bits}_HQQ_INT" for bits in (8, 4, 2, 1)},
+}
+
+
+def infer_format(W_nbits: int, W_q_dtype: torch.dtype, compute_dtype: torch.dtype) -> Format:
+    """The format `GemLiteLinear.pack` gives tensors it was not told the format of.
+
+    W_nbits 16 -> A16W16 (the weight must then have the compute dtype: its scheme checks it);
+    uint8 codes -> A16W{W_nbits}_HQQ_INT; W_nbits 8 with int8 / float8_e4m3fn codes -> A16W8_INT8 /
+    A16W8_FP8. Raises TypeError for any other W_q dtype, naming what the layer takes.
+    """
+    if W_nbits == 16:
+        return FORMATS["A16W16"]
+    name = _PACK_FORMATS.get((W_nbits, W_q_dtype))
+    if name is None:
+        expected = "uint8 (HQQ codes)"
+        if W_nbits == 8:
+            expected += ", int8 (INT8) or float8_e4m3fn (FP8)"
+        raise TypeError(f"W_q: a W_nbits={W_nbits} layer takes {expected}, got {W_q_dtype}")
+    return FORMATS[name]
+
+
+__all__ = ["act_scheme", "infer_format", "supported_weight_kinds", "weight_scheme"]

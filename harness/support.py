@@ -1,0 +1,252 @@
+"""The support registry: which formats the suite draws, what may be drawn for each, how a layer is built.
+
+`SUPPORT` holds one `FormatSupport` entry per format: the group sizes, zero-point forms, dtypes and
+packing words that are legal, and the builder that makes the gemlite layer through the PUBLIC API
+(``GemLiteLinear(...).pack(...)``, or the helper a format is normally built with). Adding a format to
+the suite is one entry here (plus its builder if it needs a new one). The strategies
+(`harness.strategies`), the case record (`harness.case`) and the operand builder (`harness.build`)
+all read it; nothing here imports gemlite's kernels at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gemlite.formats import FAMILIES as MATMUL_TYPES
+from gemlite.formats import FORMATS, Zeros
+from gemlite.schemes import weight_scheme
+
+#: The kernel families (the vocabulary's) and "AUTO" for the layer's own dispatch.
+AUTO = "AUTO"
+FAMILIES = (*MATMUL_TYPES, AUTO)
+
+BIAS_KINDS = ("none", "input", "float32")
+#: Value distributions `make_operands` knows; see `_draw_float`.
+DISTRIBUTIONS = ("normal", "outliers", "zeros", "positive", "massive", "near_overflow")
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+# near_overflow: the largest |x| or |W| drawn, and the most any sum_k |x_k W_k| + |b| may reach.
+# 2**15 is half of fp16's largest finite value (65504): the golden stays finite in every output dtype
+# while a kernel that accumulates, dequantizes or multiplies in fp16 gets close to the edge.
+NEAR_OVERFLOW = 2.0**15
+# massive: the value of the leading input channel (exact in fp16 and bf16).
+MASSIVE = 2.0**15
+
+
+class CaseRejected(Exception):
+    """The reference refused to quantize a drawn weight (e.g. an fp16 zero-point overflows): the case
+    is not a test of the kernels, and the suite draws another one."""
+
+
+# --------------------------------------------------------------------------------------------
+# The support registry
+# --------------------------------------------------------------------------------------------
+
+
+def _hqq_representable(case, W: torch.Tensor) -> torch.Tensor:
+    """The float weight a zero-point form can represent.
+
+    Zeros.NONE means ``W = q * s`` with unsigned codes: only non-negative weights, so draw |W|.
+    1-bit codes with an integer zero use z = 1 (``W in {-s, 0}``): draw -|W|. (The reference's
+    symmetric integer-zero rule needs >= 2 bits.)
+    """
+    spec = case.fmt.weight
+    if spec.zeros is Zeros.NONE:
+        return W.abs()
+    if spec.zeros is Zeros.INT and spec.bits == 1:
+        return -W.abs()
+    return W
+
+
+def _quantize_unsigned(case, W: torch.Tensor, zero: int):
+    """HQQ codes for the forms the reference does not quantize (NONE zeros; 1-bit INT zero).
+
+    Per group: ``s = max(amax / max_code, 1e-6)`` stored in the scale dtype, ``q = clamp(round(W / s) + zero,
+    0, max_code)``, computed from the STORED scale like the reference's own quantizers.
+    """
+    import reference as ref
+
+    fmt = case.fmt
+    N, K = W.shape
+    gs = case.resolved_group_size
+    max_code = fmt.weight.max_code
+    span = max_code if zero == 0 else zero  # the codes on the side of the zero the weights lie on
+    amax = W.abs().reshape(N, K // gs, gs).amax(dim=-1)
+    s = torch.clamp(amax.to(torch.float32) / span, min=1e-6).to(DTYPES[case.scale_dtype])
+    s_full = s.double().repeat_interleave(gs, dim=1)
+    codes = torch.clamp(torch.round(W / s_full) + zero, 0, max_code).to(torch.uint8)
+    return ref.QuantizedWeight(fmt, codes, s, None if fmt.weight.zeros is Zeros.NONE else zero)
+
+
+def _quantize_reference(case, W: torch.Tensor):
+    """The reference's own quantizer for the case's format, scales stored in the case's scale dtype."""
+    import reference as ref
+
+    try:
+        return ref.quantize_weight(case.fmt, W.to(torch.float32), scale_dtype=DTYPES.get(case.scale_dtype, torch.float32))
+    except ValueError as e:
+        if "not usable" in str(e):
+            raise CaseRejected(str(e)) from e
+        raise
+
+
+def _quantize_hqq(case, W: torch.Tensor):
+    """The reference's HQQ quantizer, or `_quantize_unsigned` for the forms it has no rule for."""
+    spec = case.fmt.weight
+    if spec.zeros is Zeros.NONE:
+        return _quantize_unsigned(case, W, 0)
+    if spec.zeros is Zeros.INT and spec.bits == 1:
+        return _quantize_unsigned(case, W, 1)
+    return _quantize_reference(case, W)
+
+
+def _quantize_channel(case, W: torch.Tensor):
+    """The reference's INT8/FP8 quantizer; its fp32 channel scales rounded to the case's scale dtype
+    (a user may hand gemlite fp16/bf16 ones: the codes stay valid, the golden uses the stored value)."""
+    import reference as ref
+
+    qw = _quantize_reference(case, W)
+    scale_dtype = DTYPES[case.scale_dtype]
+    if qw.scales.dtype != scale_dtype:
+        qw = ref.QuantizedWeight(case.fmt, qw.codes, qw.scales.to(scale_dtype), None)
+    return qw
+
+
+def _quantize_dense(case, W: torch.Tensor):
+    """A16W16: the weight itself, in the activation dtype."""
+    import reference as ref
+
+    return ref.QuantizedWeight(case.fmt, W.to(DTYPES[case.input_dtype]), None, None)
+
+
+def _as_is(case, W: torch.Tensor) -> torch.Tensor:
+    return W
+
+
+@dataclass(frozen=True)
+class FormatSupport:
+    """What the suite may draw for one format and how gemlite builds a layer for it.
+
+    name: the FORMATS key.
+    build: ``build(case, ops) -> nn.Module`` through gemlite's public API.
+    quantize: ``quantize(case, W) -> reference.QuantizedWeight``: the case's codes from the float64
+        weight, by the reference's rules.
+    representable: ``representable(case, W) -> W``: the drawn weight made one the format can hold
+        (e.g. non-negative for HQQ codes without a zero-point).
+    group_sizes: group sizes to draw (None = channel-wise).
+    zeros: zero-point forms to draw.
+    scale_dtypes: dtype names of the stored scales ("none" for formats without scales).
+    input_dtypes: activation dtype names.
+    output_dtypes: output dtype names; None means "the activation dtype only" (helpers that fix it).
+    bias_kinds: which biases to draw (see `BIAS_KINDS`).
+    packing_bitwidths: packing words for packed codes; (32,) for formats stored unpacked.
+    """
+
+    name: str
+    build: Callable
+    quantize: Callable
+    group_sizes: tuple[int | None, ...]
+    zeros: tuple[Zeros, ...]
+    scale_dtypes: tuple[str, ...]
+    input_dtypes: tuple[str, ...] = ("float16", "bfloat16")
+    output_dtypes: tuple[str, ...] | None = ("float16", "bfloat16", "float32")
+    bias_kinds: tuple[str, ...] = BIAS_KINDS
+    packing_bitwidths: tuple[int, ...] = (32,)
+    representable: Callable = _as_is
+
+    def __post_init__(self) -> None:
+        if self.name not in FORMATS:
+            raise ValueError(f"name: {self.name!r} is not a format of gemlite.formats.FORMATS")
+
+    @property
+    def code_bits(self) -> int:
+        return FORMATS[self.name].weight.bits
+
+    @property
+    def packed(self) -> bool:
+        """Codes are bit-packed into words (HQQ, ternary)."""
+        return weight_scheme(FORMATS[self.name].weight.kind).packed
+
+    def output_dtypes_for(self, input_dtype: str) -> tuple[str, ...]:
+        """The output dtypes legal with `input_dtype`."""
+        return (input_dtype,) if self.output_dtypes is None else self.output_dtypes
+
+
+def _layer(case, bits: int):
+    from gemlite import DType, GemLiteLinear
+
+    return GemLiteLinear(
+        bits,
+        group_size=case.group_size,
+        in_features=case.K,
+        out_features=case.N,
+        input_dtype=DType.from_torch(DTYPES[case.input_dtype]),
+        output_dtype=DType.from_torch(DTYPES[case.output_dtype]),
+    )
+
+
+def _build_gemlite_linear(case, ops):
+    """``GemLiteLinear(W_nbits, ...).pack(codes, scales, zeros, bias)``, the format inferred from the
+    codes as GemLite users rely on: A16W16, HQQ, INT8, FP8."""
+    qw = ops.qw
+    kwargs = {"packing_bitwidth": case.packing_bitwidth} if case.support.packed else {}
+    return _layer(case, qw.fmt.weight.bits).pack(qw.codes, qw.scales, qw.zeros, ops.bias, **kwargs)
+
+
+def _build_ternary(case, ops):
+    """``gemlite.helper.A16W158_INT(device, dtype).from_weights(weight {-1, 0, 1}, weight_scale, bias)``;
+    for an output dtype the helper does not make (it outputs the activation dtype),
+    ``GemLiteLinear(2, ...).pack(t + 1, scales, 1, bias, format=A16W158_INT)``."""
+    from gemlite.helper import A16W158_INT
+
+    qw = ops.qw
+    scale = qw.scales.reshape(-1)
+    if not bool((scale == scale[0]).all()):
+        raise AssertionError("a ternary weight must carry one tensor scale (repeated per row)")
+    if case.output_dtype != case.input_dtype:
+        layer = _layer(case, 2)
+        word = case.packing_bitwidth
+        return layer.pack(qw.codes, qw.scales, 1, ops.bias, packing_bitwidth=word, format=qw.fmt)
+    proc = A16W158_INT(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
+    return proc.from_weights(qw.codes.to(torch.int8) - 1, float(scale[0]), ops.bias)
+
+
+_HQQ_GROUPS = (32, 64, 128, 256, None)
+_HQQ_ZEROS = (Zeros.FLOAT, Zeros.INT, Zeros.NONE)
+_META = ("float16", "bfloat16", "float32")
+_CHANNEL_META = ("float32", "float16", "bfloat16")  # INT8/FP8 channel scales: fp32 is the usual form
+
+#: Every format the suite runs, with what may be drawn for it. Later releases add entries here.
+SUPPORT: dict[str, FormatSupport] = {
+    s.name: s
+    for s in (
+        FormatSupport("A16W16", _build_gemlite_linear, _quantize_dense, (None,), (Zeros.NONE,), ("none",)),
+        *(
+            FormatSupport(
+                f"A16W{bits}_HQQ_INT",
+                _build_gemlite_linear,
+                _quantize_hqq,
+                _HQQ_GROUPS,
+                _HQQ_ZEROS,
+                _META,
+                packing_bitwidths=(32, 8),
+                representable=_hqq_representable,
+            )
+            for bits in (8, 4, 2, 1)
+        ),
+        FormatSupport(
+            "A16W8_INT8", _build_gemlite_linear, _quantize_channel, (None,), (Zeros.NONE,), _CHANNEL_META
+        ),
+        FormatSupport(
+            "A16W8_FP8", _build_gemlite_linear, _quantize_channel, (None,), (Zeros.NONE,), _CHANNEL_META
+        ),
+        # The helper stores the scale in fp32.
+        FormatSupport(
+            "A16W158_INT", _build_ternary, _quantize_reference, (None,), (Zeros.INT,), ("float32",)
+        ),
+    )
+}
