@@ -43,7 +43,9 @@ class Config:
 
     GEMV: BLOCK_N, BLOCK_K, SPLIT_K (K splits over programs); GEMV_REVSPLITK: BLOCK_N, BLOCK_K (each
     program reduces 2 * BLOCK_K of K); GEMV_SPLITK: BLOCK_N, BLOCK_K, SPLIT_K; GEMM_SPLITK: BLOCK_M,
-    BLOCK_N, BLOCK_K, SPLIT_K; GEMM: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M. All: num_warps, num_stages.
+    BLOCK_N, BLOCK_K, SPLIT_K; GEMM: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, and DEQUANT = 1 to dequantize
+    the weight into a scratch tensor (tiles BLOCK_K x BLOCK_N) and hand the product to cuBLAS
+    (`gemlite.kernels.dequant`). All: num_warps, num_stages.
     """
 
     BLOCK_M: int = 1
@@ -53,19 +55,26 @@ class Config:
     GROUP_M: int = 1
     num_warps: int = 4
     num_stages: int = 2
+    DEQUANT: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            low = 0 if f.name == "DEQUANT" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"config: {f.name} must be a positive int, got {v!r}")
+        if self.DEQUANT not in (0, 1):
+            raise ValueError(f"config: DEQUANT must be 0 or 1, got {self.DEQUANT}")
         for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps"):
             v = getattr(self, name)
             if v & (v - 1):
                 raise ValueError(f"config: {name} must be a power of two, got {v}")
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.DEQUANT:
+            del d["DEQUANT"]  # the fused kernels' configs read as they always did
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -82,7 +91,7 @@ class Config:
         """Compact label for tables and error messages."""
         return (
             f"BM{self.BLOCK_M}_BN{self.BLOCK_N}_BK{self.BLOCK_K}_SK{self.SPLIT_K}_GM{self.GROUP_M}"
-            f"_w{self.num_warps}_s{self.num_stages}"
+            f"_w{self.num_warps}_s{self.num_stages}{'_DQ' if self.DEQUANT else ''}"
         )
 
 
@@ -92,42 +101,53 @@ def _cfg(**kw) -> Config:
 
 # ------------------------------------------------------------------------------------------------
 # Config spaces. Every "fast" list (and so every "max" list and default pair) ends with a small-K-tile
-# fallback, so grouped layouts with group_size 32 (BLOCK_K 32; 16 for GEMV_REVSPLITK, which reduces
-# 2 * BLOCK_K per group) always have a legal candidate. "max" adds three configs per family: the
-# compile-only suite compiles every config for every representative layout on 2 CPU cores (~1.5 s per
-# compile), which bounds the spaces. Tile sizes are unmeasured design choices for H100 (decode:
-# enough bytes in flight per SM through K splits; prefill: 64-128 x 128-256 wgmma tiles, 3-4 stages).
+# fallback, so grouped layouts with group_size 32 (BLOCK_K 32) always have a legal candidate. "max"
+# adds three configs per family: the compile-only suite compiles every config for every
+# representative layout on 2 CPU cores, which bounds the spaces.
+#
+# Evidence: `tools/config_sweep.py` on the H200 (2026-12-01, triton 3.6, fp16, A16W4_HQQ_INT g128
+# unless named), the fastest of a grid per shape (K x N, M):
+# * GEMV, M = 1: BN64 BK128 SK16 w1 wins 4096x14336 (22.9 us), 14336x4096 (23.3 us), 8192x28672 with SK8
+#   (74.8 us); BN32 BK128 SK16 w4 wins 4096x1024 (5.6 us); SK >= 8 beats SK 1 by 1.3-3.2x.
+# * GEMV_SPLITK, A16W8_INT8, M = 1: BN16 BK256 SK1 w4 (4096x14336, 20.0 us) and BN8 BK1024 SK1 w4
+#   (14336x4096, 20.2 us); splitting K is slower for unpacked weights.
+# * GEMM_SPLITK: M = 16: BM16 BN128 BK64/128 SK8 s3 (38.1 / 40.2 us); M = 64: BM64 BN64 BK64 SK4 s3
+#   (4096x14336, 50.3 us), BM64 BN128 BK128 SK8 s3 (14336x4096, 48.5 us).
+# * GEMM, 4096x14336: DEQUANT=1 (dequantize + cuBLAS) 212 us at M = 1024 and 672 us at M = 4096 against
+#   the best fused tiles' 373 / 1451 us (BM128 BN128 BK64 w4).
+# The other entries are untimed neighbours kept for other shapes and formats.
 # ------------------------------------------------------------------------------------------------
 
 _GEMV_FAST = [
-    _cfg(BLOCK_N=256, BLOCK_K=64, SPLIT_K=8, num_warps=4),
-    _cfg(BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4),
-    _cfg(BLOCK_N=512, BLOCK_K=32, SPLIT_K=8, num_warps=4),
-    _cfg(BLOCK_N=256, BLOCK_K=128, SPLIT_K=4, num_warps=8),
-    _cfg(BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=1),
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=4),
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
+    _cfg(BLOCK_N=64, BLOCK_K=64, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
 ]
 _GEMV_MAX_EXTRA = [
-    _cfg(BLOCK_N=512, BLOCK_K=64, SPLIT_K=4, num_warps=8),
-    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=2),
-    _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=4),
+    _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=32, num_warps=1),
+    _cfg(BLOCK_N=256, BLOCK_K=128, SPLIT_K=4, num_warps=8),
 ]
 _REV_FAST = [
     _cfg(BLOCK_N=256, BLOCK_K=64, num_warps=4),
     _cfg(BLOCK_N=512, BLOCK_K=64, num_warps=8),
     _cfg(BLOCK_N=128, BLOCK_K=64, num_warps=4),
-    _cfg(BLOCK_N=512, BLOCK_K=32, num_warps=4),
-    _cfg(BLOCK_N=256, BLOCK_K=16, num_warps=4),
+    _cfg(BLOCK_N=512, BLOCK_K=32, num_warps=8),
+    _cfg(BLOCK_N=256, BLOCK_K=32, num_warps=4),
 ]
 _REV_MAX_EXTRA = [
     _cfg(BLOCK_N=1024, BLOCK_K=32, num_warps=8),
     _cfg(BLOCK_N=128, BLOCK_K=128, num_warps=4),
-    _cfg(BLOCK_N=256, BLOCK_K=32, num_warps=4),
+    _cfg(BLOCK_N=128, BLOCK_K=32, num_warps=4),
 ]
 _SPLITK_GEMV_FAST = [
-    _cfg(BLOCK_N=4, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
-    _cfg(BLOCK_N=8, BLOCK_K=512, SPLIT_K=1, num_warps=4),
-    _cfg(BLOCK_N=2, BLOCK_K=2048, SPLIT_K=1, num_warps=4),
     _cfg(BLOCK_N=16, BLOCK_K=256, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=8, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=8, BLOCK_K=512, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=4, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
     _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=4, num_warps=4),
 ]
 _SPLITK_GEMV_MAX_EXTRA = [
@@ -136,10 +156,10 @@ _SPLITK_GEMV_MAX_EXTRA = [
     _cfg(BLOCK_N=4, BLOCK_K=512, SPLIT_K=2, num_warps=4),
 ]
 _GEMM_SPLITK_FAST = [
-    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, SPLIT_K=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4, num_stages=4),
 ]
 _GEMM_SPLITK_MAX_EXTRA = [
@@ -153,6 +173,11 @@ _GEMM_FAST = [
     _cfg(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+]
+# Dequantize into a scratch weight, then cuBLAS (the BLOCK_K x BLOCK_N tile of the dequantization).
+_GEMM_DEQUANT = [
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, DEQUANT=1, num_warps=4),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, DEQUANT=1, num_warps=4),
 ]
 _GEMM_MAX_EXTRA = [
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
@@ -173,7 +198,7 @@ _SPACES: dict[str, dict[str, list[Config]]] = {
         "fast": _REV_FAST,
         "max": _REV_FAST + _REV_MAX_EXTRA,
         "default": [_REV_FAST[0], _REV_FAST[-1]],
-        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32), _cfg(BLOCK_N=64, BLOCK_K=16)],
+        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32)],
     },
     "GEMV_SPLITK": {
         "fast": _SPLITK_GEMV_FAST,
@@ -184,12 +209,12 @@ _SPACES: dict[str, dict[str, list[Config]]] = {
     "GEMM_SPLITK": {
         "fast": _GEMM_SPLITK_FAST,
         "max": _GEMM_SPLITK_FAST + _GEMM_SPLITK_MAX_EXTRA,
-        "default": [_GEMM_SPLITK_FAST[1], _GEMM_SPLITK_FAST[-1]],
+        "default": [_GEMM_SPLITK_FAST[0], _GEMM_SPLITK_FAST[-1]],
         "interpreter": [_cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)],
     },
     "GEMM": {
-        "fast": _GEMM_FAST,
-        "max": _GEMM_FAST + _GEMM_MAX_EXTRA,
+        "fast": _GEMM_FAST + _GEMM_DEQUANT,
+        "max": _GEMM_FAST + _GEMM_MAX_EXTRA + _GEMM_DEQUANT,
         "default": [_GEMM_FAST[0], _GEMM_FAST[-1]],
         "interpreter": [_cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4)],
     },
@@ -228,23 +253,29 @@ def interpreter_configs(family: str) -> list[Config]:
 def illegal_reason(family: str, config: Config, layout) -> str | None:
     """Why `config` cannot run `family` on `layout`, or None when it can.
 
-    Rules: GEMV families reduce one activation row per program (BLOCK_M == 1); tensor-core tiles need
-    BLOCK_M, BLOCK_N, BLOCK_K >= 16; a K tile must not straddle two scale groups, so BLOCK_K (2 *
-    BLOCK_K for GEMV_REVSPLITK, whose two chunks share one scale load) divides a grouped layout's
+    Rules: GEMV families reduce one activation row per program (BLOCK_M == 1) and read whole packed
+    words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
+    BLOCK_K >= 16; a K tile must not straddle two scale groups, so BLOCK_K divides a grouped layout's
     group size; families without a K split take SPLIT_K == 1.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
         if config.BLOCK_M != 1:
             return f"{family} reduces one row per program: BLOCK_M must be 1, got {config.BLOCK_M}"
+        if config.BLOCK_K % layout.elems_per_word:
+            return (
+                f"{family} reads whole words: BLOCK_K must be a multiple of the {layout.elems_per_word} "
+                f"codes per word, got {config.BLOCK_K}"
+            )
     elif min(config.BLOCK_M, config.BLOCK_N, config.BLOCK_K) < 16:
         return f"{family} uses tl.dot: BLOCK_M/N/K must be >= 16, got {config.short()}"
     if family in ("GEMV_REVSPLITK", "GEMM") and config.SPLIT_K != 1:
         return f"{family} has no SPLIT_K parameter: it must be 1, got {config.SPLIT_K}"
-    k_span = 2 * config.BLOCK_K if family == "GEMV_REVSPLITK" else config.BLOCK_K
-    if layout.is_grouped and layout.group_size % k_span != 0:
+    if config.DEQUANT and family != "GEMM":
+        return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
+    if layout.is_grouped and layout.group_size % config.BLOCK_K != 0:
         return (
-            f"{family}: a K step of {k_span} would straddle scale groups of {layout.group_size} "
+            f"{family}: a K step of {config.BLOCK_K} would straddle scale groups of {layout.group_size} "
             f"(it must divide the group size)"
         )
     return None

@@ -36,7 +36,7 @@ from gemlite.formats import (
     format_of,
 )
 from gemlite.packing import WORD_BITS
-from gemlite.schemes import weight_scheme
+from gemlite.schemes import check_format, weight_scheme
 from gemlite.schemes.base import K_MULTIPLE
 
 COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
@@ -93,6 +93,7 @@ class WeightLayout:
     def __post_init__(self) -> None:
         if not isinstance(self.format, Format):
             raise TypeError(f"format: expected a gemlite.formats.Format, got {type(self.format).__name__}")
+        check_format(self.format)
         spec = self.spec
         k, g = self.in_features, self.group_size
         for name, value in (

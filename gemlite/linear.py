@@ -24,9 +24,10 @@ from gemlite import autotune
 from gemlite import matmul as _matmul
 from gemlite.formats import FAMILIES, DType, Format
 from gemlite.kernels import interpreter_active
+from gemlite.kernels.plan import lock_count
 from gemlite.layout import WeightLayout
 from gemlite.packing import unpack_codes
-from gemlite.schemes import infer_format, weight_scheme
+from gemlite.schemes import check_format, infer_format
 from gemlite.schemes.base import check_bias
 
 __all__ = ["GemLiteLinear"]
@@ -191,6 +192,8 @@ class GemLiteLinear(nn.Module):
         self.register_buffer("zeros", torch.empty(0, dtype=torch.float32))
         self.register_buffer("metadata", torch.empty(0, dtype=torch.int32))
         self.register_buffer("bias", None)
+        # Split-K lock counters (gemlite.kernels.plan), zero between calls; not part of the state_dict.
+        self.register_buffer("_locks", None, persistent=False)
         # The decoded `metadata` buffer; a Python object (no tensors), so it survives .to(device).
         self._layout: WeightLayout | None = None
         self._layout_key = ""  # WeightLayout.key(): the custom op's layout argument
@@ -284,7 +287,7 @@ class GemLiteLinear(nn.Module):
                 f"W_q: expected shape [out_features, in_features] = [{n}, {k}], got {tuple(W_q.shape)}"
             )
         fmt = self._format_for(W_q, format)
-        scheme = weight_scheme(fmt.weight.kind)
+        scheme = check_format(fmt)
         compute_dtype = self._x_dtype
         canonical = scheme.canonicalize(
             fmt, W_q, scales, zeros, n=n, k=k, group_size=self.group_size, compute_dtype=compute_dtype
@@ -431,7 +434,7 @@ class GemLiteLinear(nn.Module):
             )
         y = _matmul.run(
             x.reshape(-1, self.in_features), W_q, self.scales, self.zeros, self.bias, layout,
-            self._layout_key, self._out_dtype, matmul_type,
+            self._layout_key, self._out_dtype, matmul_type, self._locks,
         )  # fmt: skip
         return y.view(*x.shape[:-1], self.out_features)
 
@@ -449,6 +452,11 @@ class GemLiteLinear(nn.Module):
     def _set_layout(self, layout: WeightLayout | None) -> None:
         self._layout = layout
         self._layout_key = "" if layout is None else layout.key()
+        if layout is not None:
+            device = self.metadata.device
+            count = lock_count(layout.out_features)
+            if self._locks is None or self._locks.numel() != count or self._locks.device != device:
+                self._locks = torch.zeros(count, dtype=torch.int32, device=device)
 
     def _decode_layout(self, metadata: torch.Tensor) -> WeightLayout:
         """Decode a metadata buffer and check it fits this layer's constructor arguments (ValueError)."""

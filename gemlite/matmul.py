@@ -58,7 +58,7 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def _choose(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family):
+def _choose(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family, locks=None):
     """(family, config) for this call; see the module docstring."""
     M = x.shape[0]
     scale_dtype = scales.dtype if layout.has_scales else None
@@ -74,7 +74,9 @@ def _choose(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family
     if not _INTERPRETER and not _capturing(x.device):
 
         def timer(cfg):
-            return autotune.bench_ms(lambda: launch(fam, x, W_q, scales, zeros, bias, layout, out_dtype, cfg))
+            return autotune.bench_ms(
+                lambda: launch(fam, x, W_q, scales, zeros, bias, layout, out_dtype, cfg, locks)
+            )
 
     config, source = autotune.choose_config(
         fam, M, layout, out_dtype, scale_dtype, timer=timer, interpreter=_INTERPRETER
@@ -100,13 +102,13 @@ def _warn_untimed(family: str, M: int, layout: WeightLayout) -> None:
     )
 
 
-def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family):
+def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family, locks=None):
     M = x.shape[0]
     if M == 0:
         return torch.empty((0, layout.out_features), dtype=out_dtype, device=x.device)
     x = x.contiguous()
-    fam, config = _choose(x, W_q, scales, zeros, bias, layout, out_dtype, family)
-    out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    fam, config = _choose(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks)
+    out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks)
     for step in launches:
         step.run()
     return out
@@ -124,26 +126,30 @@ def _matmul_op(
     scales: torch.Tensor,
     zeros: torch.Tensor,
     bias: torch.Tensor | None,
+    locks: torch.Tensor | None,
     layout: str,
     out_dtype: torch.dtype,
     family: str,
 ) -> torch.Tensor:
     """``x[M, K] @ W^T + bias`` for a prepared weight; `layout` is `WeightLayout.key()`, `family` a
-    kernel family name or "" (dispatch on M)."""
-    return _impl(x, W_q, scales, zeros, bias, WeightLayout.from_key(layout), out_dtype, family or None)
+    kernel family name or "" (dispatch on M). `locks` (the layer's split-K lock counters) are zero
+    before and after the call: a launch uses and resets them, so they are not declared mutated."""
+    return _impl(x, W_q, scales, zeros, bias, WeightLayout.from_key(layout), out_dtype, family or None, locks)
 
 
 @_matmul_op.register_fake
-def _matmul_fake(x, W_q, scales, zeros, bias, layout, out_dtype, family):
+def _matmul_fake(x, W_q, scales, zeros, bias, locks, layout, out_dtype, family):
     return x.new_empty((x.shape[0], WeightLayout.from_key(layout).out_features), dtype=out_dtype)
 
 
-def run(x, W_q, scales, zeros, bias, layout: WeightLayout, layout_key: str, out_dtype, family=None):
+def run(
+    x, W_q, scales, zeros, bias, layout: WeightLayout, layout_key: str, out_dtype, family=None, locks=None
+):
     """The hot path: x ``[M, K]`` already valid for `layout` (the caller checked it); see the module
     docstring for when this goes through ``torch.ops.gemlite.matmul``."""
     if type(x) is torch.Tensor and not torch.compiler.is_compiling():
-        return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, family)
-    return torch.ops.gemlite.matmul(x, W_q, scales, zeros, bias, layout_key, out_dtype, family or "")
+        return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks)
+    return torch.ops.gemlite.matmul(x, W_q, scales, zeros, bias, locks, layout_key, out_dtype, family or "")
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ small directory holding only a ``gemlite`` symlink to that revision's package, f
 repository, so both measure with the same harness code (this one) and differ only in gemlite.
 The driver then asks for each case in turn, alternating the order in ABBA blocks (`ab_order`):
 a slow drift of the machine (clocks, temperature) hits both sides equally. It prints per-case times,
-the ratio head / base, and geometric means per format and overall.
+the ratio head / base, and geometric means per format and overall. Cases of the suite's host subset
+bring their eager host time along (each measurement times it after the kernel, so it is interleaved
+the same way), and the host subset's cuBLAS fp16 cases come too: the ``torch.nn.functional.linear``
+host time the goal compares with, and a control (both sides run the same torch, so its ratio should
+be 1). The report's "Eager host time" section shows them.
 
 Without a .git directory (a GPU machine may get the tree as plain files) use ``--against-dir <path>``
 with a checkout of the base revision made elsewhere (e.g. ``git archive <ref> gemlite | tar -x -C
@@ -29,12 +33,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
 from harness.perf_cases import ROOT, Case
-from harness.perf_report import geomean, md_table
+from harness.perf_report import HOST_GOAL, geomean, md_table
 from harness.perf_run import FakeMeasurer, GpuMeasurer, Measurement, RunSettings, fake_gpu, write_json_atomic
 
 __all__ = ["ABRow", "Worker", "WorkerError", "ab_order", "render_ab", "run_ab", "summarize_ab", "worker_main"]
@@ -130,9 +134,8 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         if settings.dry_run:  # dry-run only: let a test give each side its own synthetic speed
-            env["GEMLITE_PERF_FAKE_SLOWDOWN"] = os.environ.get(
-                f"GEMLITE_PERF_FAKE_SLOWDOWN_{side.upper()}", ""
-            )
+            for knob in ("GEMLITE_PERF_FAKE_SLOWDOWN", "GEMLITE_PERF_FAKE_HOST_SLOWDOWN"):
+                env[knob] = os.environ.get(f"{knob}_{side.upper()}", "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.ab", "worker"],
             stdin=subprocess.PIPE,
@@ -252,12 +255,15 @@ def worker_main() -> int:
 
 @dataclass
 class ABRow:
-    """One case of an A/B run: the medians each side measured (us per call) and the errors."""
+    """One case of an A/B run: the medians each side measured (us per call), the eager host times
+    (us per call; cases of the host subset only) and the errors."""
 
     case: Case
     base_us: list[float]
     head_us: list[float]
     error: str = ""
+    base_host_us: list[float] = field(default_factory=list)
+    head_host_us: list[float] = field(default_factory=list)
 
     @property
     def base(self) -> float | None:
@@ -272,13 +278,42 @@ class ABRow:
         """head / base: below 1 the working tree is faster."""
         return self.head / self.base if self.base and self.head else None
 
+    @property
+    def base_host(self) -> float | None:
+        return statistics.median(self.base_host_us) if self.base_host_us else None
+
+    @property
+    def head_host(self) -> float | None:
+        return statistics.median(self.head_host_us) if self.head_host_us else None
+
+    @property
+    def host_ratio(self) -> float | None:
+        """head / base of the eager host time."""
+        return self.head_host / self.base_host if self.base_host and self.head_host else None
+
 
 def summarize_ab(rows: list[ABRow]) -> dict:
-    """Geometric means of head / base: {"overall": g, "per_format": {label: g}} (None when empty)."""
-    labels = dict.fromkeys(r.case.name for r in rows)
+    """Geometric means of head / base over the gemlite cases: {"overall": g, "per_format": {label:
+    g}, "host": {"overall": g, "per_format": {...}} (eager host time), "controls": {reference: g}}
+    (None when empty; "controls" holds the cuBLAS cases, which both sides run alike)."""
+    gem = [r for r in rows if r.case.kind == "gemlite"]
+    labels = dict.fromkeys(r.case.name for r in gem)
+    hosted = [r for r in gem if r.host_ratio is not None]
+    host_labels = dict.fromkeys(r.case.name for r in hosted)
+    refs = [r for r in rows if r.case.kind == "ref"]
     return {
-        "overall": geomean(r.ratio for r in rows),
-        "per_format": {lab: geomean(r.ratio for r in rows if r.case.name == lab) for lab in labels},
+        "overall": geomean(r.ratio for r in gem),
+        "per_format": {lab: geomean(r.ratio for r in gem if r.case.name == lab) for lab in labels},
+        "host": {
+            "overall": geomean(r.host_ratio for r in hosted),
+            "per_format": {
+                lab: geomean(r.host_ratio for r in hosted if r.case.name == lab) for lab in host_labels
+            },
+        },
+        "controls": {
+            name: geomean(r.ratio for r in refs if r.case.name == name)
+            for name in dict.fromkeys(r.case.name for r in refs)
+        },
     }
 
 
@@ -317,13 +352,61 @@ def render_ab(rows: list[ABRow], meta: dict) -> str:
         ]
         for r in rows
     ]
+    if s["controls"]:
+        out += [
+            "Controls (cuBLAS, the same torch on both sides; far from 1: the interleaving did not hold "
+            "the machine still): " + ", ".join(f"{k} {g(v)}" for k, v in s["controls"].items()),
+            "",
+        ]
     out += [
         md_table(
             ["format", "K", "N", "M", "base us", "head us", "ratio", "error"], rows_md, align="lrrrrrrl"
         ),
         "",
     ]
+    out += _host_section(rows)
     return "\n".join(out)
+
+
+def _host_section(rows: list[ABRow]) -> list[str]:
+    """Eager host time of both sides, head / base, and head against F.linear (the goal)."""
+    hosted = [r for r in rows if r.base_host_us or r.head_host_us]
+    if not hosted:
+        return []
+    fp16 = {(r.case.K, r.case.N, r.case.M): r for r in hosted if r.case.kind == "ref"}
+    g = lambda v, f=".2f": "-" if v is None else format(v, f)  # noqa: E731
+    table = []
+    for r in (r for r in hosted if r.case.kind == "gemlite"):
+        ref = fp16.get((r.case.K, r.case.N, r.case.M))
+        ref_host = ref.head_host if ref else None
+        vs = r.head_host / ref_host if r.head_host and ref_host else None
+        goal = "-" if vs is None else ("met" if vs <= HOST_GOAL else "MISSED")
+        table.append(
+            [r.case.case_id, g(r.base_host), g(r.head_host), g(r.host_ratio, ".3f"), g(ref_host), g(vs), goal]
+        )
+    controls = [r for r in hosted if r.case.kind == "ref"]
+    return [
+        "## Eager host time",
+        "",
+        "Wall time per call of back-to-back eager calls (no sync in between, one at the end), measured "
+        "after each kernel timing, so interleaved like it. *head / F.linear*: head's host time over "
+        f"torch.nn.functional.linear fp16's on the same K, N, M (goal <= {HOST_GOAL}x).",
+        "",
+        md_table(
+            ["case", "base host us", "head host us", "ratio", "F.linear host us", "head / F.linear", "goal"],
+            table,
+            align="lrrrrrl",
+        ),
+        "",
+    ] + (
+        [
+            "F.linear control (head / base, should be 1): "
+            + ", ".join(f"{r.case.case_id} {g(r.host_ratio, '.3f')}" for r in controls),
+            "",
+        ]
+        if controls
+        else []
+    )
 
 
 def run_ab(
@@ -374,15 +457,23 @@ def run_ab(
                 m = workers[side].measure(case)
                 if m.status == "ok":
                     (row.base_us if side == "base" else row.head_us).append(m.us)
+                    if m.host_us is not None:
+                        (row.base_host_us if side == "base" else row.head_host_us).append(m.host_us)
                 elif m.status == "error":
                     row.error = f"{side}: {m.reason}"
                 elif m.status == "skipped":
                     row.error = f"{side} skipped: {m.reason}"
             rows.append(row)
             r = row.ratio
+            hr = row.host_ratio
             log(
                 f"[{i + 1:>4}/{len(cases)}] {case.case_id}: base {row.base or float('nan'):.2f} us, "
                 f"head {row.head or float('nan'):.2f} us, ratio {'-' if r is None else f'{r:.3f}'}"
+                + (
+                    f"; eager host base {row.base_host:.2f} us, head {row.head_host:.2f} us, ratio {hr:.3f}"
+                    if hr is not None
+                    else ""
+                )
                 + (f"  ({row.error})" if row.error else "")
             )
         meta = {
@@ -408,6 +499,9 @@ def run_ab(
                         "base_us": r.base_us,
                         "head_us": r.head_us,
                         "ratio": r.ratio,
+                        "base_host_us": r.base_host_us,
+                        "head_host_us": r.head_host_us,
+                        "host_ratio": r.host_ratio,
                         "error": r.error,
                     }
                     for r in rows
@@ -423,6 +517,8 @@ def run_ab(
                 + [["all", "-" if s["overall"] is None else f"{s['overall']:.3f}"]],
             )
         )
+        if s["host"]["overall"] is not None:
+            log(f"eager host time, geomean head/base: {s['host']['overall']:.3f}")
         log(f"A/B report: {out_dir / (stem + '.md')}")
         return 1 if any(r.error for r in rows) else 0
     finally:

@@ -10,7 +10,10 @@ exercise the patched path (the format or family it lives in), which keeps each r
 are the same ones CI runs. Every mutant must make at least one of them fail.
 
 A bug the suite cannot see by construction is not listed: e.g. a missing output write would leave
-``torch.empty`` memory, which may by chance hold the right values from a previous identical run.
+``torch.empty`` memory, which may by chance hold the right values from a previous identical run; and
+the interpreter runs a grid's programs one after another, so a split-K ordering race (the first
+program of a tile, not the last, summing the partials) heals itself there: every later program of
+the tile sums again once the counter is reset. Such races are for the GPU suite and compute-sanitizer.
 """
 
 from __future__ import annotations
@@ -50,12 +53,12 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="HQQ and GEMM and not SPLITK",
     ),
     Mutant(
-        "revsplitk_group",
-        "wrong group index: GEMV_REVSPLITK forgets that a program covers 2 * BLOCK_K of K",
-        "gemlite/kernels/gemv_revsplitk.py",
-        "group = k_base // GROUP_SIZE",
-        "group = (pid_k * BLOCK_K) // GROUP_SIZE",
-        focus="HQQ and REVSPLITK",
+        "gemv_group",
+        "wrong group index: GEMV reads the scale/zero row of its split's first K step for every step",
+        "gemlite/kernels/gemv.py",
+        "s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE",
+        "s_ptr, z_ptr, k_start // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE",
+        focus="HQQ and GEMV",
     ),
     Mutant(
         "nibble_order",
@@ -77,16 +80,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "zero_sign_float",
         "float zero-point sign: (q + z) * s instead of (q - z) * s",
         _COMMON,
-        "w = w - zero[None, :]",
-        "w = w + zero[None, :]",
+        "q = q - zero\n",
+        "q = q + zero\n",
         focus="HQQ",
     ),
     Mutant(
         "zero_sign_int",
         "integer zero-point sign: q + z instead of q - z (HQQ integer zeros, ternary)",
         _COMMON,
-        "q = codes - zero_int",
-        "q = codes + zero_int",
+        "q = q - zero_int",
+        "q = q + zero_int",
         focus="A16W158_INT",
     ),
     Mutant(
@@ -119,14 +122,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "fp16_acc_gemv",
         "fp16 accumulation in GEMV (the running sum rounded to fp16 after every K step)",
         "gemlite/kernels/gemv.py",
-        "acc += tl.sum(x[:, None] * w, axis=0)",
-        "acc = (acc + tl.sum(x[:, None] * w, axis=0)).to(tl.float16).to(tl.float32)",
+        "acc += tl.sum(x * w, axis=1)",
+        "acc = (acc + tl.sum(x * w, axis=1)).to(tl.float16).to(tl.float32)",
         focus="GEMV and not SPLITK and not REVSPLITK",
     ),
     Mutant(
         "skipped_k_tail",
-        "skipped K tail: GEMV_SPLITK's K loop stops at the last full BLOCK_K tile",
-        "gemlite/kernels/gemv_splitk.py",
+        "skipped K tail: the GEMV K loop stops at the last full BLOCK_K tile",
+        "gemlite/kernels/gemv.py",
         "for k0 in range(k_start, k_end, BLOCK_K):",
         "for k0 in range(k_start, k_end - BLOCK_K + 1, BLOCK_K):",
         focus="GEMV_SPLITK",
@@ -143,7 +146,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "output_cast",
         "wrong output cast: the result passes through bf16 before the output dtype",
         _COMMON,
+        "        y = apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)\n"
         "        tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)\n",
+        "        y = apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)\n"
         "        tl.store(out_ptr + offs_mn, y.to(tl.bfloat16).to(out_ptr.dtype.element_ty), mask=mask)\n",
         focus="GEMM and not SPLITK",
     ),
@@ -160,7 +165,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "splitk_count",
         "off-by-one split-K: GEMV launches floor(K / K_PER_SPLIT) splits, dropping a partial last split",
         "gemlite/kernels/plan.py",
-        "return triton.cdiv(K, k_per_split), k_per_split",
+        "return _cdiv(K, k_per_split), k_per_split",
         "return K // k_per_split, k_per_split",
         focus="GEMV and not SPLITK and not REVSPLITK",
     ),
@@ -168,16 +173,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "splitk_reduce",
         "off-by-one split-K reduction: the last split's partial sum is never added",
         _COMMON,
-        "    for s in range(NUM_SPLITS):\n",
-        "    for s in range(NUM_SPLITS - 1):\n",
+        "for s in range(splits):",
+        "for s in range(splits - 1):",
         focus="GEMM_SPLITK",
     ),
     Mutant(
         "int8_unsigned",
         "INT8 codes read as unsigned bytes (negative weights become 256 + q)",
         _COMMON,
-        "            return to_dot_dtype(codes, DTYPE)\n",
-        "            return to_dot_dtype(codes.to(tl.uint8), DTYPE)\n",
+        "return ((codes ^ 0x80) | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388736.0",
+        "return ((codes & 0xFF) | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0",
         focus="A16W8_INT8",
     ),
     Mutant(
@@ -187,6 +192,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "return tl.load(ptrs, mask=mask, other=0).to(tl.float8e4nv, bitcast=True)",
         "return tl.load(ptrs, mask=mask, other=0).to(tl.float8e5, bitcast=True)",
         focus="A16W8_FP8",
+    ),
+    Mutant(
+        "workspace_slot",
+        "split-K partials all stored in workspace slot 0 (each split overwrites the previous one)",
+        _COMMON,
+        "tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)",
+        "tl.store(ws_ptr + offs_mn, acc, mask=mask)",
+        focus="GEMM_SPLITK",
+    ),
+    Mutant(
+        "magic_offset",
+        "integer-to-float trick off by one: codes come out as q - 1 (2**23 - 1 subtracted)",
+        _COMMON,
+        "return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0",
+        "return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388607.0",
+        focus="A16W2_HQQ_INT",
     ),
     Mutant(
         "post_scale_float_zero",

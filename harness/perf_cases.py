@@ -1,14 +1,16 @@
 """Performance suites as data: which formats, shapes and batch sizes a GPU's suite times.
 
 A suite file (``suites/perf/<gpu>.json``) lists format entries (label, helper, kwargs), layer shapes
-``[K, N]``, batch sizes ``M``, the cuBLAS references timed beside them, and a small ``quick`` subset.
-`load_suite` validates it against the vocabulary (``gemlite/formats.py``) so a typo fails before a
-GPU minute is spent. `Suite.cases` expands it into `Case` objects in the order they are run: shape by
-shape (so one shape's weights are built once), references first (the report divides by cuBLAS fp16),
-then each format over every M.
+``[K, N]``, batch sizes ``M``, the cuBLAS references timed beside them, a small ``quick`` subset and
+a small ``host`` subset (the cases whose eager host time is measured too, against
+``torch.nn.functional.linear``: see `HostSubset`). `load_suite` validates it against the vocabulary
+(``gemlite/formats.py``) so a typo fails before a GPU minute is spent. `Suite.cases` expands it into
+`Case` objects in the order they are run: shape by shape (so one shape's weights are built once),
+references first (the report divides by cuBLAS fp16), then each format over every M.
 
 This module also holds the traffic model: `case_bytes` is the *minimum* HBM traffic of a call (packed
-weight + scales/zeros + x + y, each read or written once), `case_flops` is ``2 * M * N * K``.
+weight + scales/zeros + x + y, each read or written once; the weight's part comes from its scheme in
+``gemlite.schemes``), `case_flops` is ``2 * M * N * K``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gemlite.formats import Format, WeightKind, Zeros, get_format
+from gemlite.formats import Format, WeightKind, WeightSpec, Zeros, get_format
+
+try:
+    from gemlite.schemes import weight_scheme
+except ModuleNotFoundError as e:  # an A/B base revision older than gemlite.schemes: see `weight_bytes`
+    if e.name != "gemlite.schemes":
+        raise
+    weight_scheme = None
 
 __all__ = [
     "REFERENCES",
     "SUITES_DIR",
     "Case",
     "FormatEntry",
+    "HOST_REFERENCE",
+    "HostSubset",
     "Reference",
     "Selection",
     "Suite",
@@ -40,8 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites" / "perf"
 
 _ACT_DTYPES = {"float16": 2, "bfloat16": 2}
-_TOP_KEYS = {"suite", "description", "_how", "formats", "shapes", "M", "references", "quick"}
+_TOP_KEYS = {"suite", "description", "_how", "formats", "shapes", "M", "references", "quick", "host"}
 _ENTRY_KEYS = {"label", "helper", "kwargs", "act_dtype"}
+_HOST_KEYS = {"_why", "formats", "shapes", "M"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +88,10 @@ REFERENCES: dict[str, Reference] = {
         Reference("cublas_int8_int_mm", "torch._int_mm, int8 x int8 -> int32", 1, 1, 4),
     )
 }
+
+#: The reference whose eager host time the host subset compares gemlite's with (the goal: a gemlite
+#: forward costs the host at most 1.5x what torch.nn.functional.linear costs it).
+HOST_REFERENCE = "cublas_fp16"
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +140,8 @@ class Case:
     """One timed product: a gemlite format (kind "gemlite") or a reference (kind "ref") at K, N, M.
 
     name: the format label or the reference name. entry: the FormatEntry (gemlite cases only).
+    host: the case is in the suite's host subset: after its kernel time, its eager host time is
+    measured too (`harness.perf_run`). Not part of the case's identity.
     """
 
     kind: str
@@ -132,6 +150,7 @@ class Case:
     N: int
     M: int
     entry: FormatEntry | None = field(default=None, compare=False, hash=False)
+    host: bool = field(default=False, compare=False, hash=False)
 
     @property
     def case_id(self) -> str:
@@ -151,7 +170,7 @@ class Case:
         return (self.kind, self.name, self.K, self.N, entry)
 
     def to_dict(self) -> dict:
-        d = {"kind": self.kind, "name": self.name, "K": self.K, "N": self.N, "M": self.M}
+        d = {"kind": self.kind, "name": self.name, "K": self.K, "N": self.N, "M": self.M, "host": self.host}
         if self.entry is not None:
             d["entry"] = self.entry.to_dict()
         return d
@@ -159,7 +178,8 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> Case:
         entry = FormatEntry.from_dict(d["entry"]) if d.get("entry") else None
-        return cls(d["kind"], d["name"], int(d["K"]), int(d["N"]), int(d["M"]), entry)
+        host = bool(d.get("host", False))  # results written before the host subset existed lack it
+        return cls(d["kind"], d["name"], int(d["K"]), int(d["N"]), int(d["M"]), entry, host)
 
 
 @dataclass(frozen=True)
@@ -180,8 +200,31 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class HostSubset:
+    """The cases whose eager host time is measured: gemlite formats (labels) x shapes x M, each M and
+    shape one of the suite's; `HOST_REFERENCE` (cuBLAS fp16) is measured on the same K, N, M.
+
+    A host-only format (one the suite's ``formats`` lack, such as A16W16) is timed only here.
+    """
+
+    formats: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+    ms: tuple[int, ...]
+
+    def covers(self, kind: str, name: str, K: int, N: int, M: int) -> bool:
+        """Whether the product `name` of `kind` ("gemlite" | "ref") at K, N, M is in the subset."""
+        if (K, N) not in self.shapes or M not in self.ms:
+            return False
+        return name in self.formats if kind == "gemlite" else name == HOST_REFERENCE
+
+
+@dataclass(frozen=True)
 class Suite:
-    """A validated suite file. See the module docstring and `load_suite`."""
+    """A validated suite file. See the module docstring and `load_suite`.
+
+    formats: the formats timed over every shape and M. host_formats: formats timed only in the host
+    subset `host` (None: the suite measures no eager host time).
+    """
 
     name: str
     description: str
@@ -190,36 +233,52 @@ class Suite:
     ms: tuple[int, ...]
     references: tuple[str, ...]
     quick: Selection
+    host: HostSubset | None = None
+    host_formats: tuple[FormatEntry, ...] = ()
 
     def cases(self, quick: bool = False, selection: Selection | None = None) -> list[Case]:
-        """Expand into cases in run order: for each shape, references over all M, then formats.
+        """Expand into cases in run order: for each shape, references over all M, then formats (the
+        host-only ones last).
 
-        quick: start from the suite's ``quick`` subset. selection: narrow further (validated against
-        the suite: unknown labels/shapes/M raise ValueError).
+        quick: start from the suite's ``quick`` subset; the host subset is added to it (so a quick
+        run shows the eager host time too). selection: narrow both further (validated against the
+        suite: unknown labels/shapes/M raise ValueError). A case of the host subset has ``host``
+        set.
         """
         base = self.quick if quick else Selection()
         sel = selection or Selection()
         self._check_selection(sel)
-        formats = [f for f in self.formats if _pick(base.formats, f.label) and _pick(sel.formats, f.label)]
-        shapes = [s for s in self.shapes if _pick(base.shapes, s) and _pick(sel.shapes, s)]
-        ms = [m for m in self.ms if _pick(base.ms, m) and _pick(sel.ms, m)]
-        refs = self.references if (base.refs and sel.refs) else ()
+        main_labels = {f.label for f in self.formats}
+        products = [("ref", r, None) for r in self.references] + [
+            ("gemlite", f.label, f) for f in self.formats + self.host_formats
+        ]
         out: list[Case] = []
-        for K, N in shapes:
-            out += [Case("ref", r, K, N, M) for r in refs for M in ms]
-            out += [Case("gemlite", f.label, K, N, M, f) for f in formats for M in ms]
+        for K, N in self.shapes:
+            if not _pick(sel.shapes, (K, N)):
+                continue
+            for kind, name, entry in products:
+                if not (sel.refs if kind == "ref" else _pick(sel.formats, name)):
+                    continue
+                in_base = base.refs if kind == "ref" else name in main_labels and _pick(base.formats, name)
+                for M in self.ms:
+                    if not _pick(sel.ms, M):
+                        continue
+                    host = self.host is not None and self.host.covers(kind, name, K, N, M)
+                    if host or (in_base and _pick(base.shapes, (K, N)) and _pick(base.ms, M)):
+                        out.append(Case(kind, name, K, N, M, entry, host=host))
         return out
 
     def entry(self, label: str) -> FormatEntry:
-        for f in self.formats:
+        for f in self.formats + self.host_formats:
             if f.label == label:
                 return f
         raise ValueError(
-            f"format: {label!r} is not in suite {self.name}; it has {[f.label for f in self.formats]}"
+            f"format: {label!r} is not in suite {self.name}; it has "
+            f"{[f.label for f in self.formats + self.host_formats]}"
         )
 
     def _check_selection(self, sel: Selection) -> None:
-        labels = [f.label for f in self.formats]
+        labels = [f.label for f in self.formats + self.host_formats]
         for what, chosen, known in (
             ("--formats", sel.formats, labels),
             ("--shapes", sel.shapes, list(self.shapes)),
@@ -249,7 +308,9 @@ def load_suite(path: str | Path) -> Suite:
     Raises FileNotFoundError when it is missing and ValueError (naming the file and the field) when
     anything is off: unknown keys, a helper the vocabulary lacks, a label that does not match the
     format the helper and kwargs build, a shape whose K is not a multiple of 32 or of a group size,
-    non-positive or duplicate M, a quick subset naming something the suite does not have.
+    non-positive or duplicate M, a quick subset naming something the suite does not have, a host
+    subset whose formats, shapes or M the suite lacks (or a suite with a host subset but without
+    cuBLAS fp16 among its references, the eager time it compares with).
     """
     path = Path(path)
     try:
@@ -301,6 +362,9 @@ def load_suite(path: str | Path) -> Suite:
         ms=tuple(_parse_m(bad, m) for m in q["M"]) if "M" in q else None,
         refs=bool(q.get("references", True)),
     )
+    host, host_formats = (
+        _parse_host(bad, raw["host"], formats, shapes, ms, refs) if "host" in raw else (None, ())
+    )
     suite = Suite(
         name=str(raw["suite"]),
         description=str(raw.get("description", "")),
@@ -309,40 +373,96 @@ def load_suite(path: str | Path) -> Suite:
         ms=ms,
         references=refs,
         quick=quick,
+        host=host,
+        host_formats=host_formats,
     )
     try:
         suite._check_selection(quick)
     except ValueError as e:
         raise bad(f"quick: {e}") from None
+    host_only = [f for f in quick.formats or () if f not in labels]
+    if host_only:
+        raise bad(f"quick: {host_only} are timed only in the host subset (which every quick run adds)")
     return suite
 
 
-def _list(bad, raw: dict, key: str) -> list:
+def _parse_host(bad, h, formats, shapes, ms, refs) -> tuple[HostSubset, tuple[FormatEntry, ...]]:
+    """The ``host`` object: formats (a label of the suite's formats, or a full entry for a format
+    timed only here), shapes and M (the suite's own), validated like the rest of the file."""
+    if not isinstance(h, dict):
+        raise bad(f"host: expected an object with formats, shapes and M, got {h!r}")
+    unknown = set(h) - _HOST_KEYS
+    missing = {"formats", "shapes", "M"} - set(h)
+    if unknown or missing:
+        raise bad(f"host: expected keys formats, shapes, M (optional _why); got {sorted(h)}")
+    if HOST_REFERENCE not in refs:
+        raise bad(f"host: the eager host time is compared with {HOST_REFERENCE}, which references lacks")
+    labels = [f.label for f in formats]
+    chosen: list[str] = []
+    extra: list[FormatEntry] = []
+    for i, f in enumerate(_list(bad, h, "formats", "host.formats")):
+        if isinstance(f, str):
+            if f not in labels:
+                raise bad(
+                    f"host.formats[{i}]: {f!r} is not one of the suite's formats {labels}; a format timed "
+                    "only here needs a full entry {label, helper, kwargs}"
+                )
+            chosen.append(f)
+        else:
+            entry = _parse_entry(bad, i, f, where="host.formats")
+            if entry.label in labels:
+                raise bad(
+                    f"host.formats[{i}]: {entry.label!r} is a suite format already; name it by its label"
+                )
+            chosen.append(entry.label)
+            extra.append(entry)
+    if len(set(chosen)) != len(chosen):
+        raise bad(f"host.formats: duplicates in {chosen}")
+    hshapes = tuple(_parse_shape(bad, s) for s in _list(bad, h, "shapes", "host.shapes"))
+    for s in hshapes:
+        if s not in shapes:
+            raise bad(f"host.shapes: {s[0]}x{s[1]} is not one of the suite's shapes")
+    for K, _N in hshapes:
+        for f in extra:
+            g = f.format.weight.group_size
+            if f.format.weight.kind is WeightKind.HQQ and g is not None and K % g:
+                raise bad(f"host.shapes: K={K} is not a multiple of {f.label}'s group size {g}")
+    hms = tuple(_parse_m(bad, m) for m in _list(bad, h, "M", "host.M"))
+    for m in hms:
+        if m not in ms:
+            raise bad(f"host.M: {m} is not one of the suite's M {list(ms)}")
+    if len(set(hshapes)) != len(hshapes) or len(set(hms)) != len(hms):
+        raise bad("host: duplicate shapes or M")
+    return HostSubset(tuple(chosen), hshapes, hms), tuple(extra)
+
+
+def _list(bad, raw: dict, key: str, where: str | None = None) -> list:
     v = raw[key]
     if not isinstance(v, list) or not v:
-        raise bad(f"{key}: expected a non-empty list, got {v!r}")
+        raise bad(f"{where or key}: expected a non-empty list, got {v!r}")
     return v
 
 
-def _parse_entry(bad, i: int, e) -> FormatEntry:
+def _parse_entry(bad, i: int, e, where: str = "formats") -> FormatEntry:
+    at = f"{where}[{i}]"
     if not isinstance(e, dict):
-        raise bad(f"formats[{i}]: expected an object, got {e!r}")
+        raise bad(f"{at}: expected an object, got {e!r}")
     unknown = set(e) - _ENTRY_KEYS
     if unknown or "label" not in e or "helper" not in e:
-        raise bad(f"formats[{i}]: needs label and helper (optional kwargs, act_dtype); got keys {sorted(e)}")
+        raise bad(f"{at}: needs label and helper (optional kwargs, act_dtype); got keys {sorted(e)}")
     kwargs = e.get("kwargs", {})
     if not isinstance(kwargs, dict):
-        raise bad(f"formats[{i}].kwargs: expected an object, got {kwargs!r}")
+        raise bad(f"{at}.kwargs: expected an object, got {kwargs!r}")
     act = e.get("act_dtype", "float16")
     if act not in _ACT_DTYPES:
-        raise bad(f"formats[{i}].act_dtype: expected one of {sorted(_ACT_DTYPES)}, got {act!r}")
+        raise bad(f"{at}.act_dtype: expected one of {sorted(_ACT_DTYPES)}, got {act!r}")
     entry = FormatEntry(e["label"], e["helper"], dict(kwargs), act)
     try:
         fmt = entry.format
     except ValueError as err:
-        raise bad(f"formats[{i}] ({e['helper']}): {err}") from None
+        raise bad(f"{at} ({e['helper']}): {err}") from None
     if fmt.label != entry.label:
-        raise bad(f"formats[{i}]: label {entry.label!r} does not match the format it builds, {fmt.label!r}")
+        raise bad(f"{at}: label {entry.label!r} does not match the format it builds, {fmt.label!r}")
     return entry
 
 
@@ -399,11 +519,31 @@ def parse_selection(formats: str | None, shapes: str | None, ms: str | None, ref
 def weight_bytes(fmt: Format, K: int, N: int, scale_bytes: int = 2) -> int:
     """Bytes of a stored weight: packed codes plus scales and zeros, for a K x N layer.
 
+    The weight's scheme owns the count (``gemlite.schemes.weight_scheme(kind).weight_bytes``).
     scale_bytes: bytes of one HQQ scale or float zero (the helpers store them in the activation
-    dtype, 2 bytes). INT8/FP8/TERNARY channel scales are fp32; MX scales are one e8m0 byte per 32
-    inputs, NVFP4 one e4m3 byte per 16 inputs plus an fp32 tensor scale.
+    dtype, 2 bytes); INT8/FP8/TERNARY channel scales are fp32. Kinds without a scheme yet are counted
+    by `_weight_bytes_without_scheme`.
     """
     w = fmt.weight
+    if weight_scheme is None or w.kind in _NO_SCHEME_YET or w.block_n > 1:
+        return _weight_bytes_without_scheme(w, K, N, scale_bytes)
+    return weight_scheme(w.kind).weight_bytes(w, K, N, scale_bytes)
+
+
+# TEMPORARY: the weight kinds gemlite.schemes has no scheme for yet, and the block-scaled 8-bit
+# variant (block_n > 1), whose INT8/FP8 scheme would count channel-wise scales. Each goes when its
+# scheme exists and owns its byte count.
+_NO_SCHEME_YET = (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4)
+
+
+def _weight_bytes_without_scheme(w: WeightSpec, K: int, N: int, scale_bytes: int) -> int:
+    """TEMPORARY: the perf harness's own byte formulas, from before the schemes owned the count.
+
+    Used for the kinds in `_NO_SCHEME_YET` and block-scaled INT8/FP8 (MX scales: one e8m0 byte per
+    32 inputs; NVFP4: one e4m3 byte per 16 inputs plus an fp32 tensor scale; block-scaled: one fp32
+    scale per 128 x 128 block), and for every kind when the gemlite imported predates
+    ``gemlite.schemes`` (the base revision of an A/B run, whose worker runs this harness).
+    """
     total = math.ceil(N * K * w.bits / 8)
     if w.kind is WeightKind.HQQ:
         groups = N * (K // (w.group_size or K))

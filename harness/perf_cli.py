@@ -150,12 +150,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--replays", type=int, default=TimingConfig.replays, help="timed replays per case")
     r.add_argument(
-        "--rel-floor", type=float, default=bl.GateRule.rel_floor,
+        "--host-calls",
+        type=int,
+        help="eager calls timed per case of the suite's host subset (default 10000, --quick 2000)",
+    )
+    r.add_argument(
+        "--rel-floor",
+        type=float,
+        default=bl.GateRule.rel_floor,
         help="gate: smallest relative threshold of a memory-bound case",
     )
     r.add_argument(
-        "--compute-floor", type=float, default=bl.GateRule.compute_floor,
+        "--compute-floor",
+        type=float,
+        default=bl.GateRule.compute_floor,
         help="gate: smallest relative threshold of a compute-bound case (intensity >= 300 flop/byte)",
+    )
+    r.add_argument(
+        "--host-floor",
+        type=float,
+        default=bl.GateRule.host_floor,
+        help="gate: smallest relative threshold of the eager host time",
     )
     r.add_argument(
         "--noise-k", type=float, default=bl.GateRule.noise_k, help="gate: threshold = k x relative IQR"
@@ -270,16 +285,26 @@ def _drift_lines(measurements, baseline: dict | None, meta: dict) -> list[str]:
             f"({(r - 1) * 100:+.1f}%)"
         )
     cases = baseline.get("cases", {})
-    ratios = [
-        m.us / cases[m.case_id]["us"]
+    fp16 = [
+        m
         for m in measurements
         if m.case.kind == "ref" and m.case.name == "cublas_fp16" and m.status == "ok" and m.case_id in cases
     ]
+    ratios = [m.us / cases[m.case_id]["us"] for m in fp16]
     g = geomean(ratios)
     if g is not None:
         out.append(
             f"cuBLAS fp16 time now / baseline: geomean {g:.3f} over {len(ratios)} cases "
             "(far from 1: the machine, driver or torch changed, not gemlite)"
+        )
+    host = [
+        m.host_us / cases[m.case_id]["host_us"] for m in fp16 if m.host_us and cases[m.case_id].get("host_us")
+    ]
+    g = geomean(host)
+    if g is not None:
+        out.append(
+            f"F.linear eager host time now / baseline: geomean {g:.3f} over {len(host)} cases "
+            "(far from 1: the host CPU, Python or torch changed, not gemlite)"
         )
     return out
 
@@ -343,6 +368,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     try:
         force = json.loads(a.force_config) if a.force_config else None
         timing = TimingConfig(replays=a.replays)
+        host_calls = a.host_calls
+        if host_calls is None:
+            host_calls = RunSettings.QUICK_HOST_CALLS if a.quick else RunSettings.host_calls
         settings = RunSettings(
             timing=timing,
             autotune=a.autotune,
@@ -350,9 +378,15 @@ def cmd_run(a: argparse.Namespace) -> int:
             write_config_cache=not (a.against or a.against_dir),
             force_config=force,
             dry_run=a.dry_run,
+            host_calls=host_calls,
         )
         rule = bl.GateRule(
-            a.rel_floor, a.noise_k, a.abs_floor_us, a.confirm_runs, compute_floor=a.compute_floor
+            a.rel_floor,
+            a.noise_k,
+            a.abs_floor_us,
+            a.confirm_runs,
+            compute_floor=a.compute_floor,
+            host_floor=a.host_floor,
         )
         selection = parse_selection(a.formats, a.shapes, a.m, refs=not a.no_refs)
     except (ValueError, TypeError) as e:
@@ -403,7 +437,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.against or a.against_dir:
         from harness.ab import run_ab
 
-        ab_cases = [c for c in cases if c.kind == "gemlite"]
+        # The host subset's F.linear cases come along: the eager host time the goal compares with,
+        # and a control (the same torch on both sides: its ratio should be 1).
+        ab_cases = [c for c in cases if c.kind == "gemlite" or c.host]
         try:
             code = run_ab(
                 ab_cases,
@@ -467,9 +503,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if baseline and not a.update_baseline:
         by_id = {c.case_id: c for c in cases}
 
-        def remeasure(case_id: str) -> float | None:
+        def remeasure(case_id: str, metric: str) -> float | None:
             m = measurer.measure(by_id[case_id])
-            return m.us if m.status == "ok" else None
+            return getattr(m, metric) if m.status == "ok" else None
 
         # Re-measuring may pass --max-minutes by one suspect's re-measurements at most.
         bl.confirm(verdicts, remeasure, rule, log, deadline=deadline)

@@ -3,14 +3,18 @@
 `build_report` turns a run's measurements into the report JSON:
 
     {"meta": {"gpu", "gpu_key", "driver", "torch", "triton", "commit", "date", "copy_gbps", ...},
-     "results": [{"format", "K", "N", "M", "us", "iqr_us", "fp16_us", "bytes", "flops", "baseline_us"}],
-     "references": [{"name", "K", "N", "M", "us", "iqr_us", "bytes", "flops"}],
+     "results": [{"format", "K", "N", "M", "us", "iqr_us", "fp16_us", "bytes", "flops", "baseline_us",
+                  "host_us", "fp16_host_us", "baseline_host_us"}],
+     "references": [{"name", "K", "N", "M", "us", "iqr_us", "bytes", "flops", "host_us"}],
      "problems": [{"case_id", "status", "reason"}]}
 
 ``format`` is the suite label ("A16W4_HQQ_INT/g128"); ``us`` the median time per call, ``iqr_us``
 its inter-quartile range over replays; ``fp16_us`` cuBLAS fp16 on the same K, N, M; ``bytes`` the
 minimum HBM traffic of a call (packed weight + scales/zeros + x + y); ``flops`` 2*M*N*K;
-``baseline_us`` the stored baseline at the time of the run (null when none).
+``baseline_us`` the stored baseline at the time of the run (null when none). For the cases of the
+suite's host subset (null elsewhere): ``host_us`` the eager host time per call (back-to-back
+forwards, one sync at the end), ``fp16_host_us`` that of ``torch.nn.functional.linear`` fp16 on the
+same K, N, M, ``baseline_host_us`` the baseline's. The goal is host_us <= HOST_GOAL x fp16_host_us.
 
 `render_markdown` and `render_figures` read only that JSON (no torch, no GPU), which is what
 ``nox -s report`` re-runs. Figures use matplotlib's Agg backend; without matplotlib the markdown says
@@ -40,6 +44,9 @@ __all__ = [
 
 DECODE_MAX_M = 16  # "small M": memory-bound decode batches
 PREFILL_MIN_M = 256
+# The eager host time goal (issue "Core v2"): a gemlite forward costs the host at most 1.5x what
+# torch.nn.functional.linear costs it on the same machine.
+HOST_GOAL = 1.5
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
@@ -87,11 +94,13 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
     against, or None.
     """
     ms = list(measurements)
-    fp16 = {
-        (m.case.K, m.case.N, m.case.M): m.us
+    fp16_ms = {
+        (m.case.K, m.case.N, m.case.M): m
         for m in ms
         if m.case.kind == "ref" and m.case.name == "cublas_fp16" and m.status == "ok"
     }
+    fp16 = {k: m.us for k, m in fp16_ms.items()}
+    fp16_host = {k: m.host_us for k, m in fp16_ms.items() if getattr(m, "host_us", None)}
     base_cases = (baseline or {}).get("cases", {})
     results, refs, problems = [], [], []
     for m in ms:
@@ -109,8 +118,9 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
             "bytes": m.bytes,
             "flops": m.flops,
         }
+        host_us = getattr(m, "host_us", None)
         if c.kind == "ref":
-            refs.append({"name": c.name, **common})
+            refs.append({"name": c.name, **common, "host_us": host_us})
         else:
             b = base_cases.get(m.case_id)
             results.append(
@@ -119,6 +129,9 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
                     **common,
                     "fp16_us": fp16.get((c.K, c.N, c.M)),
                     "baseline_us": b["us"] if b else None,
+                    "host_us": host_us,
+                    "fp16_host_us": fp16_host.get((c.K, c.N, c.M)) if host_us is not None else None,
+                    "baseline_host_us": b.get("host_us") if b and host_us is not None else None,
                 }
             )
     keys = (
@@ -143,6 +156,7 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
     out_meta["autotune"] = settings.get("autotune")
     out_meta["force_config"] = settings.get("force_config")
     out_meta["timing"] = settings.get("timing")
+    out_meta["host_calls"] = settings.get("host_calls") if any(r["host_us"] for r in results + refs) else None
     bmeta = (baseline or {}).get("meta")
     out_meta["baseline"] = {"date": bmeta.get("date"), "commit": bmeta.get("commit")} if bmeta else None
     return {"meta": out_meta, "results": results, "references": refs, "problems": problems}
@@ -305,6 +319,7 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
             md_table(["reference", "cases", "vs fp16"], rrows),
             "",
         ]
+    out += _host_section(results, meta.get("host_calls"))
     if figures:
         out += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
     elif figure_note:
@@ -386,6 +401,73 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _host_section(results: list[dict], calls: int | None) -> list[str]:
+    """The "Eager host time" section: the host subset's gemlite cases against F.linear fp16 and the
+    HOST_GOAL; nothing when the run measured no host time (or the report predates it)."""
+    rs = [r for r in results if r.get("host_us") is not None]  # run order: shape, format, M
+    if not rs:
+        return []
+    rows, ratios, flagged = [], [], 0
+    for r in rs:
+        ratio = r["host_us"] / r["fp16_host_us"] if r.get("fp16_host_us") else None
+        if ratio is not None:
+            ratios.append(ratio)
+        # Back-to-back calls measure the host only while the GPU keeps up; within 1.2x of the case's
+        # kernel time (weights from HBM, an upper bound of the L2-resident time here) it may not.
+        gpu_bound = r["host_us"] < 1.2 * r["us"]
+        flagged += gpu_bound
+        goal = "-" if ratio is None else ("met" if ratio <= HOST_GOAL else "MISSED")
+        base = r.get("baseline_host_us")
+        rows.append(
+            [
+                f"{r['format']} {r['K']}x{r['N']} M{r['M']}",
+                _f(r["host_us"], ".2f") + (" *" if gpu_bound else ""),
+                _f(r.get("fp16_host_us"), ".2f"),
+                _f(ratio, ".2f") + ("x" if ratio is not None else ""),
+                goal,
+                _f(r["us"], ".2f"),
+                _f(None if not base else 100 * (r["host_us"] / base - 1), "+.1f") + ("%" if base else ""),
+            ]
+        )
+    met = sum(x <= HOST_GOAL for x in ratios)
+    worst = max(ratios) if ratios else None
+    out = [
+        "## Eager host time",
+        "",
+        f"Goal: a gemlite forward costs the host at most {HOST_GOAL}x what `torch.nn.functional.linear` "
+        f"(fp16, cuBLAS) costs it on the same K, N, M. Each time is the wall time of "
+        f"{calls or '?'} back-to-back eager calls of one layer on one x (warmed up, no sync in between, "
+        "one `torch.cuda.synchronize()` at the end) over the number of calls: the host's cost of a call "
+        "(Python, checks, launch), as long as the GPU keeps up. *kernel us* is the case's CUDA-graph time "
+        "from the tables below; *vs base* the change of host time against the baseline.",
+        "",
+        md_table(
+            [
+                "case",
+                "gemlite host us",
+                "F.linear host us",
+                "ratio",
+                f"<= {HOST_GOAL}x",
+                "kernel us",
+                "vs base",
+            ],
+            rows,
+            align="lrrrlrr",
+        ),
+        "",
+        f"Goal met in {met} of {len(ratios)} cases"
+        + (f"; worst ratio {worst:.2f}x." if worst is not None else ".")
+        + (
+            f" {flagged} time(s) marked * are within 1.2x of the kernel time: the GPU, not the host, may"
+            " bound them."
+            if flagged
+            else ""
+        ),
+        "",
+    ]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

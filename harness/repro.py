@@ -39,8 +39,8 @@ if __name__ == "__main__" and _wants_interpreter(sys.argv[1:]):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from harness.build import build_layer, golden, make_operands, precision, run_layer  # noqa: E402
-from harness.numerics import Comparison, compare_output  # noqa: E402
 from harness.case import Case  # noqa: E402
+from harness.numerics import Comparison, compare_output  # noqa: E402
 from harness.support import CaseRejected  # noqa: E402
 
 

@@ -87,7 +87,8 @@ def _quantize_reference(case, W: torch.Tensor):
     import reference as ref
 
     try:
-        return ref.quantize_weight(case.fmt, W.to(torch.float32), scale_dtype=DTYPES.get(case.scale_dtype, torch.float32))
+        scale_dtype = DTYPES.get(case.scale_dtype, torch.float32)
+        return ref.quantize_weight(case.fmt, W.to(torch.float32), scale_dtype=scale_dtype)
     except ValueError as e:
         if "not usable" in str(e):
             raise CaseRejected(str(e)) from e

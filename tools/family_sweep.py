@@ -13,7 +13,7 @@ import copy
 import torch
 
 from gemlite import helper
-from gemlite.kernels import MATMUL_TYPES
+from gemlite.formats import FAMILIES as MATMUL_TYPES
 from harness.gpu import identify
 from harness.timing import GraphTimer, TimingConfig, rotation_copies
 

@@ -11,18 +11,27 @@ Numerics (all families):
   fp32 accumulator by the per-column scale in the epilogue.
 * The epilogue then adds the bias in fp32 and casts once to the output dtype.
 
-Split-K and atomics. Families that split K over programs (GEMV, GEMV_REVSPLITK, and GEMV_SPLITK /
-GEMM_SPLITK when their SPLIT_K > 1) finish in one of these write modes, chosen per call by
-`gemlite.kernels.plan.write_mode`:
+Split-K. Families that split K over programs (GEMV and GEMM tiles with SPLIT_K > 1) finish in
+one launch, in one of these write modes (`gemlite.kernels.plan.write_mode` picks one per call):
 * ``WRITE_FINAL``: a single K split; the program applies the epilogue and stores the output.
-* ``WRITE_PARTIAL`` (deterministic, the default): each K split stores its raw fp32 partial sum in a
-  workspace ``[splits, M, N]``; `splitk_reduce_kernel` adds them in split order, then applies the
-  epilogue. Bitwise reproducible.
-* Only after ``gemlite.settings.set_deterministic(False)``:
-  ``WRITE_ATOMIC`` (fp16/bf16 output): partials are ``tl.atomic_add``-ed into a zeroed fp32 ``[M, N]``
-  buffer, then `splitk_reduce_kernel` (one split) applies the epilogue; and ``WRITE_ATOMIC_FINAL``
-  (fp32 output): each split scales its partial (and split 0 adds the bias) and atomically adds it
-  straight into the zeroed output. Never atomics into fp16/bf16: each would round the running sum.
+* ``WRITE_PARTIAL`` (deterministic, the default): each split stores its raw fp32 partial sum in a
+  workspace ``[splits, M, N]`` and then takes a ticket from the output tile's counter (an atomic
+  add, acquire-release); the program that arrives last adds the partials in split order, applies
+  the epilogue, stores the tile and resets the counter to 0 for the next launch. Bitwise
+  reproducible: the sum order is fixed whichever program is last.
+* Only after ``gemlite.settings.set_deterministic(False)``: ``WRITE_ATOMIC`` (fp16/bf16 output): the
+  partials are ``tl.atomic_add``-ed into a zeroed fp32 ``[M, N]`` buffer and the last program of the
+  tile (same counter) applies the epilogue from it; ``WRITE_ATOMIC_FINAL`` (fp32 output): each
+  split scales its partial (and split 0 adds the bias) and atomically adds it straight into the
+  zeroed output. Never atomics into fp16/bf16: each would round the running sum.
+
+The counters are a persistent int32 buffer (`gemlite.kernels.plan`), zero between launches: every
+launch that takes tickets leaves its counters at 0 again, so CUDA-graph replays need no memset.
+
+Integer codes become floats without integer-to-float conversions (one quarter of the FP32 rate on
+Hopper): an unsigned code ``q < 2**23`` OR-ed into the bits of 2**23 is the float ``2**23 + q``
+exactly, and one subtraction gives ``q`` (`codes_to_f32`). The result is the same float a cast would
+give, so the numerics do not change.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ WRITE_FINAL = tl.constexpr(0)
 WRITE_PARTIAL = tl.constexpr(1)
 WRITE_ATOMIC = tl.constexpr(2)
 WRITE_ATOMIC_FINAL = tl.constexpr(3)
+MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of the float 2**23
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,12 +82,15 @@ WRITE_ATOMIC_FINAL = tl.constexpr(3)
 
 
 @triton.jit
-def to_dot_dtype(v, DTYPE: tl.constexpr):
-    """Cast a tile to DTYPE; integer -> bf16 goes through fp32 (exact for |v| <= 256, see NOTE)."""
-    if DTYPE == tl.bfloat16:
-        return v.to(tl.float32).to(tl.bfloat16)
-    else:
-        return v.to(DTYPE)
+def codes_to_f32(codes):
+    """Unsigned integer codes (int32, each < 2**23) to the same fp32 values, by the 2**23 trick."""
+    return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def int8_to_f32(codes):
+    """int8 codes (loaded as their uint8 bytes b, widened to int32) to fp32: ``b ^ 0x80 = q + 128``."""
+    return ((codes ^ 0x80) | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388736.0
 
 
 @triton.jit
@@ -107,8 +120,9 @@ def load_codes(
 ):
     """Raw weight tile ``[BLOCK_K, BLOCK_N]`` for K indices ``k0 .. k0 + BLOCK_K`` and N indices offs_n.
 
-    Packed codes come back as int32 in [0, 2**W_BITS); other kinds in their stored dtype. Elements
-    outside K (when MASK_K) or N read as 0.
+    Packed codes come back as int32 in [0, 2**W_BITS); INT8 codes as their uint8 bytes in int32
+    (`int8_to_f32`); FP8 and FLOAT in their stored dtype. Elements outside K (when MASK_K) or N read
+    as 0 (INT8: byte 0, the code 0).
 
     Packed words are loaded once each, ``[BLOCK_K // E, BLOCK_N]``, and their E codes are cut out by
     a broadcast shift into ``[BLOCK_K // E, E, BLOCK_N]``, whose first two axes then merge: row
@@ -145,6 +159,11 @@ def load_codes(
             byte_ptr = w_ptr.to(tl.pointer_type(tl.uint8))
             ptrs = byte_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
             return tl.load(ptrs, mask=mask, other=0).to(tl.float8e4nv, bitcast=True)
+        elif W_KIND == KIND_INT8:
+            # The bytes, widened without sign extension (int8_to_f32 decodes them).
+            byte_ptr = w_ptr.to(tl.pointer_type(tl.uint8))
+            ptrs = byte_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            return tl.load(ptrs, mask=mask, other=0).to(tl.int32)
         else:
             ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
             return tl.load(ptrs, mask=mask, other=0)
@@ -172,7 +191,8 @@ def dequantize(
     POST_SCALE: tl.constexpr,
     DTYPE: tl.constexpr,
 ):
-    """Weight tile in DTYPE from raw codes; scale/zero are fp32 rows broadcast over the tile's K axis.
+    """Weight tile in DTYPE from raw codes (`load_codes`); scale/zero are fp32 rows broadcast over the
+    tile's leading (K) axes.
 
     POST_SCALE: return the exact ``q`` / ``q - zero_int`` (the scale comes in the epilogue).
     Otherwise ``(q - z) * s`` in fp32, then one cast to DTYPE (a no-op when DTYPE is fp32).
@@ -180,24 +200,21 @@ def dequantize(
     if W_KIND == KIND_FLOAT:
         return codes.to(DTYPE)
     elif W_KIND == KIND_PACKED:
+        q = codes_to_f32(codes)
         if ZERO_MODE == ZERO_INT:
-            q = codes - zero_int
-        else:
-            q = codes
+            q = q - zero_int
         if POST_SCALE:
-            return to_dot_dtype(q, DTYPE)
+            return q.to(DTYPE)
         else:
-            w = q.to(tl.float32)
             if ZERO_MODE == ZERO_FLOAT:
-                w = w - zero[None, :]
-            w = w * scale[None, :]
-            return w.to(DTYPE)
+                q = q - zero
+            return (q * scale).to(DTYPE)
+    elif W_KIND == KIND_INT8:
+        # Always post-scaled: int8 values are exact in fp16/bf16/fp32.
+        return int8_to_f32(codes).to(DTYPE)
     else:
-        # INT8 / FP8 codes are always post-scaled: int8 and e4m3 values are exact in fp16/bf16/fp32.
-        if W_KIND == KIND_FP8 or DTYPE == tl.float32:
-            return codes.to(tl.float32).to(DTYPE)
-        else:
-            return to_dot_dtype(codes, DTYPE)
+        # FP8: always post-scaled, e4m3 values are exact in fp16/bf16/fp32.
+        return codes.to(tl.float32).to(DTYPE)
 
 
 @triton.jit
@@ -218,9 +235,11 @@ def write_result(
     offs_n,
     mask_n,
     pid_k,
+    tile,
     MN,
     out_ptr,
     ws_ptr,
+    lock_ptr,
     s_ptr,
     b_ptr,
     WRITE_MODE: tl.constexpr,
@@ -230,48 +249,37 @@ def write_result(
     """Write an fp32 accumulator tile according to WRITE_MODE (module docstring).
 
     offs_mn: int64 flat offsets ``m * N + n`` into the contiguous ``[M, N]`` output (and into each
-    ``[M, N]`` slice of the workspace); MN = M * N; pid_k: this program's K split.
+    ``[M, N]`` slice of the workspace); MN = M * N; pid_k: this program's K split (of
+    ``tl.num_programs(1)``); tile: the index of this output tile in the lock counters.
     """
     if WRITE_MODE == WRITE_FINAL:
         y = apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
         tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)
-    elif WRITE_MODE == WRITE_PARTIAL:
-        tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)
-    elif WRITE_MODE == WRITE_ATOMIC:
-        tl.atomic_add(ws_ptr + offs_mn, acc, mask=mask, sem="relaxed")
-    else:
-        # WRITE_ATOMIC_FINAL (fp32 output): scaling is linear, so each split scales its own partial;
-        # only split 0 adds the bias.
+    elif WRITE_MODE == WRITE_ATOMIC_FINAL:
+        # fp32 output: scaling is linear, so each split scales its own partial; only split 0 adds the bias.
         if POST_SCALE:
             acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             acc = acc + tl.where(pid_k == 0, bias, 0.0)
         tl.atomic_add(out_ptr + offs_mn, acc, mask=mask, sem="relaxed")
-
-
-@triton.jit
-def splitk_reduce_kernel(
-    # Pointers
-    ws_ptr,  # fp32 [NUM_SPLITS, M, N] partial sums
-    s_ptr,  # per-column scales (POST_SCALE)
-    b_ptr,  # bias [N] (HAS_BIAS)
-    out_ptr,  # [M, N] output
-    # Sizes
-    MN,
-    N,
-    NUM_SPLITS,
-    # Meta-parameters
-    POST_SCALE: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    """out = epilogue(sum over splits of ws), summing splits in index order (deterministic)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < MN
-    offs_n = offs % N
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(NUM_SPLITS):
-        acc += tl.load(ws_ptr + s * MN + offs, mask=mask, other=0.0)
-    y = apply_epilogue(acc, offs_n, mask, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
-    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        if WRITE_MODE == WRITE_PARTIAL:
+            tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)
+        else:  # WRITE_ATOMIC
+            tl.atomic_add(ws_ptr + offs_mn, acc, mask=mask, sem="relaxed")
+        # Every thread's partial is stored before the ticket is taken (release), and the last program
+        # reads the others' partials after it (acquire), from L2 (.cg).
+        tl.debug_barrier()
+        splits = tl.num_programs(1)
+        ticket = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+        if ticket == splits - 1:
+            if WRITE_MODE == WRITE_PARTIAL:
+                total = tl.zeros_like(acc)
+                for s in range(splits):
+                    total += tl.load(ws_ptr + s * MN + offs_mn, mask=mask, other=0.0, cache_modifier=".cg")
+            else:
+                total = tl.load(ws_ptr + offs_mn, mask=mask, other=0.0, cache_modifier=".cg")
+            y = apply_epilogue(total, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
+            tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(lock_ptr + tile, 0)  # ready for the next launch

@@ -27,6 +27,9 @@ import torch
 
 from gemlite import autotune
 from gemlite.formats import FAMILIES, FORMATS, Zeros
+from gemlite.kernels import interpreter_active
+from gemlite.kernels.plan import plan
+from gemlite.layout import WeightLayout
 
 H100_MAX_SHARED = 232448  # bytes of shared memory one block may use on sm_90 (227 KB)
 TARGET = ("cuda", 90, 32)  # GPUTarget(backend, arch, warp_size)
@@ -69,8 +72,6 @@ _TL_TYPES = {
 
 
 def make_layout(name: str):
-    from gemlite.layout import WeightLayout
-
     fmt, dtype, word_bits, zero_int, _ = LAYOUTS[name]
     group = K_COMPILE if fmt.weight.group_size is None else fmt.weight.group_size
     return WeightLayout(fmt, K_COMPILE, N_COMPILE, group, word_bits, dtype, zero_int)
@@ -128,23 +129,19 @@ def _tensor_core(ptx: str) -> str:
 
 
 def compile_one(job: tuple[str, str, dict]) -> list[dict]:
-    """Compile the main kernel of a (layout, family, config) launch; family "REDUCE" compiles the
-    split-K reduction kernel of the layout instead. One result dict per kernel."""
+    """Compile the kernel of a (layout, family, config) launch. One result dict per kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    from gemlite.kernels.plan import plan
 
     layout_name, family, cfg_dict = job
     config = autotune.Config.from_dict(cfg_dict)
     layout = make_layout(layout_name)
     W_q, scales, zeros = meta_tensors(layout_name, layout)
-    planned = "GEMM_SPLITK" if family == "REDUCE" else family
-    x = torch.empty((M_FOR_FAMILY[planned], layout.in_features), dtype=layout.compute_dtype, device="meta")
+    x = torch.empty((M_FOR_FAMILY[family], layout.in_features), dtype=layout.compute_dtype, device="meta")
     bias = torch.empty((layout.out_features,), dtype=layout.compute_dtype, device="meta")
-    _, launches = plan(planned, x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
-    launches = launches[1:] if family == "REDUCE" else launches[:1]
+    _, launches = plan(family, x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
+    launches = [step for step in launches if step.kernel is not None]  # torch steps (cuBLAS) compile nothing
     results = []
     for launch in launches:
         entry = {
@@ -191,10 +188,6 @@ def all_jobs(families, layouts) -> list[tuple[str, str, dict]]:
                     if cfg not in seen:
                         seen.append(cfg)
             jobs += [(layout_name, family, cfg.as_dict()) for cfg in seen]
-        # The split-K reduction kernel, once per layout (a split GEMM_SPLITK plan launches it).
-        jobs.append(
-            (layout_name, "REDUCE", autotune.Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2).as_dict())
-        )
     return jobs
 
 
@@ -215,8 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--report", default=None, help="also write a text table here")
     args = parser.parse_args(argv)
-    from gemlite.kernels import interpreter_active
-
     if interpreter_active():
         print(
             "compile_check: run with TRITON_INTERPRET unset or 0 (the interpreter cannot compile)",

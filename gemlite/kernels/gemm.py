@@ -1,9 +1,14 @@
-"""GEMM: tensor-core tiles looping over all of K, one program per output tile (large M).
+"""GEMM: tensor-core tiles, with or without a K split (GEMM_SPLITK: small and medium M; GEMM: large M).
 
-Each program owns a ``[BLOCK_M, BLOCK_N]`` output tile, walks K in BLOCK_K steps (dequantizing the
-weight tile in registers and feeding ``tl.dot``), and writes the tile once: no split, no atomics,
-deterministic. Tiles are visited in grouped order (GROUP_M tile-rows share their weight columns while
-they are in L2), as in Triton's matmul tutorial.
+Each program owns a ``[BLOCK_M, BLOCK_N]`` output tile and K split ``pid_k`` of SPLIT_K: it walks K
+tiles ``pid_k, pid_k + SPLIT_K, ...`` (interleaved, so concurrently running splits read neighbouring
+weight rows) in BLOCK_K steps, dequantizing each weight tile in registers (fp32, then one rounding to
+the activation dtype) and feeding ``tl.dot`` with fp32 accumulation. At a few tens of rows the
+output tiles alone leave most SMs idle, and splitting K multiplies the programs (and the weight
+bytes in flight); their partials are combined in the same launch (`common.write_result`). With
+SPLIT_K = 1 the tile is written once, deterministic by construction. Tiles are visited in grouped
+order (GROUP_M tile-rows share their weight columns while they are in L2), as in Triton's matmul
+tutorial.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
-    WRITE_FINAL,
     dequantize,
     dot_acc,
     load_codes,
@@ -25,15 +29,18 @@ from gemlite.kernels.common import (
 def gemm_kernel(
     # Pointers
     x_ptr,  # [M, K] activations, compute dtype
-    w_ptr,  # weight (layout.py): packed [K // E, N] or [N, K]
+    w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
     b_ptr,  # bias [N] (HAS_BIAS only)
     out_ptr,  # [M, N] output, contiguous
+    ws_ptr,  # fp32 workspace for partial sums (WRITE_PARTIAL / WRITE_ATOMIC)
+    lock_ptr,  # int32 counters, one per output tile, zero between launches (split K only)
     # Sizes
     M,
     N,
     K,
+    MN,  # M * N (int64 when large): the size of one workspace slice
     zero_int,  # the integer zero-point (ZERO_INT only)
     # Strides
     stride_xm,
@@ -50,15 +57,18 @@ def gemm_kernel(
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    WRITE_MODE: tl.constexpr,  # common.WRITE_*
     # Tile configuration
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    """y[M, N] = x[M, K] @ dequant(W)[K, N] (+ bias), one output tile per program."""
-    # -- 1. map the program id to an output tile, in groups of GROUP_M tile-rows -------------------
+    """y[M, N] (or this split's partial of it) = x[M, K] @ dequant(W)[K, N] (+ bias)."""
+    # -- 1. map program ids to an output tile (grouped order) and a K split -------------------------
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     num_pid_in_group = GROUP_M * num_pid_n
@@ -82,15 +92,14 @@ def gemm_kernel(
     if PRE_SCALE and GROUP_SIZE == 0:
         scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
 
-    # -- 3. walk K: load x, unpack + dequantize W, accumulate on tensor cores --------------------
+    # -- 3. walk this split's K tiles: load x, unpack + dequantize W, accumulate on tensor cores ------
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
         k_idx = k0 + offs_k
-        mask_k = k_idx < K
         if EVEN_K:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
         else:
-            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)
         codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
                            W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
         if GROUP_SIZE > 0:
@@ -98,13 +107,22 @@ def gemm_kernel(
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
             )
-        w = dequantize(codes, scale, zero, zero_int, W_KIND, ZERO_MODE, POST_SCALE, x_ptr.dtype.element_ty)
+        w = dequantize(
+            codes,
+            scale[None, :],
+            zero[None, :],
+            zero_int,
+            W_KIND,
+            ZERO_MODE,
+            POST_SCALE,
+            x_ptr.dtype.element_ty,
+        )
         acc = dot_acc(x, w, acc)
 
-    # -- 4. epilogue: per-column scale, bias, cast, store ------------------------------------------
+    # -- 4. epilogue: per-column scale, bias, cast, store (or this split's partial) --------------------
     offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     write_result(
-        acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], 0, 0, out_ptr, out_ptr, s_ptr, b_ptr,
-        WRITE_FINAL, POST_SCALE, HAS_BIAS,
+        acc, offs_mn, mask, offs_n[None, :], mask_n[None, :], pid_k, pid, MN, out_ptr, ws_ptr, lock_ptr,
+        s_ptr, b_ptr, WRITE_MODE, POST_SCALE, HAS_BIAS,
     )  # fmt: skip

@@ -1,10 +1,17 @@
-"""GEMV: one activation row per program, CUDA-core FMAs reduced with ``tl.sum`` (decode, M of 1-4).
+"""GEMV: one activation row per program, CUDA-core FMAs, fp32 dequantization (decode, M of 1).
 
-Program (m, column block, K split) walks its contiguous K range in BLOCK_K steps: it loads
-``x[m, k:k+BLOCK_K]`` and the ``[BLOCK_K, BLOCK_N]`` weight tile, dequantizes the tile in fp32 (no
-rounding to fp16/bf16 at all: there is no tensor core to feed), and adds ``sum_k x * w`` to a
-``[BLOCK_N]`` fp32 accumulator. SPLIT_K programs per column block keep enough weight bytes in flight
-at M = 1; their partials are combined as `common` describes (fixed-order reduction by default).
+Program (row m, column block, K split) walks its contiguous K range in BLOCK_K steps. Each step
+loads a ``[BLOCK_K // E, E, BLOCK_N]`` weight tile (``E`` codes per packed word, 1 for unpacked
+weights): packed words ``[K // E, N]`` are read along N, unpacked ``[N, K]`` weights along K, both
+as wide coalesced loads. It dequantizes the tile in fp32 (no rounding to fp16/bf16 at all: there is
+no tensor core to feed), multiplies it by the matching slice of ``x[m]`` and adds the products of a
+word's E codes (held by one thread) into a ``[BLOCK_K // E, BLOCK_N]`` fp32 accumulator; one
+reduction over its leading axis at the end gives the ``[BLOCK_N]`` result. SPLIT_K programs per column
+block keep enough weight bytes in flight at M = 1; their partials are combined in the same launch
+(`common.write_result`: fixed-order, deterministic by default).
+
+The families GEMV, GEMV_SPLITK and GEMV_REVSPLITK all run this kernel; they differ only in how K is
+split (`gemlite.kernels.plan`) and in their config spaces.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
+    KIND_FP8,
+    KIND_INT8,
+    KIND_PACKED,
     dequantize,
-    load_codes,
     load_group_meta,
     write_result,
 )
@@ -24,12 +33,13 @@ from gemlite.kernels.common import (
 def gemv_kernel(
     # Pointers
     x_ptr,  # [M, K] activations, compute dtype
-    w_ptr,  # weight (layout.py): packed [K // E, N] or [N, K]
+    w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
     b_ptr,  # bias [N] (HAS_BIAS only)
     out_ptr,  # [M, N] output, contiguous
     ws_ptr,  # fp32 workspace for partial sums (WRITE_PARTIAL / WRITE_ATOMIC)
+    lock_ptr,  # int32 counters, one per output tile, zero between launches (split K only)
     # Sizes
     M,
     N,
@@ -57,18 +67,24 @@ def gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """Partial y[m, n-block] over K split program_id(1); see the module docstring."""
+    """y[m, n-block] (or this split's partial of it) over K split program_id(1)."""
     # -- 1. map program ids to (row, column block, K split) ----------------------------------------
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = pid % M  # the rows of one column block run side by side and share its weight in L2
     pid_n = pid // M
 
-    # -- 2. offsets ----------------------------------------------------------------------------------
+    # -- 2. offsets: the tile is [BLOCK_K // E, E, BLOCK_N] with E = ELEMS_PER_WORD (1 unpacked);
+    #       K index = k0 + row * E + j ------------------------------------------------------------
+    E = ELEMS_PER_WORD
+    offs_r = tl.arange(0, BLOCK_K // ELEMS_PER_WORD)
+    offs_j = tl.arange(0, ELEMS_PER_WORD)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_n = offs_n < N
+    k_in_tile = offs_r[:, None, None] * E + offs_j[None, :, None]  # [ROWS, E, 1]
     x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
+    w_cols = w_ptr + offs_n[None, None, :] * stride_wn
+    shifts = offs_j[None, :, None] * W_BITS
 
     scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
     zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -76,26 +92,59 @@ def gemv_kernel(
         scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
 
     # -- 3. walk this split's K range --------------------------------------------------------------
-    acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.float32)
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
     for k0 in range(k_start, k_end, BLOCK_K):
-        k_idx = k0 + offs_k
-        mask_k = k_idx < K
-        x = tl.load(x_row + k_idx, mask=mask_k, other=0.0).to(tl.float32)
-        codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
-                           W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+        k_idx = k0 + k_in_tile
+        if EVEN_K:
+            x = tl.load(x_row + k_idx).to(tl.float32)
+        else:
+            x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0).to(tl.float32)
+        if W_KIND == KIND_PACKED:
+            # One load per word ([ROWS, 1, BLOCK_N]); its E codes are cut out by a broadcast shift.
+            rows = k0 // E + offs_r[:, None, None]
+            ptrs = w_cols + rows * stride_wk
+            if EVEN_K:
+                words = tl.load(ptrs, mask=mask_n[None, None, :], other=0)
+            else:
+                words = tl.load(ptrs, mask=(rows < K // E) & mask_n[None, None, :], other=0)
+            codes = (words.to(tl.int32) >> shifts) & ((1 << W_BITS) - 1)
+        else:
+            ptrs = w_cols + k_idx * stride_wk
+            if W_KIND == KIND_INT8 or W_KIND == KIND_FP8:
+                # The bytes: INT8 widened without sign extension (int8_to_f32), FP8 reinterpreted
+                # after the load (masked lanes must read +0.0, and Triton cannot cast `other` to fp8).
+                ptrs = ptrs.to(tl.pointer_type(tl.uint8))
+            if EVEN_K:
+                codes = tl.load(ptrs, mask=mask_n[None, None, :], other=0)
+            else:
+                codes = tl.load(ptrs, mask=(k_idx < K) & mask_n[None, None, :], other=0)
+            if W_KIND == KIND_INT8:
+                codes = codes.to(tl.int32)
+            elif W_KIND == KIND_FP8:
+                codes = codes.to(tl.float8e4nv, bitcast=True)
         if GROUP_SIZE > 0:
             # BLOCK_K divides GROUP_SIZE and K_PER_SPLIT is a multiple of BLOCK_K: one group per step.
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
             )
-        w = dequantize(codes, scale, zero, zero_int, W_KIND, ZERO_MODE, POST_SCALE, tl.float32)
-        acc += tl.sum(x[:, None] * w, axis=0)
+        w = dequantize(
+            codes,
+            scale[None, None, :],
+            zero[None, None, :],
+            zero_int,
+            W_KIND,
+            ZERO_MODE,
+            POST_SCALE,
+            tl.float32,
+        )
+        acc += tl.sum(x * w, axis=1)
+    acc_n = tl.sum(acc, axis=0)
 
     # -- 4. write the row block (final) or this split's partial -------------------------------------
     offs_mn = pid_m.to(tl.int64) * N + offs_n
     write_result(
-        acc, offs_mn, mask_n, offs_n, mask_n, pid_k, MN, out_ptr, ws_ptr, s_ptr, b_ptr,
+        acc_n, offs_mn, mask_n, offs_n, mask_n, pid_k, pid, MN, out_ptr, ws_ptr, lock_ptr, s_ptr, b_ptr,
         WRITE_MODE, POST_SCALE, HAS_BIAS,
     )  # fmt: skip

@@ -58,6 +58,15 @@ def supported_weight_kinds() -> tuple[WeightKind, ...]:
     return tuple(_WEIGHT)
 
 
+def check_format(fmt: Format) -> WeightScheme:
+    """The weight scheme of `fmt`, after checking this release runs it (its weight kind and variant and
+    its activation scheme); NotImplementedError naming what is missing otherwise."""
+    scheme = weight_scheme(fmt.weight.kind)
+    scheme.check_spec(fmt.weight)
+    act_scheme(fmt.act.kind)
+    return scheme
+
+
 # --------------------------------------------------------------------------------------------
 # GemLite-style pack(W_q, scales, zeros, bias): which format do the tensors mean?
 # --------------------------------------------------------------------------------------------
@@ -90,4 +99,4 @@ def infer_format(W_nbits: int, W_q_dtype: torch.dtype, compute_dtype: torch.dtyp
     return FORMATS[name]
 
 
-__all__ = ["act_scheme", "infer_format", "supported_weight_kinds", "weight_scheme"]
+__all__ = ["act_scheme", "check_format", "infer_format", "supported_weight_kinds", "weight_scheme"]

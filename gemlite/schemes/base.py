@@ -155,6 +155,15 @@ class WeightScheme:
         """The layout's word: the packing word for packed codes, else the element width."""
         return requested if self.packed else spec.bits
 
+    def check_spec(self, spec: WeightSpec) -> None:
+        """Raise NotImplementedError for a variant of the kind this release has no kernels for
+        (block-scaled weights, ``block_n > 1``)."""
+        if spec.block_n != 1:
+            raise NotImplementedError(
+                f"format: {spec.kind.name} weights with {spec.block_n}x{spec.group_size} blocks "
+                "(block-scaled) are planned for a later release of gemlite"
+            )
+
     def check_layout(self, layout) -> None:
         """Raise ValueError for a group size, word or zero-point this scheme's kernels cannot run."""
         k, g = layout.in_features, layout.group_size

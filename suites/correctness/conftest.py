@@ -13,9 +13,9 @@ import pytest
 from hypothesis import reject
 
 from harness import profiles
-from harness.support import CaseRejected
 from harness.numerics import Comparison
 from harness.repro import reproducer, run_case
+from harness.support import CaseRejected
 
 
 @pytest.fixture

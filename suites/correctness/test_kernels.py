@@ -1,15 +1,15 @@
-"""The kernel contract (`gemlite.kernels`) against the float64 golden of `reference`, same codes.
+"""The kernel contract (`gemlite.matmul.matmul`) against the float64 golden of `reference`, same codes.
 
 Every family x every weight kind x fp16/bf16 activations x fp16/bf16/fp32 output runs on small shapes
 (the Triton interpreter on CPU, or the GPU), with bias, tails in M, N and K, K splits and both packing
-words; plus determinism, the atomic paths, forced tiles that leave K tails, layout metadata and every
-input the contract must refuse.
+words; plus determinism, the atomic paths, forced tiles that leave K tails, the row-chunked workspace,
+layout metadata, and every input the contract (and `GemLiteLinear.pack` in front of it) must refuse.
 
-Bound, element-wise: |y - y*| <= C * (u_out |y*| + (u_dot + K * 2**-24) * sum_k |x_k W_k|), with u the
-unit roundoff (fp16 2**-11, bf16 2**-8, fp32 2**-24): one rounding of the output, one rounding of each
-dequantized weight to the dot dtype, fp32 accumulation over K. C = 4 leaves room for the few extra
-roundings of the epilogue and, under the interpreter, for its fp32 -> bf16 casts that truncate (up to
-2u) instead of rounding to nearest.
+Operands come from the one operand builder: a case is written with `harness.case.pinned`, its tensors
+drawn and quantized by `harness.build.make_operands`, its layer packed by `harness.build.build_layer`
+(the public API); the contract is then called with the layer's prepared tensors and judged by
+`harness.numerics.compare_output` against `harness.build.golden`, under the derived element-wise bound
+of `harness.numerics` (its docstring says why c = 2 holds on the GPU and under the interpreter).
 """
 
 from __future__ import annotations
@@ -17,24 +17,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-import reference as ref
-from gemlite import autotune
-from gemlite.formats import Format, WeightKind, WeightSpec, Zeros
-from gemlite.kernels import MATMUL_TYPES, WeightLayout, interpreter_active, matmul, prepare_weight
+from gemlite import GemLiteLinear, autotune
+from gemlite.formats import FORMATS, DType, Format, WeightKind, WeightSpec
+from gemlite.kernels import interpreter_active
+from gemlite.kernels import plan as kernel_plan
+from gemlite.kernels.common import WRITE_ATOMIC, WRITE_ATOMIC_FINAL, WRITE_PARTIAL
+from gemlite.layout import WeightLayout
+from gemlite.matmul import matmul
+from gemlite.packing import pack_codes
 from gemlite.settings import is_deterministic, set_deterministic
+from harness.build import build_layer, golden, make_operands, precision
+from harness.case import Case, legality_problems, pinned
+from harness.numerics import assert_exact, compare_output
+from harness.repro import reproducer
+from harness.support import AUTO, DTYPES, MATMUL_TYPES, SUPPORT
 
 pytestmark = pytest.mark.interpreter
 
-U = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
-C_BOUND = 4
-ACT_DTYPES = (torch.float16, torch.bfloat16)
-OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-DT = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}
+ACT_DTYPES = ("float16", "bfloat16")
+OUT_DTYPES = ("float16", "bfloat16", "float32")
+BIASES = ("none", "float32", "input")
+DT = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 
 
 @pytest.fixture(autouse=True)
@@ -47,129 +54,109 @@ def _no_tuning():
 
 
 # ------------------------------------------------------------------------------------------------
-# Weight cases: codes + scales + zeros in canonical form, for the reference and for prepare_weight
+# Weight variants (the fields of a `pinned` case that pick the weight), and the contract run
 # ------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class WCase:
-    """A weight format variant. group: None = channel-wise. zeros: "float" | "int" | "none"."""
-
-    kind: WeightKind
-    bits: int
-    group: int | None = None
-    zeros: str = "none"
-    word_bits: int = 32
-    scale_dtype: torch.dtype | None = None  # HQQ: None = the activation dtype
-
-    @property
-    def id(self) -> str:
-        if self.kind is not WeightKind.HQQ:
-            return self.kind.value
-        g = "chan" if self.group is None else f"g{self.group}"
-        s = "" if self.scale_dtype is None else f"-s{DT[self.scale_dtype]}"
-        return f"hqq{self.bits}-{g}-z{self.zeros}-w{self.word_bits}{s}"
-
-    def spec(self) -> WeightSpec:
-        zeros = {"float": Zeros.FLOAT, "int": Zeros.INT, "none": Zeros.NONE}[self.zeros]
-        if self.kind is WeightKind.TERNARY:
-            zeros = Zeros.INT
-        return WeightSpec(self.kind, self.bits, group_size=self.group, zeros=zeros)
-
-    def fits(self, K: int) -> bool:
-        return self.group is None or K % self.group == 0
-
-
-# One case per weight kind (the main matrix) ...
-KIND_CASES = [
-    WCase(WeightKind.FLOAT, 16),
-    WCase(WeightKind.HQQ, 8, 64, "float"),
-    WCase(WeightKind.HQQ, 4, 32, "float", word_bits=8),
-    WCase(WeightKind.HQQ, 2, 128, "int", scale_dtype=torch.float32),
-    WCase(WeightKind.HQQ, 1, 32, "float"),
-    WCase(WeightKind.INT8, 8),
-    WCase(WeightKind.FP8, 8),
-    WCase(WeightKind.TERNARY, 2),
+# scale_dtype "act": the scales (and float zeros) in the activation dtype, as HQQ usually hands them.
+# One variant per weight kind (the main matrix) ...
+KIND_VARIANTS = [
+    dict(format="A16W16"),
+    dict(format="A16W8_HQQ_INT", group_size=64, zeros="float", scale_dtype="act"),
+    dict(format="A16W4_HQQ_INT", group_size=32, zeros="float", packing_bitwidth=8, scale_dtype="act"),
+    dict(format="A16W2_HQQ_INT", group_size=128, zeros="int", scale_dtype="float32"),
+    dict(format="A16W1_HQQ_INT", group_size=32, zeros="float", scale_dtype="act"),
+    dict(format="A16W8_INT8"),
+    # Outliers spread the e4m3 codes over their whole range, subnormals included (see
+    # test_fp8_subnormal_codes).
+    dict(format="A16W8_FP8", dist="outliers"),
+    dict(format="A16W158_INT"),
 ]
 # ... and the remaining variants: group sizes, zero modes, words, scale dtypes, channel-wise paths.
-VARIANT_CASES = [
-    WCase(WeightKind.HQQ, 4, 128, "float"),
-    WCase(WeightKind.HQQ, 4, 64, "int", word_bits=8, scale_dtype=torch.bfloat16),
-    WCase(WeightKind.HQQ, 4, 256, "none", scale_dtype=torch.float32),
-    WCase(WeightKind.HQQ, 2, 32, "float", word_bits=8),
-    WCase(WeightKind.HQQ, 1, 128, "int"),
-    WCase(WeightKind.HQQ, 8, 32, "none", word_bits=8, scale_dtype=torch.float16),
-    WCase(WeightKind.HQQ, 4, None, "float"),  # channel-wise, dequantized in the loop
-    WCase(WeightKind.HQQ, 4, None, "int"),  # channel-wise, exact codes, post-scaled
-    WCase(WeightKind.HQQ, 8, None, "none", word_bits=8),  # one code per byte
-    WCase(WeightKind.HQQ, 2, None, "float", word_bits=8, scale_dtype=torch.bfloat16),
+FORMAT_VARIANTS = [
+    dict(format="A16W4_HQQ_INT", group_size=128, zeros="float", scale_dtype="act"),
+    dict(format="A16W4_HQQ_INT", group_size=64, zeros="int", packing_bitwidth=8, scale_dtype="bfloat16"),
+    dict(format="A16W4_HQQ_INT", group_size=256, zeros="none", scale_dtype="float32"),
+    dict(format="A16W2_HQQ_INT", group_size=32, zeros="float", packing_bitwidth=8, scale_dtype="act"),
+    dict(format="A16W1_HQQ_INT", group_size=128, zeros="int", scale_dtype="act"),
+    dict(format="A16W8_HQQ_INT", group_size=32, zeros="none", packing_bitwidth=8, scale_dtype="float16"),
+    # channel-wise, dequantized in the loop
+    dict(format="A16W4_HQQ_INT", group_size=None, zeros="float", scale_dtype="act"),
+    # channel-wise, exact codes, post-scaled
+    dict(format="A16W4_HQQ_INT", group_size=None, zeros="int", scale_dtype="act"),
+    # one code per byte
+    dict(format="A16W8_HQQ_INT", group_size=None, zeros="none", packing_bitwidth=8, scale_dtype="act"),
+    dict(format="A16W2_HQQ_INT", group_size=None, zeros="float", packing_bitwidth=8, scale_dtype="bfloat16"),
 ]
 
 
-def make_weight(case: WCase, N: int, K: int, act: torch.dtype, device, seed: int):
-    """(fmt, reference QuantizedWeight, (codes, scales, zeros) canonical) for `case`."""
-    g = torch.Generator().manual_seed(seed)
-    sdt = case.scale_dtype or act
-    kind = case.kind
-    G = 1 if case.group is None else K // case.group
-    zeros = None
-    if kind is WeightKind.FLOAT:
-        codes, scales = (torch.randn(N, K, generator=g) * 0.1).to(act), None
-    elif kind in (WeightKind.HQQ, WeightKind.TERNARY):
-        top = 2 if kind is WeightKind.TERNARY else (1 << case.bits) - 1
-        codes = torch.randint(0, top + 1, (N, K), generator=g, dtype=torch.uint8)
-        if kind is WeightKind.TERNARY:
-            scales, zeros = (torch.rand(N, 1, generator=g) * 0.05 + 0.01), 1
-        else:
-            scales = (torch.rand(N, G, generator=g) * 0.05 / (top + 1) + 0.002).to(sdt)
-            if case.zeros == "float":
-                zeros = (torch.rand(N, G, generator=g) * top).to(sdt)
-            elif case.zeros == "int":
-                zeros = 1 << (case.bits - 1)
-    elif kind is WeightKind.INT8:
-        codes = torch.randint(-128, 128, (N, K), generator=g, dtype=torch.int8)
-        scales = torch.rand(N, 1, generator=g) * 1e-3 + 1e-4
-    else:  # FP8: a wide spread of e4m3 values, subnormals included
-        codes = (torch.randn(N, K, generator=g) * torch.rand(N, K, generator=g) * 200).clamp(-448, 448)
-        codes = codes.to(torch.float8_e4m3fn)
-        scales = torch.rand(N, 1, generator=g) * 1e-3 + 1e-4
-    fmt = Format(f"test-{case.id}", case.spec())
-    qw = ref.QuantizedWeight(fmt, codes, scales, zeros)
-    to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
-    return fmt, qw, (to(codes), to(scales), to(zeros))
+def variant_id(variant: dict) -> str:
+    """A test id for a weight variant (``hqq4-g32-zfloat-w8-sact``, ``A16W8_INT8``)."""
+    name = variant["format"]
+    if FORMATS[name].weight.kind is not WeightKind.HQQ:
+        return name
+    g = "chan" if variant["group_size"] is None else f"g{variant['group_size']}"
+    word = variant.get("packing_bitwidth", 32)
+    return f"hqq{FORMATS[name].weight.bits}-{g}-z{variant['zeros']}-w{word}-s{variant['scale_dtype']}"
 
 
-def check_close(y: torch.Tensor, x: torch.Tensor, fmt, qw, bias, act: torch.dtype, what: str) -> None:
-    """Assert y is within the module docstring's bound of the float64 golden."""
-    xc, bc = x.cpu(), None if bias is None else bias.cpu()
-    y_star = ref.linear(fmt, xc, qw, bc)
-    abs_sum = xc.double().abs() @ ref.dequantize_weight(qw).abs().T
-    K = x.shape[1]
-    bound = C_BOUND * (U[y.dtype] * y_star.abs() + (U[act] + K * 2.0**-24) * abs_sum)
-    yd = y.cpu().double()
-    assert torch.isfinite(yd).all(), f"{what}: non-finite outputs"
-    err = (yd - y_star).abs()
-    bad = err > bound
-    if bad.any():
-        i = int((err / bound.clamp_min(1e-300)).argmax())
-        m, n = divmod(i, y.shape[1])
-        raise AssertionError(
-            f"{what}: {int(bad.sum())}/{bad.numel()} outputs beyond the bound; worst y[{m},{n}] = "
-            f"{yd[m, n].item():.6g}, golden {y_star[m, n].item():.6g}, |err| {err[m, n].item():.3g} > "
-            f"bound {bound[m, n].item():.3g}"
-        )
+def kernel_case(
+    variant: dict, *, family: str, act: str, out: str, M: int, N: int, K: int, bias: str, seed: int
+) -> Case:
+    """The legal `pinned` case of one weight variant with the given family, dtypes, shape and bias."""
+    fields = dict(variant)
+    if fields.get("scale_dtype") == "act":
+        fields["scale_dtype"] = act
+    return pinned(
+        family=family, input_dtype=act, output_dtype=out, M=M, N=N, K=K, bias=bias, seed=seed, **fields
+    )
 
 
-def run_case(case: WCase, family, act, out, M, N, K, bias_dtype, device, seed):
-    fmt, qw, (codes, scales, zeros) = make_weight(case, N, K, act, device, seed)
-    layout, t = prepare_weight(case.spec(), codes, scales, zeros, compute_dtype=act, word_bits=case.word_bits)
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(M, K, generator=g).to(act).to(device)
-    bias = None if bias_dtype is None else torch.randn(N, generator=g).to(bias_dtype).to(device)
-    y = matmul(x, t["W_q"], t["scales"], t["zeros"], bias, layout, out, family)
-    assert y.shape == (M, N) and y.dtype == out and y.device == x.device
-    check_close(y, x, fmt, qw, bias, act, f"{family} {case.id} act={DT[act]} out={DT[out]} M={M} N={N} K={K}")
-    return y, (x, t, bias, layout)
+def run_contract(case: Case, device: str):
+    """Pack `case` through the harness, call the kernel contract with the layer's prepared tensors and
+    judge the output against the golden; returns ``(y, ops, layer)``."""
+    ops = make_operands(case, device)
+    layer = build_layer(case, ops)
+    out = DTYPES[case.output_dtype]
+    family = None if case.family == AUTO else case.family
+    y = matmul(ops.x, layer.W_q, layer.scales, layer.zeros, layer.bias, layer.layout, out, family)
+    assert y.shape == (case.M, case.N) and y.dtype == out and y.device == ops.x.device
+    context = (
+        f"{case.label} {case.family} act={case.input_dtype} out={case.output_dtype} "
+        f"M={case.M} N={case.N} K={case.K}"
+    )
+    result = compare_output(y, golden(case, ops), precision(case), repro=reproducer(case), context=context)
+    assert result.ok, result.message()
+    return y, ops, layer
+
+
+def call_again(ops, layer, out_dtype: str, family: str) -> torch.Tensor:
+    """The contract on the same prepared tensors and x once more."""
+    return matmul(
+        ops.x, layer.W_q, layer.scales, layer.zeros, layer.bias, layer.layout, DTYPES[out_dtype], family
+    )
+
+
+def launch_plan(ops, layer, out_dtype: str, family: str):
+    """The launches `gemlite.kernels.plan` describes for this call (inside a `forced_config` block)."""
+    config = autotune.get_config(family, ops.x.shape[0], layer.layout, DTYPES[out_dtype], layer.scales.dtype)
+    _, launches = kernel_plan.plan(
+        family,
+        ops.x,
+        layer.W_q,
+        layer.scales,
+        layer.zeros,
+        layer.bias,
+        layer.layout,
+        DTYPES[out_dtype],
+        config,
+    )
+    return launches
+
+
+def family_launches(launches) -> list:
+    """The launches of a family kernel (one per row chunk), not of a separate split-K reduction pass
+    where the plan has one: only a family kernel is compiled with a WRITE_MODE."""
+    return [step for step in launches if "WRITE_MODE" in step.constexprs]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,66 +166,86 @@ def run_case(case: WCase, family, act, out, M, N, K, bias_dtype, device, seed):
 SHAPES_M, SHAPES_N, SHAPES_K = (1, 3, 17), (40, 64), (96, 128, 256)
 
 
-def _shape_for(i: int, case: WCase) -> tuple[int, int, int]:
-    """Rotate through M, N and K (those the case's group size allows) across the matrix."""
-    Ks = [k for k in SHAPES_K if case.fits(k)]
+def _fits(variant: dict, K: int) -> bool:
+    group = variant.get("group_size")
+    return group is None or K % group == 0
+
+
+def _shape_for(i: int, variant: dict) -> tuple[int, int, int]:
+    """Rotate through M, N and K (those the variant's group size allows) across the matrix."""
+    Ks = [k for k in SHAPES_K if _fits(variant, k)]
     return SHAPES_M[i % 3], SHAPES_N[(i // 3) % 2], Ks[(i // 2) % len(Ks)]
 
 
 MAIN = [
-    (family, case, act, out)
+    (family, v, act, out)
     for family in MATMUL_TYPES
-    for case in KIND_CASES
+    for v in KIND_VARIANTS
     for act in ACT_DTYPES
     for out in OUT_DTYPES
 ]
 
 
 @pytest.mark.parametrize(
-    "family,case,act,out", MAIN, ids=[f"{f}-{c.id}-a{DT[a]}-o{DT[o]}" for f, c, a, o in MAIN]
+    "family,variant,act,out", MAIN, ids=[f"{f}-{variant_id(v)}-a{DT[a]}-o{DT[o]}" for f, v, a, o in MAIN]
 )
-def test_every_family_kind_and_dtype(family, case, act, out, device):
-    i = MAIN.index((family, case, act, out))
-    M, N, K = _shape_for(i, case)
-    bias_dtype = (None, torch.float32, act)[i % 3]
-    run_case(case, family, act, out, M, N, K, bias_dtype, device, seed=i)
+def test_every_family_kind_and_dtype(family, variant, act, out, device):
+    i = MAIN.index((family, variant, act, out))
+    M, N, K = _shape_for(i, variant)
+    case = kernel_case(variant, family=family, act=act, out=out, M=M, N=N, K=K, bias=BIASES[i % 3], seed=i)
+    run_contract(case, device)
 
 
-VARIANTS = [(family, case) for family in MATMUL_TYPES for case in VARIANT_CASES]
+VARIANTS = [(family, v) for family in MATMUL_TYPES for v in FORMAT_VARIANTS]
 
 
-@pytest.mark.parametrize("family,case", VARIANTS, ids=[f"{f}-{c.id}" for f, c in VARIANTS])
-def test_format_variants(family, case, device):
-    i = VARIANTS.index((family, case))
-    M, N, K = _shape_for(i, case)
+@pytest.mark.parametrize("family,variant", VARIANTS, ids=[f"{f}-{variant_id(v)}" for f, v in VARIANTS])
+def test_format_variants(family, variant, device):
+    i = VARIANTS.index((family, variant))
+    M, N, K = _shape_for(i, variant)
     act, out = ACT_DTYPES[i % 2], OUT_DTYPES[i % 3]
-    run_case(case, family, act, out, M, N, K, torch.float16, device, seed=1000 + i)
+    case = kernel_case(variant, family=family, act=act, out=out, M=M, N=N, K=K, bias="input", seed=1000 + i)
+    run_contract(case, device)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", MATMUL_TYPES)
-@pytest.mark.parametrize("case", KIND_CASES + VARIANT_CASES, ids=lambda c: c.id)
-def test_every_shape(family, case, device):
+@pytest.mark.parametrize("variant", KIND_VARIANTS + FORMAT_VARIANTS, ids=variant_id)
+def test_every_shape(family, variant, device):
     """All M x N x K combinations (slow: the main matrix already rotates through them)."""
     for j, (M, N, K) in enumerate((m, n, k) for m in SHAPES_M for n in SHAPES_N for k in SHAPES_K):
-        if case.fits(K):
-            run_case(
-                case, family, ACT_DTYPES[j % 2], OUT_DTYPES[j % 3], M, N, K, torch.float32, device, seed=j
+        if _fits(variant, K):
+            act, out = ACT_DTYPES[j % 2], OUT_DTYPES[j % 3]
+            run_contract(
+                kernel_case(variant, family=family, act=act, out=out, M=M, N=N, K=K, bias="float32", seed=j),
+                device,
             )
+
+
+@pytest.mark.parametrize("family", MATMUL_TYPES)
+def test_fp8_subnormal_codes(family, device):
+    """e4m3 codes below 2**-6 (subnormal in e4m3, normal in fp16/bf16) dequantize right."""
+    case = pinned("A16W8_FP8", family=family, M=3, N=40, K=256, dist="outliers", bias="input", seed=4)
+    _, ops, _ = run_contract(case, device)
+    magnitude = ops.qw.codes.float().abs()
+    assert int(((magnitude > 0) & (magnitude < 2.0**-6)).sum()) >= 4, "the case holds too few subnormal codes"
 
 
 def test_dispatch_by_m(device):
     """matmul_type=None picks a family by M (GEMV, GEMM_SPLITK and GEMM sizes) and stays correct."""
-    case = WCase(WeightKind.HQQ, 4, 64, "float")
     for M in (1, 5, 128):
-        run_case(case, None, torch.float16, torch.float16, M, 40, 128, torch.float16, device, seed=M)
+        run_contract(
+            pinned("A16W4_HQQ_INT", group_size=64, zeros="float", M=M, N=40, K=128, bias="input", seed=M),
+            device,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # K tails, K splits, atomics and determinism (tiles forced)
 # ------------------------------------------------------------------------------------------------
 
-# Tiles whose K step does not divide K = 96 (masked K tails) and that split K over programs.
+# Tiles whose K step (GEMV_REVSPLITK: the 2 x BLOCK_K one program covers) does not divide K = 96, so
+# the last step runs past K (a K tail), and that split K over programs.
 TAIL_CONFIGS = {
     "GEMV": autotune.Config(BLOCK_N=32, BLOCK_K=64, SPLIT_K=2),
     "GEMV_REVSPLITK": autotune.Config(BLOCK_N=32, BLOCK_K=32),
@@ -247,19 +254,22 @@ TAIL_CONFIGS = {
     "GEMM": autotune.Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=2),
 }
 # Channel-wise or unpacked: any BLOCK_K is legal, K = 96 leaves a tail of 32.
-TAIL_CASES = [
-    WCase(WeightKind.HQQ, 4, None, "float"),
-    WCase(WeightKind.HQQ, 1, None, "int"),
-    WCase(WeightKind.INT8, 8),
-    WCase(WeightKind.FLOAT, 16),
+TAIL_VARIANTS = [
+    dict(format="A16W4_HQQ_INT", group_size=None, zeros="float", scale_dtype="act"),
+    dict(format="A16W1_HQQ_INT", group_size=None, zeros="int", scale_dtype="act"),
+    dict(format="A16W8_INT8"),
+    dict(format="A16W16"),
 ]
 
 
 @pytest.mark.parametrize("family", MATMUL_TYPES)
-@pytest.mark.parametrize("case", TAIL_CASES, ids=lambda c: c.id)
-def test_k_tail_with_forced_tile(family, case, device):
+@pytest.mark.parametrize("variant", TAIL_VARIANTS, ids=variant_id)
+def test_k_tail_with_forced_tile(family, variant, device):
+    case = kernel_case(
+        variant, family=family, act="bfloat16", out="float32", M=3, N=40, K=96, bias="input", seed=7
+    )
     with autotune.forced_config(family, TAIL_CONFIGS[family]):
-        run_case(case, family, torch.bfloat16, torch.float32, 3, 40, 96, torch.bfloat16, device, seed=7)
+        run_contract(case, device)
 
 
 # Tiles legal for groups of 32 that split K over several programs (GEMM: one program per tile).
@@ -272,49 +282,62 @@ SPLIT_CONFIGS = {
     "GEMM_SPLITK": autotune.Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=4),
     "GEMM": autotune.Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=2),
 }
+SPLITS_AT_K96 = {"GEMV": 3, "GEMV_REVSPLITK": 3, "GEMV_SPLITK": 3, "GEMM_SPLITK": 3, "GEMM": 1}
+HQQ4_G32 = dict(format="A16W4_HQQ_INT", group_size=32, zeros="float", scale_dtype="act")
 
 
 @pytest.mark.parametrize("family", MATMUL_TYPES)
 def test_many_k_splits(family, device):
-    case = WCase(WeightKind.HQQ, 4, 32, "float")
+    case = kernel_case(
+        HQQ4_G32, family=family, act="float16", out="float16", M=2, N=64, K=96, bias="input", seed=11
+    )
     with autotune.forced_config(family, SPLIT_CONFIGS[family]):
-        run_case(case, family, torch.float16, torch.float16, 2, 64, 96, torch.float16, device, seed=11)
+        _, ops, layer = run_contract(case, device)
+        launches = family_launches(launch_plan(ops, layer, case.output_dtype, family))
+    assert launches[0].grid[1] == SPLITS_AT_K96[family], "grid axis 1: one program per K split"
 
 
 @pytest.mark.parametrize("family", MATMUL_TYPES)
 def test_deterministic_bitwise(family, device):
-    """Two calls give bitwise the same output (split paths included: tiles forced to split K)."""
+    """Two calls give bitwise the same output (split paths included: tiles forced to split K, reduced
+    in a fixed order)."""
     assert is_deterministic()
-    case = WCase(WeightKind.HQQ, 4, 32, "float")
-    config = SPLIT_CONFIGS[family]
-    with autotune.forced_config(family, config):
-        y1, (x, t, bias, layout) = run_case(
-            case, family, torch.bfloat16, torch.bfloat16, 3, 64, 128, None, device, 3
-        )
-        y2 = matmul(x, t["W_q"], t["scales"], t["zeros"], bias, layout, torch.bfloat16, family)
-    assert torch.equal(y1, y2), f"{family}: two calls differ"
+    case = kernel_case(
+        HQQ4_G32, family=family, act="bfloat16", out="bfloat16", M=3, N=64, K=128, bias="none", seed=3
+    )
+    with autotune.forced_config(family, SPLIT_CONFIGS[family]):
+        y1, ops, layer = run_contract(case, device)
+        y2 = call_again(ops, layer, case.output_dtype, family)
+        launches = family_launches(launch_plan(ops, layer, case.output_dtype, family))
+    assert_exact(y2, y1, what=f"{family}: second output")
+    if family != "GEMM":
+        assert launches[0].constexprs["WRITE_MODE"] == WRITE_PARTIAL.value
 
 
 @pytest.mark.parametrize("family", ["GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"])
-@pytest.mark.parametrize("out", [torch.float16, torch.float32], ids=["f16-atomic-ws", "f32-atomic-out"])
+@pytest.mark.parametrize("out", ["float16", "float32"], ids=["f16-atomic-ws", "f32-atomic-out"])
 def test_atomic_paths_when_allowed(family, out, device):
     """set_deterministic(False): fp32 atomics into a workspace (fp16 out) or into the output (fp32)."""
-    case = WCase(WeightKind.HQQ, 2, 32, "float")
-    config = SPLIT_CONFIGS[family]
+    variant = dict(format="A16W2_HQQ_INT", group_size=32, zeros="float", scale_dtype="act")
+    case = kernel_case(
+        variant, family=family, act="float16", out=out, M=3, N=40, K=96, bias="float32", seed=5
+    )
     set_deterministic(False)
     try:
-        with autotune.forced_config(family, config):
-            run_case(case, family, torch.float16, out, 3, 40, 96, torch.float32, device, seed=5)
+        with autotune.forced_config(family, SPLIT_CONFIGS[family]):
+            _, ops, layer = run_contract(case, device)
+            launches = family_launches(launch_plan(ops, layer, out, family))
     finally:
         set_deterministic(True)
+    expected = WRITE_ATOMIC_FINAL if out == "float32" else WRITE_ATOMIC
+    assert launches[0].constexprs["WRITE_MODE"] == expected.value
 
 
 def test_m_zero_returns_empty(device):
-    case = WCase(WeightKind.HQQ, 4, 32, "float")
-    _, _, (codes, scales, zeros) = make_weight(case, 40, 64, torch.float16, device, 0)
-    layout, t = prepare_weight(case.spec(), codes, scales, zeros, compute_dtype=torch.float16)
+    case = pinned("A16W4_HQQ_INT", group_size=32, zeros="float", M=1, N=40, K=64)
+    layer = build_layer(case, make_operands(case, device))
     x = torch.empty(0, 64, dtype=torch.float16, device=device)
-    y = matmul(x, t["W_q"], t["scales"], t["zeros"], None, layout, torch.bfloat16)
+    y = matmul(x, layer.W_q, layer.scales, layer.zeros, None, layer.layout, torch.bfloat16)
     assert y.shape == (0, 40) and y.dtype == torch.bfloat16
 
 
@@ -326,14 +349,16 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
     """In a process where the interpreter is off, CPU tensors get a RuntimeError that says what to do."""
     script = (
         "import torch\n"
-        "from gemlite.formats import WeightKind, WeightSpec\n"
-        "from gemlite.kernels import interpreter_active, matmul, prepare_weight\n"
+        "from gemlite.kernels import interpreter_active\n"
+        "from gemlite.matmul import matmul\n"
+        "from harness.build import build_layer, make_operands\n"
+        "from harness.case import pinned\n"
         "assert not interpreter_active()\n"
-        "lay, t = prepare_weight(WeightSpec(WeightKind.INT8, 8), torch.zeros(8, 32, dtype=torch.int8),\n"
-        "                        torch.ones(8, 1), None, compute_dtype=torch.float16)\n"
+        "case = pinned('A16W8_INT8', M=1, K=32, N=8)\n"
+        "ops = make_operands(case)\n"
+        "layer = build_layer(case, ops)\n"
         "try:\n"
-        "    matmul(torch.zeros(1, 32, dtype=torch.float16), t['W_q'], t['scales'], t['zeros'], None, lay,\n"
-        "           torch.float16)\n"
+        "    matmul(ops.x, layer.W_q, layer.scales, layer.zeros, None, layer.layout, torch.float16)\n"
         "except RuntimeError as e:\n"
         "    print('RAISED', e)\n"
     )
@@ -348,146 +373,192 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
 
 
 # ------------------------------------------------------------------------------------------------
-# prepare_weight: layouts, metadata, and what it must refuse
+# Prepared layouts, metadata, and what pack / the layout must refuse
 # ------------------------------------------------------------------------------------------------
 
 
-def _hqq(bits=4, group=32, zeros=Zeros.FLOAT) -> WeightSpec:
-    return WeightSpec(WeightKind.HQQ, bits, group_size=group, zeros=zeros)
+def _built(case: Case, device: str = "cpu"):
+    ops = make_operands(case, device)
+    return ops, build_layer(case, ops)
 
 
-def _hqq_inputs(N=8, K=64, G=2, dtype=torch.float16):
-    return torch.zeros(N, K, dtype=torch.uint8), torch.ones(N, G, dtype=dtype), torch.zeros(N, G, dtype=dtype)
+@pytest.mark.parametrize("word_bits", [32, 8])
+def test_prepared_physical_layout(word_bits):
+    """Packed codes are GemLite's [N, K // e] words transposed to [K // e, N]; scales and zeros are
+    [G, N]; the tensors are what the scheme's `storage` says the contract checks."""
+    case = pinned("A16W4_HQQ_INT", group_size=32, zeros="float", K=64, N=8, packing_bitwidth=word_bits)
+    ops, layer = _built(case)
+    codes, scales, zeros = ops.qw.codes, ops.qw.scales, ops.qw.zeros
+    assert layer.W_q.dtype == {32: torch.int32, 8: torch.uint8}[word_bits] and layer.W_q.is_contiguous()
+    assert_exact(layer.W_q, pack_codes(codes, 4, word_bits).t().contiguous(), what="prepared W_q")
+    assert_exact(layer.scales, scales.t().contiguous(), what="prepared scales")
+    assert_exact(layer.zeros, zeros.t().contiguous(), what="prepared zeros")
+    layout = layer.layout
+    assert layout.elems_per_word == word_bits // 4 and layout.group_size == 32 and layout.is_grouped
+    storage = layout.scheme.storage(layout)
+    assert storage["W_q"].shape == tuple(layer.W_q.shape) == (64 // (word_bits // 4), 8)
+    assert storage["scales"].shape == tuple(layer.scales.shape) == (2, 8)
 
 
-def test_prepared_physical_layout():
-    """Packed codes are GemLite's [N, K // e] words transposed to [K // e, N]; metadata [G, N]."""
-    from gemlite.packing import pack_codes
-
-    codes = torch.randint(0, 16, (8, 64), dtype=torch.uint8)
-    scales, zeros = torch.rand(8, 2, dtype=torch.float16), torch.rand(8, 2, dtype=torch.float16)
-    for word_bits, dtype in ((32, torch.int32), (8, torch.uint8)):
-        layout, t = prepare_weight(
-            _hqq(), codes, scales, zeros, compute_dtype=torch.float16, word_bits=word_bits
-        )
-        assert t["W_q"].dtype == dtype and t["W_q"].is_contiguous()
-        assert torch.equal(t["W_q"], pack_codes(codes, 4, word_bits).t())
-        assert torch.equal(t["scales"], scales.t()) and torch.equal(t["zeros"], zeros.t())
-        assert layout.elems_per_word == word_bits // 4 and layout.group_size == 32 and layout.is_grouped
-    w8 = torch.randint(-128, 128, (8, 64), dtype=torch.int8)
-    layout, t = prepare_weight(
-        WeightSpec(WeightKind.INT8, 8), w8, torch.ones(8, 1), None, compute_dtype=torch.bfloat16
-    )
-    assert (
-        torch.equal(t["W_q"], w8) and t["zeros"].numel() == 0 and layout.word_bits == 8 and layout.post_scale
-    )
+def test_prepared_channelwise_layout():
+    """INT8 codes stay [N, K] as given; fp32 scales [1, N]; no zeros; post-scaled 8-bit layout."""
+    ops, layer = _built(pinned("A16W8_INT8", input_dtype="bfloat16", K=64, N=8))
+    assert_exact(layer.W_q, ops.qw.codes, what="prepared W_q")
+    assert_exact(layer.scales, ops.qw.scales.float().t().contiguous(), what="prepared scales")
+    assert layer.zeros.numel() == 0 and layer.layout.word_bits == 8 and layer.layout.post_scale
 
 
-LAYOUTS = [
-    WeightLayout(_hqq(4, 128), 256, 40, 128, 32, torch.float16),
-    WeightLayout(_hqq(2, None, Zeros.INT), 96, 40, 96, 8, torch.bfloat16, zero_int=2),
-    WeightLayout(_hqq(1, 32, Zeros.NONE), 64, 8, 32, 32, torch.float16),
-    WeightLayout(WeightSpec(WeightKind.INT8, 8), 64, 8, 64, 8, torch.float16),
-    WeightLayout(WeightSpec(WeightKind.FP8, 8), 64, 8, 64, 8, torch.bfloat16),
-    WeightLayout(
-        WeightSpec(WeightKind.TERNARY, 2, zeros=Zeros.INT), 64, 8, 64, 32, torch.float16, zero_int=1
+LAYOUT_CASES = [
+    pinned("A16W4_HQQ_INT", group_size=128, zeros="float", K=256, N=40),
+    pinned(
+        "A16W2_HQQ_INT", group_size=None, zeros="int", K=96, N=40, input_dtype="bfloat16", packing_bitwidth=8
     ),
-    WeightLayout(WeightSpec(WeightKind.FLOAT, 16), 64, 8, 64, 16, torch.bfloat16),
+    pinned("A16W1_HQQ_INT", group_size=32, zeros="none", K=64, N=8),
+    pinned("A16W8_INT8", K=64, N=8),
+    pinned("A16W8_FP8", K=64, N=8, input_dtype="bfloat16"),
+    pinned("A16W158_INT", K=64, N=8),
+    pinned("A16W16", K=64, N=8, input_dtype="bfloat16"),
 ]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: f"{lay.spec.kind.value}{lay.spec.bits}")
-def test_metadata_round_trip(layout):
+@pytest.mark.parametrize("case", LAYOUT_CASES, ids=lambda c: c.label)
+def test_metadata_round_trip(case):
+    layout = _built(case)[1].layout
+    assert layout.format == case.fmt
     meta = layout.to_metadata()
-    assert meta.dtype == torch.int32 and meta.dim() == 1
+    assert meta.dtype == torch.int32 and meta.dim() == 1 and int(meta[1]) == 2
     again = WeightLayout.from_metadata(meta)
     assert again == layout and hash(again) == hash(layout)
 
 
 def test_metadata_refuses_garbage():
-    meta = LAYOUTS[0].to_metadata()
+    meta = _built(LAYOUT_CASES[0])[1].layout.to_metadata()  # A16W4_HQQ_INT/g128, K = 256
     with pytest.raises(ValueError, match="magic"):
-        WeightLayout.from_metadata(torch.zeros(14, dtype=torch.int32))
+        WeightLayout.from_metadata(torch.zeros(17, dtype=torch.int32))
     with pytest.raises(ValueError, match="int32"):
         WeightLayout.from_metadata(meta.to(torch.int64))
     with pytest.raises(ValueError, match="version"):
         WeightLayout.from_metadata(meta[:10])
     bad = meta.clone()
-    bad[9] = 48  # a group size that does not divide K = 256
-    with pytest.raises(ValueError, match="group_size"):
+    bad[4] = bad[11] = 48  # version 2 fields 4 and 11: the spec's and the resolved group size
+    with pytest.raises(ValueError, match="group_size"):  # 48 does not divide K = 256
+        WeightLayout.from_metadata(bad)
+    bad = meta.clone()
+    bad[17] = ord("X")  # the first character of the format name
+    with pytest.raises(ValueError, match="X16W4_HQQ_INT"):
         WeightLayout.from_metadata(bad)
 
 
 @pytest.mark.parametrize("K,group", [(96, 48), (64, 16), (96, 64), (128, 96), (256, 100)])
 def test_unsupported_group_size_is_refused(K, group):
-    """Group sizes the kernels cannot tile exactly are refused, never silently miscomputed."""
-    codes, scales, zeros = _hqq_inputs(8, K, max(1, K // group))
+    """Group sizes the kernels cannot tile exactly are refused, never silently miscomputed: by the
+    layout (the contract), by the layer's constructor and, where the group divides K so the harness
+    can draw the weight, by the public build."""
+    fmt = FORMATS["A16W4_HQQ_INT"].with_group_size(group)
     with pytest.raises(ValueError, match="group_size"):
-        prepare_weight(
-            _hqq(4, group),
-            codes,
-            scales[:, : K // group],
-            zeros[:, : K // group],
-            compute_dtype=torch.float16,
-        )
+        WeightLayout(fmt, K, 8, group, 32, torch.float16)
+    with pytest.raises(ValueError, match="group_size"):
+        GemLiteLinear(4, group, K, 8)
+    if K % group == 0:
+        case = Case(format="A16W4_HQQ_INT", group_size=group, zeros="float", M=1, K=K, N=8)
+        assert legality_problems(case, strict=False) == []
+        with pytest.raises(ValueError, match="group_size"):
+            build_layer(case, make_operands(case))
 
 
 def test_odd_multiple_group_size_is_supported(device):
     """A group of 96 (a multiple of 32 but no power of two) runs on 32-wide K tiles."""
-    case = WCase(WeightKind.HQQ, 4, 96, "float")
     for family in MATMUL_TYPES:
-        run_case(case, family, torch.float16, torch.float32, 3, 40, 192, None, device, seed=3)
+        case = Case(
+            format="A16W4_HQQ_INT",
+            group_size=96,
+            zeros="float",
+            M=3,
+            K=192,
+            N=40,
+            output_dtype="float32",
+            family=family,
+            seed=3,
+        )
+        assert legality_problems(case, strict=False) == []
+        run_contract(case, device)
 
 
-def test_prepare_weight_refuses_bad_inputs():
-    f16 = torch.float16
-    codes, scales, zeros = _hqq_inputs()
+def test_pack_refuses_bad_weights():
+    """What the schemes' canonicalisation and the layout refuse, through the public `pack`."""
+    ops, _ = _built(pinned("A16W4_HQQ_INT", group_size=32, zeros="float", K=64, N=8))
+    codes, scales, zeros = ops.qw.codes, ops.qw.scales, ops.qw.zeros
+
+    def hqq4():
+        return GemLiteLinear(4, 32, 64, 8)
+
     with pytest.raises(ValueError, match="in_features"):
-        prepare_weight(
-            _hqq(4, None),
-            torch.zeros(8, 48, dtype=torch.uint8),
-            scales[:, :1],
-            zeros[:, :1],
-            compute_dtype=f16,
-        )
-    with pytest.raises(TypeError, match="codes"):
-        prepare_weight(_hqq(), codes.to(torch.int8), scales, zeros, compute_dtype=f16)
-    with pytest.raises(ValueError, match="codes"):
-        prepare_weight(_hqq(), codes + 16, scales, zeros, compute_dtype=f16)
+        GemLiteLinear(4, None, 48, 8)  # K not a multiple of 32
+    with pytest.raises(TypeError, match="W_q"):
+        hqq4().pack(codes.to(torch.int8), scales, zeros)
+    with pytest.raises(ValueError, match="W_q"):
+        hqq4().pack(codes + 16, scales, zeros)
     with pytest.raises(ValueError, match="scales"):
-        prepare_weight(_hqq(), codes, scales[:, :1], zeros, compute_dtype=f16)
+        hqq4().pack(codes, scales[:, :1], zeros)
     with pytest.raises(TypeError, match="scales"):
-        prepare_weight(_hqq(), codes, scales.to(torch.int32), zeros, compute_dtype=f16)
+        hqq4().pack(codes, scales.to(torch.int32), zeros)
     with pytest.raises(ValueError, match="zeros"):
-        prepare_weight(_hqq(), codes, scales, zeros[:1], compute_dtype=f16)
-    with pytest.raises(TypeError, match="zeros"):
-        prepare_weight(_hqq(zeros=Zeros.INT), codes, scales, zeros, compute_dtype=f16)
+        hqq4().pack(codes, scales, zeros[:1])
     with pytest.raises(ValueError, match="zero"):
-        prepare_weight(_hqq(zeros=Zeros.INT), codes, scales, 16, compute_dtype=f16)
-    with pytest.raises(ValueError, match="zeros"):
-        prepare_weight(_hqq(zeros=Zeros.NONE), codes, scales, zeros, compute_dtype=f16)
-    with pytest.raises(ValueError, match="word_bits"):
-        prepare_weight(_hqq(), codes, scales, zeros, compute_dtype=f16, word_bits=16)
+        hqq4().pack(codes, scales, 16)
+    with pytest.raises(ValueError, match="packing_bitwidth"):
+        hqq4().pack(codes, scales, zeros, packing_bitwidth=16)
+    with pytest.raises(ValueError, match="input_dtype"):
+        GemLiteLinear(4, 32, 64, 8, input_dtype=DType.FP32)
     with pytest.raises(TypeError, match="compute_dtype"):
-        prepare_weight(_hqq(), codes, scales, zeros, compute_dtype=torch.float32)
-    float_spec, w16 = WeightSpec(WeightKind.FLOAT, 16), torch.zeros(8, 64, dtype=f16)
-    with pytest.raises(TypeError, match="codes"):
-        prepare_weight(float_spec, w16, None, None, compute_dtype=torch.bfloat16)
+        WeightLayout(FORMATS["A16W4_HQQ_INT"].with_group_size(32), 64, 8, 32, 32, torch.float32)
+
+    dense, _ = _built(pinned("A16W16", K=64, N=8))  # an fp16 weight
+    w16 = dense.qw.codes
+    with pytest.raises(TypeError, match="W_q"):
+        GemLiteLinear(16, None, 64, 8, input_dtype=DType.BF16).pack(w16, None, None)
     with pytest.raises(ValueError, match="scales"):
-        prepare_weight(float_spec, w16, torch.ones(8, 1), None, compute_dtype=f16)
-    ternary = WeightSpec(WeightKind.TERNARY, 2, zeros=Zeros.INT)
+        GemLiteLinear(16, None, 64, 8).pack(w16, torch.ones(8, 1), None)
+
+    ternary, _ = _built(pinned("A16W158_INT", K=64, N=8))
     with pytest.raises(ValueError, match="zeros"):
-        prepare_weight(ternary, codes, torch.ones(8, 1), 2, compute_dtype=f16)
-    int8_g32, w8 = WeightSpec(WeightKind.INT8, 8, group_size=32), codes.to(torch.int8)
-    with pytest.raises(ValueError, match="group_size"):
-        prepare_weight(int8_g32, w8, torch.ones(8, 2), None, compute_dtype=f16)
-    with pytest.raises(NotImplementedError, match="MXFP4"):
-        prepare_weight(WeightSpec(WeightKind.MXFP4, 4, group_size=32), codes, scales, None, compute_dtype=f16)
-    block_spec = WeightSpec(WeightKind.INT8, 8, group_size=128, block_n=128)
-    with pytest.raises(NotImplementedError, match="block_n"):
-        prepare_weight(
-            block_spec, torch.zeros(8, 128, dtype=torch.int8), torch.ones(1, 1), None, compute_dtype=f16
+        GemLiteLinear(2, None, 64, 8).pack(
+            ternary.qw.codes, ternary.qw.scales, 2, format=FORMATS["A16W158_INT"]
         )
+
+    int8, _ = _built(pinned("A16W8_INT8", K=64, N=8))
+    with pytest.raises(ValueError, match="group_size"):
+        WeightLayout(
+            Format("A16W8_INT8", WeightSpec(WeightKind.INT8, 8, group_size=32)), 64, 8, 32, 8, torch.float16
+        )
+    with pytest.raises(ValueError, match="scales"):  # INT8 is channel-wise whatever the layer's group
+        GemLiteLinear(8, 32, 64, 8).pack(int8.qw.codes, torch.ones(8, 2), None)
+    with pytest.raises(NotImplementedError, match="MXFP4"):
+        GemLiteLinear(4, 32, 64, 8).pack(codes, scales, None, format=FORMATS["A16W4_MXFP"])
+
+
+# The weight-only format of the registry whose tensors stand in for a format without kernels.
+def _stand_in(fmt: Format) -> str:
+    kind = fmt.weight.kind
+    named = {WeightKind.INT8: "A16W8_INT8", WeightKind.FP8: "A16W8_FP8", WeightKind.TERNARY: "A16W158_INT"}
+    return named.get(kind, f"A16W{fmt.weight.bits}_HQQ_INT")
+
+
+WITHOUT_KERNELS = [name for name in FORMATS if name not in SUPPORT]
+
+
+@pytest.mark.parametrize("name", WITHOUT_KERNELS)
+def test_formats_without_kernels_are_refused(name):
+    """A format this release has no kernels for (MX/NVFP weights, block-scaled weights, dynamic
+    activations) is refused by `pack` with NotImplementedError, never run as a weight-only format."""
+    fmt = FORMATS[name]
+    stand_in = _stand_in(fmt)
+    group = 128 if SUPPORT[stand_in].packed and stand_in != "A16W158_INT" else None
+    zeros = "float" if group else SUPPORT[stand_in].zeros[0].value
+    ops, _ = _built(pinned(stand_in, group_size=group, zeros=zeros, K=128, N=128))
+    layer = GemLiteLinear(fmt.weight.bits, group, 128, 128)
+    with pytest.raises(NotImplementedError, match=rf"{fmt.weight.kind.name}|activation|block"):
+        layer.pack(ops.qw.codes, ops.qw.scales, ops.qw.zeros, format=fmt)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,18 +567,17 @@ def test_prepare_weight_refuses_bad_inputs():
 
 
 def test_matmul_refuses_bad_inputs(device):
-    case = WCase(WeightKind.HQQ, 4, 32, "float")
-    _, _, (codes, scales, zeros) = make_weight(case, 40, 64, torch.float16, device, 0)
-    layout, t = prepare_weight(case.spec(), codes, scales, zeros, compute_dtype=torch.float16)
-    W, s, z = t["W_q"], t["scales"], t["zeros"]
-    x = torch.randn(3, 64, dtype=torch.float16, device=device)
+    case = pinned("A16W4_HQQ_INT", group_size=32, zeros="float", M=3, N=40, K=64)
+    ops, layer = _built(case, device)
+    W, s, z, layout = layer.W_q, layer.scales, layer.zeros, layer.layout
+    x = ops.x
     f16 = torch.float16
     with pytest.raises(TypeError, match="x: expected dtype"):
         matmul(x.to(torch.bfloat16), W, s, z, None, layout, f16)
     with pytest.raises(ValueError, match=r"x: expected shape \[M, 64\]"):
         matmul(x[:, :32], W, s, z, None, layout, f16)
     with pytest.raises(ValueError, match="x: must be contiguous"):
-        matmul(torch.randn(64, 3, dtype=f16, device=device).t(), W, s, z, None, layout, f16)
+        matmul(x.t().contiguous().t(), W, s, z, None, layout, f16)
     with pytest.raises(TypeError, match="out_dtype"):
         matmul(x, W, s, z, None, layout, torch.int32)
     with pytest.raises(ValueError, match="matmul_type"):
@@ -518,6 +588,8 @@ def test_matmul_refuses_bad_inputs(device):
         matmul(x, W.t(), s, z, None, layout, f16)
     with pytest.raises(ValueError, match="scales"):
         matmul(x, W, s[:1], z, None, layout, f16)
+    with pytest.raises(TypeError, match="scales"):
+        matmul(x, W, s.to(torch.int32), z, None, layout, f16)
     with pytest.raises(TypeError, match="layout"):
         matmul(x, W, s, z, None, "A16W4", f16)
     with pytest.raises(ValueError, match="illegal"):
@@ -530,21 +602,21 @@ def test_workspace_bound_runs_row_chunks(family, device, monkeypatch):
     """A split family whose fp32 workspace would pass MAX_WORKSPACE_BYTES runs in row chunks, with
     bitwise the same result as one launch (on the H100, GEMV_REVSPLITK forced at M = 4096 on an
     8192 x 28672 weight asked for a 30 GB workspace and ran out of memory)."""
-    import gemlite.kernels as kernels
-
     configs = {
         "GEMV_REVSPLITK": autotune.Config(BLOCK_N=32, BLOCK_K=16),
         "GEMV": autotune.Config(BLOCK_N=32, BLOCK_K=32, SPLIT_K=2),
         "GEMM_SPLITK": autotune.Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, SPLIT_K=2),
     }
-    case = WCase(WeightKind.HQQ, 4, 32, "float")
+    case = kernel_case(
+        HQQ4_G32, family=family, act="float16", out="float16", M=5, N=40, K=128, bias="input", seed=7
+    )
     with autotune.forced_config(family, configs[family]):
-        y_one, (x, t, bias, layout) = run_case(
-            case, family, torch.float16, torch.float16, 5, 40, 128, torch.float16, device, seed=7
-        )
+        y_one, ops, layer = run_contract(case, device)
+        assert len(family_launches(launch_plan(ops, layer, "float16", family))) == 1
         # Room for the partials of two rows only: 5 rows run as chunks of 2, 2 and 1.
         splits = 128 // 32 if family == "GEMV_REVSPLITK" else 2
-        monkeypatch.setattr(kernels, "MAX_WORKSPACE_BYTES", 2 * splits * 40 * 4)
-        assert kernels._rows_per_launch(family, configs[family], 5, layout) == 2
-        y_chunked = matmul(x, t["W_q"], t["scales"], t["zeros"], bias, layout, torch.float16, family)
-    assert torch.equal(y_one, y_chunked)
+        monkeypatch.setattr(kernel_plan, "MAX_WORKSPACE_BYTES", 2 * splits * 40 * 4)
+        assert kernel_plan.rows_per_launch(family, configs[family], 5, 128, 40) == 2
+        assert len(family_launches(launch_plan(ops, layer, "float16", family))) == 3
+        y_chunked = call_again(ops, layer, "float16", family)
+    assert_exact(y_chunked, y_one, what=f"{family}: row-chunked output")

@@ -3,6 +3,9 @@
 A fresh GemLiteLinear built with the same constructor arguments must load a packed layer's state_dict
 and then produce bitwise the same output, whatever the format; so must a module loaded through a
 parent, through torch.save / torch.load, or onto the meta device with ``assign=True``.
+
+Layers are packed from the one operand builder: cases written with `harness.case.pinned`, tensors
+from `harness.build.make_operands`, the layer from `harness.build.build_layer` (the public API).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from torch import nn
 
 from gemlite import DType, GemLiteLinear
 from gemlite.helper import A16W8_FP8, A16W8_INT8, A16W158_INT
-from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize_ternary
+from harness.build import build_layer, make_operands
+from harness.case import Case, pinned
+from harness.support import DTYPES, SUPPORT
 
 pytestmark = pytest.mark.interpreter
 
@@ -23,86 +28,61 @@ K, N = 128, 40
 SCHEMA = {"W_q", "scales", "zeros", "metadata"}
 
 
-def float_weight(seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(N, K, generator=gen) * 0.05
-
-
-def activations(m: int, dtype: torch.dtype, device: str) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(1)
-    return torch.randn(m, K, generator=gen).to(dtype).to(device)
-
-
-def bias_of(dtype: torch.dtype, device: str) -> torch.Tensor:
-    return (torch.linspace(-1, 1, N) * 0.1).to(dtype).to(device)
-
-
-# Each case: constructor kwargs, and a function that packs a layer built with them.
-def _hqq(bits, g, zeros_kind, act=DType.FP16, word_bits=32):
-    def pack(layer, device, bias):
-        codes, scales, zeros = quantize_hqq(float_weight(), bits, g, torch.float16)
-        z = {"float": zeros, "int": (1 << bits) // 2, "none": None}[zeros_kind]
-        z = z.to(device) if isinstance(z, torch.Tensor) else z
-        return layer.pack(codes.to(device), scales.to(device), z, bias, packing_bitwidth=word_bits)
-
-    return dict(W_nbits=bits, group_size=g, input_dtype=act), pack
-
-
-def _int8(layer, device, bias):
-    codes, scales = quantize_int8(float_weight())
-    return layer.pack(codes.to(device), scales.to(device), None, bias)
-
-
-def _fp8(layer, device, bias):
-    codes, scales = quantize_fp8(float_weight())
-    return layer.pack(codes.to(device), scales.to(device), None, bias)
-
-
-def _ternary(layer, device, bias):
-    t, s = quantize_ternary(float_weight())
-    return layer._pack_ternary(t.to(device), s, bias)
-
-
-def _w16(layer, device, bias):
-    return layer.pack(float_weight().to(layer.input_dtype.torch_dtype).to(device), None, None, bias)
+def _case(format: str, **fields) -> Case:
+    return pinned(format, **{"K": K, "N": N, "M": 3, "bias": "input", **fields})
 
 
 CASES = {
-    "hqq4-g64-float": _hqq(4, 64, "float"),
-    "hqq2-g32-int-bf16": _hqq(2, 32, "int", act=DType.BF16),
-    "hqq1-chan-none": _hqq(1, None, "none"),
-    "hqq8-g64-float-word8": _hqq(8, 64, "float", word_bits=8),
-    "hqq4-g32-float-word8": _hqq(4, 32, "float", word_bits=8),
-    "int8": (dict(W_nbits=8, group_size=None), _int8),
-    "fp8": (dict(W_nbits=8, group_size=None), _fp8),
-    "ternary": (dict(W_nbits=2, group_size=None), _ternary),
-    "w16-bf16": (dict(W_nbits=16, group_size=None, input_dtype=DType.BF16), _w16),
+    "hqq4-g64-float": _case("A16W4_HQQ_INT", group_size=64, zeros="float"),
+    "hqq2-g32-int-bf16": _case("A16W2_HQQ_INT", group_size=32, zeros="int", input_dtype="bfloat16"),
+    "hqq1-chan-none": _case("A16W1_HQQ_INT", group_size=None, zeros="none"),
+    "hqq8-g64-float-word8": _case("A16W8_HQQ_INT", group_size=64, zeros="float", packing_bitwidth=8),
+    "hqq4-g32-float-word8": _case("A16W4_HQQ_INT", group_size=32, zeros="float", packing_bitwidth=8),
+    "int8": _case("A16W8_INT8"),
+    "fp8": _case("A16W8_FP8"),
+    "ternary": _case("A16W158_INT"),  # output = activation dtype: built by the A16W158_INT helper
+    "ternary-f32-out": _case("A16W158_INT", output_dtype="float32"),  # built by pack(format=...)
+    "w16-bf16": _case("A16W16", input_dtype="bfloat16"),
 }
 
 
-def make(case: str, device: str, bias: bool = True) -> tuple[GemLiteLinear, dict]:
-    kwargs, pack = CASES[case]
-    kwargs = dict(kwargs, in_features=K, out_features=N)
-    layer = GemLiteLinear(**kwargs)
-    b = bias_of(layer.input_dtype.torch_dtype, device) if bias else None
-    return pack(layer, device, b), kwargs
+def constructor_args(case: Case) -> dict:
+    """The GemLiteLinear constructor arguments of `case`'s layer (what a loader rebuilds it with)."""
+    return dict(
+        W_nbits=case.fmt.weight.bits,
+        group_size=case.group_size,
+        in_features=case.K,
+        out_features=case.N,
+        input_dtype=DType.from_torch(DTYPES[case.input_dtype]),
+        output_dtype=DType.from_torch(DTYPES[case.output_dtype]),
+    )
+
+
+def make(name: str, device: str, bias: bool = True):
+    """(packed layer, its constructor arguments, its x) for one of CASES."""
+    case = CASES[name] if bias else CASES[name].replace(bias="none")
+    ops = make_operands(case, device)
+    return build_layer(case, ops), constructor_args(case), ops.x
+
+
+def test_every_supported_format_has_a_round_trip() -> None:
+    assert {case.format for case in CASES.values()} == set(SUPPORT)
 
 
 def test_fresh_layer_has_the_packed_schema(device: str) -> None:
     fresh = GemLiteLinear(4, 64, K, N)
     sd = fresh.state_dict()
     assert set(sd) == SCHEMA and all(t.numel() == 0 for t in sd.values())
-    packed, _ = make("hqq4-g64-float", device, bias=False)
+    packed, _, _ = make("hqq4-g64-float", device, bias=False)
     assert set(packed.state_dict()) == SCHEMA
-    with_bias, _ = make("hqq4-g64-float", device, bias=True)
+    with_bias, _, _ = make("hqq4-g64-float", device, bias=True)
     assert set(with_bias.state_dict()) == SCHEMA | {"bias"}
     assert torch.equal(with_bias.metadata.cpu(), with_bias.layout.to_metadata())
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_round_trip_is_bitwise(case: str, device: str) -> None:
-    layer, kwargs = make(case, device)
-    x = activations(3, layer.input_dtype.torch_dtype, device)
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip_is_bitwise(name: str, device: str) -> None:
+    layer, kwargs, x = make(name, device)
     y = layer(x)
     fresh = GemLiteLinear(**kwargs).to(device)
     fresh.load_state_dict(layer.state_dict())
@@ -118,29 +98,26 @@ def test_round_trip_is_bitwise(case: str, device: str) -> None:
 
 
 def test_round_trip_through_a_parent_module(device: str) -> None:
-    a, kw_a = make("hqq4-g64-float", device)
-    b, kw_b = make("int8", device, bias=False)
+    a, kw_a, x = make("hqq4-g64-float", device)
+    b, kw_b, _ = make("int8", device, bias=False)  # fp16 activations too: the same x serves both
     model = nn.Sequential(a, nn.ReLU(), nn.Identity(), b)
     fresh = nn.Sequential(GemLiteLinear(**kw_a), nn.ReLU(), nn.Identity(), GemLiteLinear(**kw_b)).to(device)
     result = fresh.load_state_dict(model.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    x = activations(2, torch.float16, device)
     assert torch.equal(fresh[0](x), a(x)) and torch.equal(fresh[3](x), b(x))
 
 
 def test_load_onto_meta_device_with_assign(device: str) -> None:
-    layer, kwargs = make("hqq2-g32-int-bf16", device)
+    layer, kwargs, x = make("hqq2-g32-int-bf16", device)
     with torch.device("meta"):
         fresh = GemLiteLinear(**kwargs)
     fresh.load_state_dict(layer.state_dict(), assign=True)
-    x = activations(2, torch.bfloat16, device)
     assert torch.equal(fresh(x), layer(x))
 
 
 def test_loaded_bias_replaces_or_removes(device: str) -> None:
-    with_bias, kwargs = make("int8", device, bias=True)
-    without, _ = make("int8", device, bias=False)
-    x = activations(2, torch.float16, device)
+    with_bias, kwargs, x = make("int8", device, bias=True)
+    without, _, _ = make("int8", device, bias=False)
     target = GemLiteLinear(**kwargs).to(device)
     target.load_state_dict(with_bias.state_dict())
     assert target.bias is not None and torch.equal(target(x), with_bias(x))
@@ -160,21 +137,21 @@ def test_loaded_bias_replaces_or_removes(device: str) -> None:
     ],
 )
 def test_load_into_a_different_layer_fails(kwargs, match, device: str) -> None:
-    layer, _ = make("hqq4-g64-float", device)
+    layer, _, _ = make("hqq4-g64-float", device)
     other = GemLiteLinear(**kwargs, in_features=K, out_features=N).to(device)
     with pytest.raises(RuntimeError, match="metadata: the saved weight does not fit this layer: .*" + match):
         other.load_state_dict(layer.state_dict())
 
 
 def test_load_checks_sizes(device: str) -> None:
-    layer, _ = make("hqq4-g64-float", device)
+    layer, _, _ = make("hqq4-g64-float", device)
     other = GemLiteLinear(4, 64, in_features=2 * K, out_features=N).to(device)
     with pytest.raises(RuntimeError, match=r"in_features=128 \(layer: 256\)"):
         other.load_state_dict(layer.state_dict())
 
 
 def test_missing_and_unexpected_keys(device: str) -> None:
-    layer, kwargs = make("hqq4-g64-float", device)
+    layer, kwargs, _ = make("hqq4-g64-float", device)
     sd = layer.state_dict()
     del sd["scales"]
     with pytest.raises(RuntimeError, match='Missing key.*"scales"'):
@@ -198,11 +175,10 @@ def test_unpacked_state_dict_loads_as_unpacked() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["int8", "w16-bf16", "hqq4-g64-float"])
-def test_dtype_casts_keep_storage_dtypes(case: str, device: str) -> None:
-    layer, _ = make(case, device)
-    dtypes = {name: t.dtype for name, t in layer.state_dict().items()}
-    x = activations(2, layer.input_dtype.torch_dtype, device)
+@pytest.mark.parametrize("name", ["int8", "w16-bf16", "hqq4-g64-float"])
+def test_dtype_casts_keep_storage_dtypes(name: str, device: str) -> None:
+    layer, _, x = make(name, device)
+    dtypes = {key: t.dtype for key, t in layer.state_dict().items()}
     y = layer(x)
     for cast in (
         lambda m: m.half(),
@@ -211,13 +187,12 @@ def test_dtype_casts_keep_storage_dtypes(case: str, device: str) -> None:
         lambda m: m.double(),
     ):
         cast(layer)
-        assert {name: t.dtype for name, t in layer.state_dict().items()} == dtypes
+        assert {key: t.dtype for key, t in layer.state_dict().items()} == dtypes
         assert torch.equal(layer(x), y)
 
 
 def test_device_moves(device: str) -> None:
-    layer, kwargs = make("fp8", device)
-    x = activations(2, torch.float16, device)
+    layer, _, x = make("fp8", device)
     y = layer(x)
     layer.to("cpu")
     assert all(t.device.type == "cpu" for t in layer.state_dict().values())
@@ -227,15 +202,16 @@ def test_device_moves(device: str) -> None:
 
 
 def test_helpers_build_loadable_layers(device: str) -> None:
-    w = float_weight()
-    x = activations(2, torch.float16, device)
+    """Helpers quantize a float nn.Linear themselves; the float weight and x are the harness's."""
+    ops = make_operands(_case("A16W16", M=2), device)
+    x = ops.x
     for proc, ctor in (
         (A16W8_INT8(device=device), dict(W_nbits=8, group_size=None)),
         (A16W8_FP8(device=device), dict(W_nbits=8, group_size=None)),
         (A16W158_INT(device=device), dict(W_nbits=2, group_size=None)),
     ):
         linear = nn.Linear(K, N).half()
-        linear.weight.data.copy_(w)
+        linear.weight.data.copy_(ops.W_float)
         layer = proc.from_linear(linear)
         fresh = GemLiteLinear(**ctor, in_features=K, out_features=N).to(device)
         fresh.load_state_dict(layer.state_dict())
@@ -245,8 +221,8 @@ def test_helpers_build_loadable_layers(device: str) -> None:
 
 def test_packing_parameters_keeps_buffers(device: str) -> None:
     """Tensors handed over as nn.Parameters (e.g. a float layer's weight) become plain buffers."""
-    w = nn.Parameter(float_weight().half().to(device))
-    b = nn.Parameter(bias_of(torch.float16, device))
+    ops = make_operands(_case("A16W16"), device)  # an fp16 weight and an fp16 bias
+    w, b = nn.Parameter(ops.qw.codes), nn.Parameter(ops.bias)
     layer = GemLiteLinear(16, None, K, N).pack(w, None, None, b)
     assert list(layer.parameters()) == []
     assert set(layer.state_dict()) == SCHEMA | {"bias"}
@@ -254,7 +230,7 @@ def test_packing_parameters_keeps_buffers(device: str) -> None:
 
 
 def test_partial_weight_is_refused_even_when_not_strict(device: str) -> None:
-    layer, kwargs = make("hqq4-g64-float", device)
+    layer, kwargs, _ = make("hqq4-g64-float", device)
     sd = layer.state_dict()
     del sd["scales"]
     target = GemLiteLinear(**kwargs).to(device)

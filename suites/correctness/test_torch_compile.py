@@ -46,14 +46,24 @@ def test_the_matmul_is_a_custom_op_with_a_fake_implementation(device: str) -> No
     x = torch.randn(5, 64, dtype=torch.float16, device=device)
     torch.library.opcheck(
         torch.ops.gemlite.matmul.default,
-        (x, layer.W_q, layer.scales, layer.zeros, layer.bias, layer._layout_key, torch.float16, ""),
+        (
+            x,
+            layer.W_q,
+            layer.scales,
+            layer.zeros,
+            layer.bias,
+            layer._locks,
+            layer._layout_key,
+            torch.float16,
+            "",
+        ),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fx = mode.from_tensor(torch.empty(7, 64, dtype=torch.float16, device=device))
         args = [mode.from_tensor(t) for t in (layer.W_q, layer.scales, layer.zeros)]
         for out_dtype in (torch.float16, torch.bfloat16, torch.float32):
-            y = torch.ops.gemlite.matmul(fx, *args, None, layer._layout_key, out_dtype, "")
+            y = torch.ops.gemlite.matmul(fx, *args, None, None, layer._layout_key, out_dtype, "")
             assert y.shape == (7, 96) and y.dtype == out_dtype
 
 

@@ -4,7 +4,8 @@ Run through ``nox -s perf -- --gpu h100`` (``python -m harness.perf_cli run``), 
 GPU, sets up the measurer and the cases (see conftest.py). Each test times its case with CUDA events
 over CUDA-graph replays (`harness.timing`); the same replays run inside pytest-benchmark's pedantic
 mode, so its JSON records their wall time too, while the authoritative per-call numbers (median,
-IQR) go into the benchmark's ``extra_info`` and into the run's results file.
+IQR, and the eager host time of a case of the host subset) go into the benchmark's ``extra_info`` and
+into the run's results file.
 """
 
 import pytest
@@ -22,6 +23,7 @@ def test_case(perf_case, perf_session, perf_benchmark):
                 "us": m.us,
                 "iqr_us": m.iqr_us,
                 "calls_per_replay": m.calls_per_replay,
+                "host_us": m.host_us,
                 "n_copies": m.n_copies,
                 "bytes": m.bytes,
                 "flops": m.flops,

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference as ref
-from gemlite.formats import FORMATS, WeightKind
-from gemlite.formats import M_BUCKETS
+from gemlite.formats import FORMATS, M_BUCKETS, WeightKind
 from harness.build import golden, make_operands
 from harness.case import Case, legality_problems, pinned
 from harness.profiles import PROFILES, default_profile_name, get_profile

@@ -5,11 +5,14 @@ import json
 
 import pytest
 
-from gemlite.formats import get_format
+from gemlite.formats import FORMATS, WeightKind, get_format
+from harness import perf_cases
 from harness.perf_cases import (
+    HOST_REFERENCE,
     REFERENCES,
     Case,
     FormatEntry,
+    HostSubset,
     case_bytes,
     case_flops,
     load_suite,
@@ -31,6 +34,10 @@ ISSUE_SHAPES = [
     (16384, 16384),
 ]
 ISSUE_M = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+# The eager host-time subset (issue "Core v2", deliverable 4): two quantized formats and gemlite's
+# own fp16 path against F.linear fp16, on one Llama-sized layer at decode batch sizes.
+HOST_LABELS = ["A16W4_HQQ_INT/g128", "A16W8_INT8", "A16W16"]
+HOST_IDS = {f"{name} 4096x4096 M{m}" for name in HOST_LABELS + [HOST_REFERENCE] for m in (1, 4)}
 
 
 @pytest.mark.parametrize("name", ["h100", "h200"])
@@ -42,14 +49,18 @@ def test_shipped_suites_hold_the_issue_cases(name):
     assert list(s.ms) == ISSUE_M
     assert set(s.references) == set(REFERENCES)
     cases = s.cases()
-    assert sum(c.kind == "gemlite" for c in cases) == 5 * 9 * 12
+    assert sum(c.kind == "gemlite" for c in cases) == 5 * 9 * 12 + 2  # + A16W16, host subset only
     assert sum(c.kind == "ref" for c in cases) == 4 * 9 * 12
     assert len({c.case_id for c in cases}) == len(cases)
-    for f in s.formats:  # the label is the vocabulary's own
+    for f in s.formats + s.host_formats:  # the label is the vocabulary's own
         assert f.format.label == f.label
+    assert [f.label for f in s.host_formats] == ["A16W16"]
+    assert list(s.host.formats) == HOST_LABELS
+    assert {c.case_id for c in cases if c.host} == HOST_IDS
     quick = s.cases(quick=True)
     assert 0 < sum(c.kind == "gemlite" for c in quick) <= 20
     assert {c.case_id for c in quick} <= {c.case_id for c in cases}
+    assert {c.case_id for c in quick if c.host} == HOST_IDS  # a quick run shows the host section too
 
 
 def test_run_order_is_shape_major_references_first():
@@ -169,6 +180,158 @@ def test_one_line_adds_a_format(tmp_path):
     assert [c.name for c in s.cases() if c.kind == "gemlite"] == ["A16W8_INT8"] * 2 + [
         "A8W8_INT8_dynamic"
     ] * 2
+
+
+def test_host_subset_expansion():
+    s = load_suite(suite_path("h200"))
+    cases = s.cases()
+    # A16W16 is built for the host subset only: its M are the subset's, after the suite's formats.
+    assert [c.case_id for c in cases if c.name == "A16W16"] == ["A16W16 4096x4096 M1", "A16W16 4096x4096 M4"]
+    shape = [c.name for c in cases if (c.K, c.N) == (4096, 4096) and c.kind == "gemlite"]
+    assert shape[-2:] == ["A16W16", "A16W16"]
+    # every case of a build key is still consecutive, host cases included
+    keys = [c.build_key for c in cases]
+    assert len(keys) - sum(a == b for a, b in zip(keys, keys[1:])) == len(set(keys))
+    # a selection narrows the host subset like the rest; --no-refs drops F.linear
+    sel = s.cases(selection=parse_selection("A16W8_INT8,A16W16", "4096x4096", "1,32"))
+    assert {c.case_id for c in sel if c.host} == {
+        "cublas_fp16 4096x4096 M1",
+        "A16W8_INT8 4096x4096 M1",
+        "A16W16 4096x4096 M1",
+    }
+    no_refs = s.cases(selection=parse_selection("A16W16", None, None, refs=False))
+    assert [c.case_id for c in no_refs] == ["A16W16 4096x4096 M1", "A16W16 4096x4096 M4"]
+    assert s.entry("A16W16").helper == "A16W16"
+    assert not s.cases(selection=parse_selection(None, "8192x1024", "1"))[0].host
+    back = Case.from_dict(json.loads(json.dumps(next(c for c in cases if c.host).to_dict())))
+    assert back.host
+    old = {k: v for k, v in back.to_dict().items() if k != "host"}  # results from before the subset
+    assert Case.from_dict(old).host is False
+
+
+def test_host_subset_covers():
+    h = HostSubset(("A16W8_INT8",), ((4096, 4096),), (1, 4))
+    assert h.covers("gemlite", "A16W8_INT8", 4096, 4096, 4)
+    assert h.covers("ref", HOST_REFERENCE, 4096, 4096, 1)
+    assert not h.covers("ref", "cublas_bf16", 4096, 4096, 1)
+    assert not h.covers("gemlite", "A16W8_INT8", 4096, 4096, 2)
+    assert not h.covers("gemlite", "A16W8_INT8", 4096, 1024, 1)
+    assert not h.covers("gemlite", "A16W8_FP8", 4096, 4096, 1)
+
+
+def _host(**over):
+    h = {"formats": ["A16W8_INT8"], "shapes": [[128, 64]], "M": [1]}
+    h.update(over)
+    return {"references": ["cublas_fp16"], "host": h}
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"references": ["cublas_fp16"], "host": ["A16W8_INT8"]}, "host: expected an object"),
+        (
+            {"references": ["cublas_fp16"], "host": {"formats": ["A16W8_INT8"], "M": [1]}},
+            "host: expected keys",
+        ),
+        ({**_host(), "host": {**_host()["host"], "calls": 5}}, "host: expected keys"),
+        ({**_host(), "references": ["cublas_bf16"]}, "compared with cublas_fp16"),
+        (_host(formats=["A16W8_INT"]), r"host.formats\[0\]: 'A16W8_INT' is not one of the suite's formats"),
+        (_host(formats=[]), "host.formats: expected a non-empty list"),
+        (_host(formats=["A16W8_INT8", "A16W8_INT8"]), "host.formats: duplicates"),
+        (
+            _host(formats=[{"label": "A16W16", "helper": "A16W16", "kwargs": {"x": 1}, "bad": 1}]),
+            r"host.formats\[0\]",
+        ),
+        (_host(formats=[{"label": "A16W8_INT8", "helper": "A16W8_INT8"}]), "is a suite format already"),
+        (_host(formats=[{"label": "A16W4_HQQ_INT/g64", "helper": "A16W4_HQQ_INT"}]), "does not match"),
+        (
+            _host(
+                formats=[
+                    {"label": "A16W4_HQQ_INT/g128", "helper": "A16W4_HQQ_INT", "kwargs": {"group_size": 128}}
+                ],
+                shapes=[[96, 64]],
+            ),
+            "host.shapes: 96x64 is not one of the suite's shapes",
+        ),
+        (_host(shapes=[[4096, 4096]]), "host.shapes: 4096x4096 is not one of the suite's shapes"),
+        (_host(M=[3]), r"host.M: 3 is not one of the suite's M \[1, 2\]"),
+        (_host(M=[1, 1]), "host: duplicate"),
+        (_host(M=[0]), "M: expected positive"),
+        (
+            {
+                **_host(),
+                "quick": {"formats": ["A16W16"]},
+                "host": {**_host()["host"], "formats": [{"label": "A16W16", "helper": "A16W16"}]},
+            },
+            "quick",
+        ),
+    ],
+)
+def test_bad_host_subsets_are_refused(tmp_path, over, match):
+    """A typo in the host subset fails at load time, before a GPU minute is spent."""
+    with pytest.raises(ValueError, match=match):
+        load_suite(_write(tmp_path, **over))
+
+
+def test_host_subset_with_a_host_only_format(tmp_path):
+    p = _write(
+        tmp_path,
+        references=["cublas_fp16", "cublas_bf16"],
+        host={
+            "_why": "test",
+            "formats": ["A16W8_INT8", {"label": "A16W16", "helper": "A16W16"}],
+            "shapes": [[128, 64]],
+            "M": [2],
+        },
+    )
+    s = load_suite(p)
+    assert [(c.case_id, c.host) for c in s.cases()] == [
+        ("cublas_fp16 128x64 M1", False),
+        ("cublas_fp16 128x64 M2", True),
+        ("cublas_bf16 128x64 M1", False),
+        ("cublas_bf16 128x64 M2", False),
+        ("A16W8_INT8 128x64 M1", False),
+        ("A16W8_INT8 128x64 M2", True),
+        ("A16W16 128x64 M2", True),
+    ]
+    assert load_suite(_write(tmp_path)).host is None  # the subset is optional
+
+
+# Independent hand formulas of a stored weight's bytes (codes + scales + zeros), one per format the
+# suites time: packed codes bits/8 per element; HQQ: one fp16 scale and one fp16 zero per group of
+# g inputs; INT8/FP8: one fp32 scale per output channel; A16W16: the fp16 weight itself.
+def _hand_bytes(label: str, K: int, N: int) -> int:
+    hqq = {"A16W4_HQQ_INT/g128": (4, 128), "A16W4_HQQ_INT/g64": (4, 64), "A16W2_HQQ_INT/g128": (2, 128)}
+    if label in hqq:
+        bits, g = hqq[label]
+        return K * N * bits // 8 + 2 * 2 * N * (K // g)
+    return {"A16W8_INT8": K * N + 4 * N, "A16W8_FP8": K * N + 4 * N, "A16W16": 2 * K * N}[label]
+
+
+@pytest.mark.parametrize("name", ["h100", "h200"])
+def test_weight_bytes_of_every_suite_format(name):
+    """The schemes own the byte count now; every number the reports printed before stays the same."""
+    s = load_suite(suite_path(name))
+    for f in s.formats + s.host_formats:
+        for K, N in s.shapes:
+            assert weight_bytes(f.format, K, N) == _hand_bytes(f.label, K, N), (f.label, K, N)
+
+
+def test_weight_bytes_come_from_the_schemes(monkeypatch):
+    from gemlite.schemes import weight_scheme
+
+    fmt = get_format("A16W8_INT8")
+    scheme = type(weight_scheme(WeightKind.INT8))
+    monkeypatch.setattr(scheme, "weight_bytes", lambda self, spec, K, N, sb: 12345)
+    assert weight_bytes(fmt, 4096, 4096) == 12345
+    monkeypatch.undo()
+    # Without gemlite.schemes (an A/B base revision older than it) the harness's own formulas apply;
+    # they give what the schemes give, so an A/B across the change reports the same bytes.
+    formats = [f.with_group_size(64) for f in FORMATS.values() if f.weight.kind is WeightKind.HQQ]
+    formats += list(FORMATS.values())
+    with_schemes = [weight_bytes(f, 4096, 14336) for f in formats]
+    monkeypatch.setattr(perf_cases, "weight_scheme", None)
+    assert [weight_bytes(f, 4096, 14336) for f in formats] == with_schemes
 
 
 def test_weight_bytes():

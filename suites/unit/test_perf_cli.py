@@ -42,9 +42,21 @@ def _fake_baseline(path: Path) -> None:
     path.write_text(json.dumps(bl.merge_baseline(None, meta, [fm.measure(c) for c in _cases()])))
 
 
+FAKE_KNOBS = (
+    "GEMLITE_PERF_FAKE_SLOWDOWN",
+    "GEMLITE_PERF_FAKE_TRANSIENT",
+    "GEMLITE_PERF_FAKE_ERROR",
+    "GEMLITE_PERF_FAKE_HOST_SLOWDOWN",
+    "GEMLITE_PERF_FAKE_HOST_TRANSIENT",
+)
+
+
 def _cli(tmp_path, *args, env=None):
-    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    for k in ("GEMLITE_PERF_FAKE_SLOWDOWN", "GEMLITE_PERF_FAKE_TRANSIENT", "GEMLITE_PERF_FAKE_ERROR"):
+    # Not the xdist worker's variables: pytest-benchmark in the child would take itself for a worker
+    # and disable itself (no benchmark JSON).
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    e.update({"PYTHONPATH": str(ROOT), **(env or {})})
+    for k in FAKE_KNOBS:
         e.setdefault(k, "")
     return subprocess.run(
         [
@@ -90,7 +102,7 @@ def test_gate_end_to_end(tmp_path):
     noise = out.split("Suspects NOT confirmed")[1].split("\n\n")[0]
     assert W8_M32 in noise and "+50.0%" in noise
     assert "ERRORS:" in out and "planted by GEMLITE_PERF_FAKE_ERROR" in out
-    assert "gate: FAIL (1 error, 1 noise, 1 ok, 1 regression)" in out
+    assert "gate: FAIL (1 error, 1 noise, 1 ok, 1 regression; eager host time: 1 ok)" in out
     # raw results, the pytest-benchmark JSON, the report and the export
     res = json.loads((tmp_path / "results" / "h100-sxm-subset-run.json").read_text())
     assert len(res["measurements"]) == len(_cases()) and res["meta"]["dry_run"] is True
@@ -104,6 +116,41 @@ def test_gate_end_to_end(tmp_path):
         p.name for p in (tmp_path / "out").iterdir()
     }
     assert json.loads(base.read_text())["runs"][0]["commit"] == "c0"  # the gate never writes the baseline
+
+
+def test_host_gate_end_to_end(tmp_path):
+    """A planted eager-host slowdown of one case fails the run after re-measuring; a transient one
+    on another case does not; the kernel times, unchanged, pass; the report shows the host section."""
+    _fake_baseline(tmp_path / "baselines" / "h100-sxm.json")
+    r = _cli(
+        tmp_path,
+        "--host-calls",
+        "500",
+        env={
+            "GEMLITE_PERF_FAKE_HOST_SLOWDOWN": f"{W4_M1}=2",
+            "GEMLITE_PERF_FAKE_HOST_TRANSIENT": f"{W8_M1}=2",
+        },
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    reg = out.split("REGRESSIONS (confirmed by re-measuring):")[1].split("\n\n")[0]
+    assert f"{W4_M1} (eager host)" in reg and W8_M1 not in reg
+    noise = out.split("Suspects NOT confirmed")[1].split("\n\n")[0]
+    assert f"{W8_M1} (eager host)" in noise
+    assert "gate: FAIL (4 ok; eager host time: 1 noise, 1 regression)" in out
+    assert "F.linear eager host time now / baseline: geomean" in out
+    res = json.loads((tmp_path / "results" / "h100-sxm-subset-run.json").read_text())
+    hosts = {m["case_id"]: (m["host_us"], m["host_calls"]) for m in res["measurements"]}
+    assert hosts[W4_M1][1] == 500 and hosts["cublas_fp16 4096x4096 M1"][0] > 0
+    assert hosts[W8_M32] == (None, 0)  # not in the host subset
+    assert res["meta"]["settings"]["host_calls"] == 500
+    rep = json.loads((tmp_path / "results" / "h100-sxm-subset.json").read_text())
+    w4 = next(x for x in rep["results"] if x["format"] == "A16W4_HQQ_INT/g128" and x["M"] == 1)
+    assert w4["fp16_host_us"] == hosts["cublas_fp16 4096x4096 M1"][0] and w4["baseline_host_us"] > 0
+    md = (tmp_path / "results" / "h100-sxm-subset.md").read_text()
+    assert "## Eager host time" in md and "500 back-to-back eager calls" in md
+    bench = json.loads((tmp_path / "results" / "h100-sxm-subset-benchmark.json").read_text())
+    assert {b["extra_info"]["case_id"]: b["extra_info"]["host_us"] for b in bench["benchmarks"]}[W4_M1] > 0
 
 
 def test_update_baseline_merges_a_run(tmp_path):
@@ -127,6 +174,7 @@ def test_update_baseline_merges_a_run(tmp_path):
     assert len(new["runs"]) == 2 and new["runs"][1]["cases"] == len(_cases()) - 1  # int8 M=1 is skipped
     assert new["cases"][W4_M1]["us"] == pytest.approx(2 * old["cases"][W4_M1]["us"], rel=0.02)
     assert new["cases"][W4_M1]["run"] == 1 and new["cases"]["A16W8_FP8 8192x1024 M4"]["run"] == 0
+    assert new["cases"][W4_M1]["host_us"] > 0 and "host_us" not in new["cases"][W8_M32]
 
 
 def test_cli_refusals(tmp_path, monkeypatch, capsys):
@@ -189,9 +237,12 @@ def toy_repo(tmp_path):
 
 def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch):
     monkeypatch.setenv("GEMLITE_PERF_FAKE_SLOWDOWN_HEAD", "A16W4_HQQ_INT/g128=0.8")
-    monkeypatch.delenv("GEMLITE_PERF_FAKE_SLOWDOWN_BASE", raising=False)
+    monkeypatch.setenv("GEMLITE_PERF_FAKE_HOST_SLOWDOWN_HEAD", "A16W8_INT8=1.25")
+    for k in ("GEMLITE_PERF_FAKE_SLOWDOWN_BASE", "GEMLITE_PERF_FAKE_HOST_SLOWDOWN_BASE"):
+        monkeypatch.delenv(k, raising=False)
     lines = []
-    cases = [c for c in _cases() if c.kind == "gemlite"]
+    cases = [c for c in _cases() if c.kind == "gemlite" or c.host]  # as perf_cli hands them over
+    assert [c.case_id for c in cases if c.kind == "ref"] == ["cublas_fp16 4096x4096 M1"]
     rc = ab.run_ab(
         cases,
         settings=RunSettings(dry_run=True),
@@ -207,6 +258,19 @@ def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch):
     assert data["summary"]["per_format"]["A16W4_HQQ_INT/g128"] == pytest.approx(0.8, rel=0.02)
     assert data["summary"]["per_format"]["A16W8_INT8"] == pytest.approx(1.0, rel=0.02)
     assert all(len(r["base_us"]) == len(r["head_us"]) == 2 for r in data["rows"])
+    # the eager host time, measured by both sides in the same interleaved measurements
+    rows = {r["case_id"]: r for r in data["rows"]}
+    assert len(rows[W8_M1]["base_host_us"]) == len(rows[W8_M1]["head_host_us"]) == 2
+    assert rows[W8_M1]["host_ratio"] == pytest.approx(1.25, rel=0.08)
+    assert rows[W4_M1]["host_ratio"] == pytest.approx(1.0, rel=0.08)
+    assert rows[W8_M32]["base_host_us"] == [] and rows[W8_M32]["host_ratio"] is None
+    assert data["summary"]["host"]["per_format"]["A16W8_INT8"] == pytest.approx(1.25, rel=0.08)
+    assert data["summary"]["controls"]["cublas_fp16"] == pytest.approx(1.0, rel=0.02)
+    assert set(data["summary"]["per_format"]) == {"A16W4_HQQ_INT/g128", "A16W8_INT8"}  # no control
+    md = (tmp_path / "ab" / "ab.md").read_text()
+    host = md.split("## Eager host time")[1]
+    assert f"| {W8_M1} " in host and f"| {W4_M1} " in host and "head / F.linear" in host
+    assert "F.linear control (head / base, should be 1): cublas_fp16 4096x4096 M1" in host
     assert any("[base] worker ready: gemlite" in s and "gemlite-ab-" in s for s in lines)
     listed = subprocess.run(
         ["git", "-C", str(toy_repo), "worktree", "list"], capture_output=True, text=True

@@ -6,17 +6,21 @@ warm-up, output checks, skips and errors are the same code the GPU runs; only th
 differs. On a GPU machine the same test runs on "cuda" and exercises the graph timer too.
 """
 
+import gc
+
 import pytest
 import torch
 
 from harness.gpu import GpuInfo
 from harness.perf_cases import Case, FormatEntry
-from harness.perf_run import GpuMeasurer, RunSettings
+from harness.perf_run import FakeMeasurer, GpuMeasurer, Measurement, RunSettings, eager_host_us, fake_gpu
 from harness.timing import TimingConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 W4 = FormatEntry("A16W4_HQQ_INT/g64", "A16W4_HQQ_INT", {"group_size": 64})
 BAD = FormatEntry("A16W8_INT8", "A16W8_INT8", {"group_size": 3})  # from_linear takes no group_size
+W16 = FormatEntry("A16W16", "A16W16", {})
+HOST_CALLS = 4  # the interpreter runs a forward in milliseconds; a GPU run makes 10,000
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,9 @@ def measurer():
     # An L2 of one byte: the rotation needs only its minimum of 2 copies, which keeps this quick.
     gpu = GpuInfo("test device", "h100-sxm", 1, 1, 0, "n/a", (9, 0))
     settings = RunSettings(
-        timing=TimingConfig(replays=3, warmup_replays=0, target_replay_ms=0.01), config_cache=False
+        timing=TimingConfig(replays=3, warmup_replays=0, target_replay_ms=0.01),
+        config_cache=False,
+        host_calls=HOST_CALLS,
     )
     m = GpuMeasurer(settings, gpu, log=lambda s: None, device=DEVICE)
     m.start()
@@ -37,6 +43,7 @@ def test_gemlite_cases_through_the_helpers(measurer):
     second = measurer.measure(Case("gemlite", W4.label, 128, 64, 2, W4))
     for m in (first, second):
         assert m.status == "ok", m.reason + m.detail
+        assert m.host_us is None and m.host_calls == 0  # not in the host subset
         assert m.n_copies == 2 and m.replays == 3 and len(m.samples_us) == 3
         assert m.us > 0 and m.q1_us <= m.us <= m.q3_us and m.warm_s is not None
         assert m.rotation_bytes >= 2 * (128 * 64 // 2)
@@ -98,3 +105,58 @@ def test_tune_builds_one_copy_and_times_nothing(measurer):
     assert measurer._built.n == 1
     m = measurer.measure(Case("gemlite", W4.label, 128, 64, 4, W4))  # rebuilt with the rotation
     assert m.status == "ok" and m.n_copies == 2
+
+
+def test_eager_host_time_through_the_real_measurer(measurer):
+    """A case of the host subset gets host_us after its kernel time, from the same layer's eager calls
+    (gemlite's module, F.linear for the reference); the rest of the measurement is unchanged."""
+    for case in (
+        Case("gemlite", W16.label, 128, 64, 1, W16, host=True),
+        Case("gemlite", W4.label, 128, 64, 4, W4, host=True),
+        Case("ref", "cublas_fp16", 128, 64, 4, host=True),
+    ):
+        m = measurer.measure(case)
+        assert m.status == "ok", m.reason + m.detail
+        assert m.host_us is not None and m.host_us > 0 and m.host_calls == HOST_CALLS
+        assert m.us > 0 and m.replays == 3
+        back = Measurement.from_dict(m.to_dict())
+        assert (back.host_us, back.host_calls, back.case.host) == (m.host_us, HOST_CALLS, True)
+
+
+def test_eager_host_us_counts_and_syncs_once():
+    calls, syncs = [], []
+
+    def fn(a, b):
+        calls.append((a, b, gc.isenabled()))
+
+    t = eager_host_us(fn, (1, 2), 50, lambda: syncs.append(len(calls)))
+    assert t > 0
+    assert len(calls) == 5 + 50 and {c[:2] for c in calls} == {(1, 2)}  # warm-up (calls // 10), timed
+    assert syncs == [5, 55]  # after the warm-up and once at the end, never in between
+    assert [c[2] for c in calls] == [True] * 5 + [False] * 50  # no garbage collection while timed
+    assert gc.isenabled()
+    eager_host_us(lambda: None, (), 3, lambda: None)  # fewer than 10 calls still warm up once
+    with pytest.raises(ZeroDivisionError):
+        eager_host_us(lambda: 1 / 0 if not gc.isenabled() else None, (), 3, lambda: None)
+    assert gc.isenabled()  # turned back on when a call raises
+
+
+def test_fake_measurer_models_host_times(monkeypatch):
+    monkeypatch.setenv("GEMLITE_PERF_FAKE_HOST_SLOWDOWN", "A16W16=2")
+    monkeypatch.setenv("GEMLITE_PERF_FAKE_HOST_TRANSIENT", "M4=3")
+    fm = FakeMeasurer(RunSettings(dry_run=True, host_calls=123), fake_gpu("h100"), log=lambda s: None)
+    ref = fm.measure(Case("ref", "cublas_fp16", 4096, 4096, 1, host=True))
+    w4 = fm.measure(Case("gemlite", W4.label, 4096, 4096, 1, W4, host=True))
+    w16 = fm.measure(Case("gemlite", W16.label, 4096, 4096, 1, W16, host=True))
+    plain = fm.measure(Case("gemlite", W4.label, 4096, 4096, 1, W4))
+    assert ref.host_us == pytest.approx(FakeMeasurer.HOST_US["ref"], rel=0.1) and ref.host_calls == 123
+    assert w4.host_us == pytest.approx(FakeMeasurer.HOST_US["gemlite"], rel=0.1)
+    assert w16.host_us == pytest.approx(2 * FakeMeasurer.HOST_US["gemlite"], rel=0.1)
+    assert plain.host_us is None and plain.host_calls == 0
+    m4 = Case("gemlite", W4.label, 4096, 4096, 4, W4, host=True)
+    first, again = fm.measure(m4), fm.measure(m4)  # a transient: only the first measurement
+    assert first.host_us == pytest.approx(3 * again.host_us, rel=0.2)
+    with pytest.raises(ValueError, match="host_calls"):
+        RunSettings(host_calls=0)
+    assert RunSettings.from_dict(RunSettings(host_calls=7).to_dict()).host_calls == 7
+    assert RunSettings.from_dict({}).host_calls == 10_000  # settings written before the host subset

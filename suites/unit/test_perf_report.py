@@ -10,6 +10,7 @@ from harness import perf_cli
 from harness.gpu import SPECS
 from harness.perf_cases import Case, FormatEntry
 from harness.perf_report import (
+    HOST_GOAL,
     build_report,
     figure_series,
     geomean,
@@ -42,9 +43,16 @@ META = {
 }
 
 
-def ok(kind, name, M, us, entry=None, K=4096, N=4096):
+def ok(kind, name, M, us, entry=None, K=4096, N=4096, host_us=None):
     return Measurement(
-        Case(kind, name, K, N, M, entry), "ok", us=us, q1_us=us * 0.99, q3_us=us * 1.01, replays=15
+        Case(kind, name, K, N, M, entry, host=host_us is not None),
+        "ok",
+        us=us,
+        q1_us=us * 0.99,
+        q3_us=us * 1.01,
+        replays=15,
+        host_us=host_us,
+        host_calls=10_000 if host_us is not None else 0,
     )
 
 
@@ -80,7 +88,22 @@ def test_build_report_schema():
     assert rep["meta"]["baseline"] == {"date": "d0", "commit": "c0"} and rep["meta"]["autotune"] == "fast"
     assert len(rep["results"]) == 6 and len(rep["references"]) == 6
     r = rep["results"][0]
-    assert set(r) == {"format", "K", "N", "M", "us", "iqr_us", "fp16_us", "bytes", "flops", "baseline_us"}
+    assert set(r) == {
+        "format",
+        "K",
+        "N",
+        "M",
+        "us",
+        "iqr_us",
+        "fp16_us",
+        "bytes",
+        "flops",
+        "baseline_us",
+        "host_us",
+        "fp16_host_us",
+        "baseline_host_us",
+    }
+    assert r["host_us"] is None and r["fp16_host_us"] is None and rep["meta"]["host_calls"] is None
     assert (r["format"], r["M"], r["us"], r["fp16_us"], r["baseline_us"]) == (E4.label, 1, 6.0, 20.0, 5.0)
     assert r["flops"] == 2 * 4096 * 4096 and r["iqr_us"] == pytest.approx(0.12)
     assert r["bytes"] == 4096 * 4096 // 2 + 2 * 4096 * 32 * 2 + 4096 * 2 + 4096 * 2
@@ -160,3 +183,86 @@ def test_report_command_rerenders(tmp_path, capsys):
     assert "## A16W4_HQQ_INT/g128" in md and "+20.0%" in md
     assert perf_cli.main(["report", "--reports-dir", str(tmp_path), "h200"]) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# The eager host time
+# --------------------------------------------------------------------------------------------
+
+E16 = FormatEntry("A16W16", "A16W16", {})
+
+
+def host_measurements():
+    """The host subset at 4096x4096 M=1 and 4: F.linear 6 / 7 us; W4 8 us (1.33x) and 12 us (1.71x,
+    over the goal); A16W16 at M=1 within 1.2x of its kernel time (GPU-bound?). M=16 has no host time."""
+    return [
+        ok("ref", "cublas_fp16", 1, 20.0, host_us=6.0),
+        ok("ref", "cublas_fp16", 4, 20.0, host_us=7.0),
+        ok("ref", "cublas_fp16", 16, 21.0),
+        ok("gemlite", E4.label, 1, 6.0, E4, host_us=8.0),
+        ok("gemlite", E4.label, 4, 6.5, E4, host_us=12.0),
+        ok("gemlite", E4.label, 16, 7.0, E4),
+        ok("gemlite", E16.label, 1, 8.0, E16, host_us=9.0),
+    ]
+
+
+def test_report_json_carries_host_times():
+    base = {
+        "meta": {"date": "d0", "commit": "c0"},
+        "cases": {f"{E4.label} 4096x4096 M1": {"us": 6.0, "host_us": 10.0}},
+    }
+    rep = json.loads(
+        json.dumps(build_report({**META, "settings": {"host_calls": 10_000}}, host_measurements(), base))
+    )
+    res = {(r["format"], r["M"]): r for r in rep["results"]}
+    assert (res[(E4.label, 1)]["host_us"], res[(E4.label, 1)]["fp16_host_us"]) == (8.0, 6.0)
+    assert res[(E4.label, 1)]["baseline_host_us"] == 10.0
+    assert (res[(E4.label, 4)]["host_us"], res[(E4.label, 4)]["fp16_host_us"]) == (12.0, 7.0)
+    assert res[(E4.label, 4)]["baseline_host_us"] is None
+    assert res[(E4.label, 16)]["host_us"] is None and res[(E4.label, 16)]["fp16_host_us"] is None
+    refs = {r["M"]: r for r in rep["references"]}
+    assert refs[1]["host_us"] == 6.0 and refs[16]["host_us"] is None
+    assert rep["meta"]["host_calls"] == 10_000
+
+
+def _table(md: str, section: str) -> list[list[str]]:
+    part = md.split(f"## {section}")[1].split("\n## ")[0]
+    return [
+        [c.strip() for c in line.strip("|").split("|")] for line in part.splitlines() if line.startswith("|")
+    ]
+
+
+def test_markdown_host_section():
+    rep = build_report({**META, "settings": {"host_calls": 10_000}}, host_measurements())
+    md = render_markdown(json.loads(json.dumps(rep)))
+    assert md.index("## Summary") < md.index("## Eager host time") < md.index(f"## {E4.label}")
+    rows = _table(md, "Eager host time")
+    assert rows[0] == [
+        "case",
+        "gemlite host us",
+        "F.linear host us",
+        "ratio",
+        f"<= {HOST_GOAL}x",
+        "kernel us",
+        "vs base",
+    ]
+    body = {r[0]: r for r in rows[2:]}
+    assert body[f"{E4.label} 4096x4096 M1"][1:5] == ["8.00", "6.00", "1.33x", "met"]
+    assert body[f"{E4.label} 4096x4096 M4"][1:5] == ["12.00", "7.00", "1.71x", "MISSED"]
+    assert body["A16W16 4096x4096 M1"][1:5] == ["9.00 *", "6.00", "1.50x", "met"]  # 1.5x is inside the goal
+    assert len(body) == 3  # only the cases with a host time
+    assert "10000 back-to-back eager calls" in md
+    assert "Goal met in 2 of 3 cases; worst ratio 1.71x." in md and "1 time(s) marked *" in md
+    assert "## Eager host time" not in render_markdown(build_report(META, measurements()))  # old reports
+
+
+def test_old_report_json_renders_without_host_section(tmp_path):
+    rep = json.loads(json.dumps(build_report(META, measurements(), baseline())))
+    for r in rep["results"]:  # a report JSON written before the host subset existed
+        for k in ("host_us", "fp16_host_us", "baseline_host_us"):
+            del r[k]
+    for r in rep["references"]:
+        del r["host_us"]
+    del rep["meta"]["host_calls"]
+    md = render_markdown(rep)
+    assert "## A16W4_HQQ_INT/g128" in md and "Eager host time" not in md

@@ -1,0 +1,67 @@
+"""DEQUANT: the whole weight dequantized once into a ``[K, N]`` scratch tensor of the activation dtype,
+for the large-M path that hands the product to cuBLAS (a GEMM config with ``DEQUANT=1``).
+
+At prefill sizes a fused kernel pays its dequantization inside a compute-bound loop; writing the
+dequantized weight once costs ``K * N * (bits / 8 + 2)`` bytes of traffic (about 0.15 ms for an
+8192 x 28672 4-bit weight on an H200) against a GEMM of milliseconds at M = 4096, and cuBLAS's GEMM
+runs near the tensor cores' peak. Each program dequantizes one ``[BLOCK_K, BLOCK_N]`` tile exactly as
+the fused kernels do (fp32, one rounding to the activation dtype); post-scaled layouts get their
+channel scale here too, since cuBLAS has no per-column scale epilogue.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from gemlite.kernels.common import dequantize, load_codes, load_group_meta
+
+
+@triton.jit
+def dequant_kernel(
+    # Pointers
+    w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
+    s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
+    z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
+    out_ptr,  # [K, N] dequantized weight, N contiguous, in the compute dtype
+    # Sizes
+    N,
+    K,
+    zero_int,  # the integer zero-point (ZERO_INT only)
+    # Strides
+    stride_wk,
+    stride_wn,
+    stride_sg,
+    # Weight layout (WeightLayout.constexprs, from its scheme)
+    W_KIND: tl.constexpr,
+    W_BITS: tl.constexpr,
+    ELEMS_PER_WORD: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,
+    ZERO_MODE: tl.constexpr,
+    POST_SCALE: tl.constexpr,
+    PRE_SCALE: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    # Tile configuration
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[k0:k0+BLOCK_K, n0:n0+BLOCK_N] = dequant(W) for program (k tile, n tile)."""
+    k0 = tl.program_id(0) * BLOCK_K
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    mask_n = offs_n < N
+    codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                       W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+    scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if PRE_SCALE or POST_SCALE:
+        group = 0
+        if GROUP_SIZE > 0:
+            group = k0 // GROUP_SIZE  # BLOCK_K divides GROUP_SIZE: one group per tile
+        scale, zero = load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE)
+    w = dequantize(codes, scale[None, :], zero[None, :], zero_int, W_KIND, ZERO_MODE, POST_SCALE, tl.float32)
+    if POST_SCALE:
+        w = w * scale[None, :]
+    mask = (offs_k < K)[:, None] & mask_n[None, :]
+    ptrs = out_ptr + offs_k.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=mask)
