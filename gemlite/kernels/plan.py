@@ -96,30 +96,62 @@ def _param_order(kernel) -> tuple[tuple[bool, str], ...]:
     )
 
 
-# The compiled kernels the launcher has seen, keyed by everything Triton specializes a kernel on:
-# the constexprs and launch options, and per runtime argument its dtype and 16-byte alignment
-# (tensors) or whether it is 1, a multiple of 16, or beyond int32 (ints).
-_COMPILED: dict[tuple, object] = {}
-
-
-def _spec(value):
-    if isinstance(value, torch.Tensor):
-        return value.dtype, value.data_ptr() % 16 == 0
-    return value == 1, value % 16 == 0, -(2**31) <= value < 2**31
-
-
 try:
     from triton import knobs as _knobs
 except ImportError:  # pragma: no cover - a Triton without knobs: always launch through Triton
     _knobs = None
+try:
+    from torch._C import _cuda_getCurrentRawStream as _raw_stream  # what Triton's own launch uses
+except ImportError:  # pragma: no cover - a CPU-only torch
+    _raw_stream = None
 
 
 def _hooks_off() -> bool:
     """No launch hooks are set (profilers set them and need Triton's own launch path)."""
-    if _knobs is None:
+    if _knobs is None or _raw_stream is None:
         return False
     runtime = _knobs.runtime
     return runtime.launch_enter_hook is None and runtime.launch_exit_hook is None
+
+
+@dataclass(eq=False)
+class _Static:
+    """What every launch of one (family, layout, config, output dtype, bias, determinism) shares.
+
+    runtime: the kernel's runtime parameter names; meta: its constexprs. Every kernel here declares
+    its runtime parameters before its constexprs, so Triton's launcher takes ``(*args, *const_values)``.
+    Of the runtime arguments only the tensors and M / MN change between calls (N, K, K_PER_SPLIT,
+    zero_int and the strides follow from the layout and config): `compiled` maps their
+    specialization (dtype and 16-byte alignment of each tensor; M and MN equal to 1, multiples of 16,
+    within int32) to the compiled kernel.
+    """
+
+    kernel: object
+    runtime: tuple[str, ...]
+    meta: dict
+    splits: int
+    k_per_split: int
+    mode: int
+    const_values: tuple = ()
+    tensor_pos: tuple[int, ...] = ()
+    m_pos: tuple[int, ...] = ()
+    compiled: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        order = _param_order(self.kernel)
+        n_runtime = len(self.runtime)
+        if any(is_const for is_const, _ in order[:n_runtime]) or not all(c for c, _ in order[n_runtime:]):
+            raise AssertionError(f"{self.kernel}: runtime parameters must come before constexprs")
+        self.const_values = tuple(self.meta[name] for _, name in order[n_runtime:])
+        self.tensor_pos = tuple(i for i, name in enumerate(self.runtime) if name.endswith("_ptr"))
+        self.m_pos = tuple(i for i, name in enumerate(self.runtime) if name in ("M", "MN"))
+
+
+def _spec(args: tuple, static: _Static) -> tuple:
+    """The part of Triton's specialization key that can change between calls of one `_Static`."""
+    key = [(a.dtype, a.data_ptr() % 16 == 0) for a in (args[i] for i in static.tensor_pos)]
+    key += [(v == 1, v % 16 == 0, v < 2**31) for v in (args[i] for i in static.m_pos)]
+    return tuple(key)
 
 
 @dataclass
@@ -130,8 +162,8 @@ class KernelLaunch:
     On a GPU, `run` launches an already compiled kernel through its launcher directly: Triton's
     ``kernel[grid](...)`` rebuilds its specialization key from every argument on every call, which
     costs several times the rest of a forward's host time. The first launch of each specialization
-    goes through Triton (which compiles it) and keeps the compiled kernel; a Triton with launch hooks
-    set (profilers) always goes through Triton.
+    goes through Triton (which compiles it) and keeps the compiled kernel in its `_Static`; a Triton
+    with launch hooks set (profilers) always goes through Triton.
     """
 
     kernel: object  # a @triton.jit function
@@ -140,32 +172,27 @@ class KernelLaunch:
     constexprs: dict = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 2
+    static: _Static | None = None
 
     def run(self) -> None:
         first = self.args[0]
-        if not (isinstance(first, torch.Tensor) and first.is_cuda) or not _hooks_off():
+        static = self.static
+        if static is None or not (isinstance(first, torch.Tensor) and first.is_cuda) or not _hooks_off():
             self._run_triton()
             return
-        key = (
-            self.kernel, tuple(self.constexprs.items()), self.num_warps, self.num_stages,
-            first.device.index, tuple(_spec(a) for a in self.args),
-        )  # fmt: skip
-        compiled = _COMPILED.get(key)
+        device = first.device.index
+        spec = (device, _spec(self.args, static))
+        compiled = static.compiled.get(spec)
         if compiled is None:
             compiled = self._run_triton()
             if hasattr(compiled, "result"):  # an asynchronous compile's future
                 compiled = compiled.result()
-            _COMPILED[key] = compiled
+            static.compiled[spec] = compiled
             return
-        args = iter(self.args)
-        ordered = [
-            self.constexprs[name] if is_const else next(args) for is_const, name in _param_order(self.kernel)
-        ]
         grid = self.grid
         compiled.run(
-            grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-            torch.cuda.current_stream(first.device).cuda_stream,
-            compiled.function, compiled.packed_metadata, None, None, None, *ordered,
+            grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, _raw_stream(device),
+            compiled.function, compiled.packed_metadata, None, None, None, *self.args, *static.const_values,
         )  # fmt: skip
 
     def _run_triton(self):
@@ -223,8 +250,7 @@ def _weight_strides(layout, W_q: torch.Tensor) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=8192)
 def _static(family: str, layout, config, out_dtype: torch.dtype, has_bias: bool, deterministic: bool):
-    """What a launch of (family, layout, config) needs that does not depend on M or the tensors:
-    (kernel, runtime parameter names, constexprs, splits, K per split, write mode)."""
+    """The `_Static` of a launch of (family, layout, config): what does not depend on M or the tensors."""
     fam = _FAMILIES[family]
     K = layout.in_features
     splits, k_per_split = fam.split(config, K)
@@ -241,7 +267,7 @@ def _static(family: str, layout, config, out_dtype: torch.dtype, has_bias: bool,
         GROUP_M=config.GROUP_M,
     )
     runtime, constexprs = kernel_params(fam.kernel)
-    return fam.kernel, runtime, {name: meta[name] for name in constexprs}, splits, k_per_split, mode
+    return _Static(fam.kernel, runtime, {name: meta[name] for name in constexprs}, splits, k_per_split, mode)
 
 
 def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, config, locks=None):
@@ -253,9 +279,9 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     """
     if config.DEQUANT:
         return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
-    kernel, runtime, meta, splits, k_per_split, mode = _static(
-        family, layout, config, out_dtype, bias is not None, is_deterministic()
-    )
+    static = _static(family, layout, config, out_dtype, bias is not None, is_deterministic())
+    kernel, runtime, meta = static.kernel, static.runtime, static.meta
+    splits, k_per_split, mode = static.splits, static.k_per_split, static.mode
     M, K = x.shape
     N = layout.out_features
     device = x.device
@@ -293,7 +319,7 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
             "stride_xm": K, "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
         }  # fmt: skip
         args = tuple([named[name] for name in runtime])
-        launches.append(KernelLaunch(kernel, grid, args, meta, config.num_warps, config.num_stages))
+        launches.append(KernelLaunch(kernel, grid, args, meta, config.num_warps, config.num_stages, static))
     return out, launches
 
 

@@ -54,10 +54,6 @@ def act_scheme(kind: ActKind):
         ) from None
 
 
-def supported_weight_kinds() -> tuple[WeightKind, ...]:
-    return tuple(_WEIGHT)
-
-
 def check_format(fmt: Format) -> WeightScheme:
     """The weight scheme of `fmt`, after checking this release runs it (its weight kind and variant and
     its activation scheme); NotImplementedError naming what is missing otherwise."""
@@ -99,4 +95,4 @@ def infer_format(W_nbits: int, W_q_dtype: torch.dtype, compute_dtype: torch.dtyp
     return FORMATS[name]
 
 
-__all__ = ["act_scheme", "check_format", "infer_format", "supported_weight_kinds", "weight_scheme"]
+__all__ = ["act_scheme", "check_format", "infer_format", "weight_scheme"]
