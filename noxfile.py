@@ -37,10 +37,21 @@ GPU = _has_gpu()
 GPU_OR_VENV = "none" if GPU else "virtualenv"
 
 
+# The clients of gemlite that suites/correctness/test_clients.py drives, and what they import
+# (hqq.utils.patching imports transformers and accelerate); --no-deps so none pulls another torch.
+CLIENTS = (
+    "torchao==0.18.0", "hqq==0.2.8",
+    "termcolor==3.3.0", "tqdm==4.70.1", "transformers==5.23.0", "accelerate==1.15.0",
+    "huggingface_hub==2.4.0", "safetensors==0.8.0", "regex==2026.11.19", "pyyaml==6.0.4",
+    "httpx2==2.16.2", "httpcore2==2.16.2", "h11==0.16.0", "idna==3.20", "truststore==0.10.5",
+)  # fmt: skip
+
+
 def _cpu_env(session: nox.Session) -> dict[str, str]:
     """Install the CPU stack into the session's virtualenv; return the environment for the run."""
     session.install(CPU_TORCH, CPU_TRITON)
     session.install("-e", ".[test]")
+    session.install("--no-deps", *CLIENTS)
     # The interpreter must be chosen before any module with @triton.jit kernels is imported.
     return {"TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1", "PYTHONHASHSEED": "0"}
 

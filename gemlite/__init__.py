@@ -19,13 +19,37 @@ from gemlite.formats import FORMATS, DType, Format, get_format
 _LAZY = {
     "helper": ("gemlite.helper", None),
     "GemLiteLinear": ("gemlite.linear", "GemLiteLinear"),
-    "set_autotune": ("gemlite.autotune", "set_autotune"),
+    "set_autotune": ("gemlite.compat", "set_autotune"),  # GemLite's superset of gemlite.autotune's
     "get_autotune": ("gemlite.autotune", "get_autotune"),
     "cache_config": ("gemlite.autotune", "cache_config"),
     "load_config": ("gemlite.autotune", "load_config"),
     "reset_config": ("gemlite.autotune", "reset_config"),
     "set_deterministic": ("gemlite.settings", "set_deterministic"),
     "is_deterministic": ("gemlite.settings", "is_deterministic"),
+    # Public GemLite's names (gemlite.compat says what each does here)
+    "compat": ("gemlite.compat", None),
+    "core": ("gemlite.core", None),
+    "bitpack": ("gemlite.bitpack", None),
+    "GemLiteLinearTriton": ("gemlite.linear", "GemLiteLinearTriton"),
+    "forward_functional": ("gemlite.compat", "forward_functional"),
+    "GEMLITE_ACC_DTYPE": ("gemlite.compat", "GEMLITE_ACC_DTYPE"),
+    "set_packing_bitwidth": ("gemlite.core", "set_packing_bitwidth"),
+    **{
+        name: ("gemlite.compat", name)
+        for name in (
+            "set_acc_dtype",
+            "set_autotune_setting",
+            "set_kernel_caching",
+            "enable_tma",
+            "enable_warp_specialize",
+            "set_native_atomic_bfp16",
+            "set_ptx_fp4_pack",
+            "enable_cudagraph_autotune",
+            "set_fast_nvfp4",
+            "auto_detect_ptx_fp4_pack",
+            "enable_activation_scaling",
+        )
+    },
 }
 
 
@@ -59,4 +83,23 @@ __all__ = [
     "set_deterministic",
     "is_deterministic",
     "__version__",
+    # public GemLite's names
+    "GemLiteLinearTriton",
+    "forward_functional",
+    "GEMLITE_ACC_DTYPE",
+    "set_acc_dtype",
+    "set_autotune_setting",
+    "set_packing_bitwidth",
+    "set_kernel_caching",
+    "enable_tma",
+    "enable_warp_specialize",
+    "set_native_atomic_bfp16",
+    "set_ptx_fp4_pack",
+    "enable_cudagraph_autotune",
+    "set_fast_nvfp4",
+    "auto_detect_ptx_fp4_pack",
+    "enable_activation_scaling",
+    "core",
+    "bitpack",
+    "compat",
 ]

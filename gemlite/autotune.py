@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -322,10 +323,14 @@ def set_autotune(mode: str | bool) -> None:
     """Choose how configs are picked for keys not in the cache.
 
     mode: "fast" (default: time a short hand-picked list per family on first use), "max" (time a
-        larger space), or False (never time: one heuristic default per family).
+        larger space), False (never time: one heuristic default per family), or True, which means
+        "max" as in public GemLite (`get_autotune` then reads "max").
     Configs already cached stay in use; call `reset_config()` to re-tune. Raises ValueError otherwise.
+    (`gemlite.set_autotune` is GemLite's superset: also "default" and per-family dicts, `gemlite.compat`.)
     """
     global _MODE
+    if mode is True:
+        mode = "max"
     _check_mode(mode)
     _MODE = mode
     bump_generation()
@@ -480,59 +485,228 @@ def bench_ms(fn: Callable[[], object]) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+class ConfigCacheWarning(UserWarning):
+    """A config cache file that could not be used (unreadable, malformed, or public GemLite's layout);
+    the message names the file and what gemlite did instead."""
+
+
+def _gemlite_layout_hint(data) -> str:
+    """A hint when `data` looks like public GemLite's cache: keys ``"(M, N, K, group_size,
+    elements_per_sample, type_id)"`` mapping to Triton kwargs (``BLOCK_SIZE_M``, ``num_warps``, ...)."""
+    if not isinstance(data, dict):
+        return ""
+    for entries in data.values():
+        if isinstance(entries, dict):
+            for key, cfg in entries.items():
+                if str(key).startswith("(") or (isinstance(cfg, dict) and "BLOCK_SIZE_M" in cfg):
+                    return (
+                        " (it is public GemLite's cache layout: keys '(M, N, K, group_size, "
+                        "elements_per_sample, type_id)' with Triton kwargs; GemLite's kernels and gemlite's "
+                        "differ, so their configs do not carry over: tune with gemlite.helper.warmup and "
+                        "save with gemlite.cache_config)"
+                    )
+    return ""
+
+
 def _parse_cache(data, path) -> dict[str, dict[str, Config]]:
+    hint = _gemlite_layout_hint(data)
     if not isinstance(data, dict):
         raise ValueError(f"path: {path} does not hold a JSON object of families")
     out: dict[str, dict[str, Config]] = {}
     for family, entries in data.items():
         if family not in FAMILIES:
-            raise ValueError(f"path: {path} has unknown family {family!r}; expected one of {FAMILIES}")
+            raise ValueError(f"path: {path} has unknown family {family!r}; expected one of {FAMILIES}{hint}")
         if not isinstance(entries, dict):
-            raise ValueError(f"path: {path}: {family} must map key strings to configs")
+            raise ValueError(f"path: {path}: {family} must map key strings to configs{hint}")
         out[family] = {}
         for key, cfg in entries.items():
             try:
                 out[family][str(key)] = Config.from_dict(cfg)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"path: {path}: bad {family} config for {key!r}: {exc}") from None
+                raise ValueError(f"path: {path}: bad {family} config for {key!r}: {exc}{hint}") from None
     return out
 
 
-def load_config(path: str | os.PathLike) -> None:
-    """Merge a JSON config cache file into the process cache (file entries win); a cached key is
-    then launched without tuning. Raises FileNotFoundError, or ValueError for malformed content."""
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"path: {path} is not valid JSON: {exc}") from None
-    parsed = _parse_cache(data, path)
+def _read_cache(path: str) -> dict[str, dict[str, Config]]:
+    """Parse a cache file; ValueError naming the path for anything but a readable gemlite cache
+    (FileNotFoundError / OSError when it cannot be opened)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"path: {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); not a config cache"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"path: {path} is not valid JSON (corrupted or truncated?): {exc}") from None
+    return _parse_cache(data, path)
+
+
+def load_config(
+    path: str | os.PathLike | None,
+    print_error: bool = True,
+    overwrite: bool = False,
+    *,
+    strict: bool = False,
+) -> bool:
+    """Merge a JSON config cache file into the process cache (file entries win); a cached key is then
+    launched without tuning. Public GemLite's signature and result.
+
+    Args:
+        path: the file (`cache_config` writes it). None returns False (as GemLite does).
+        print_error: on failure, warn (`ConfigCacheWarning`, naming the path and the reason);
+            False: fail silently.
+        overwrite: replace the process cache with the file's entries instead of merging.
+        strict: raise instead of returning False.
+
+    Returns:
+        True when the file was loaded; False when it was not (missing, unreadable, not UTF-8, corrupt or
+        truncated JSON, wrong schema, or public GemLite's own cache layout, whose configs do not apply
+        to gemlite's kernels). Nothing of a file that fails is loaded; the process cache is unchanged.
+
+    Raises (only with ``strict=True``): FileNotFoundError / OSError when the file cannot be read,
+    ValueError naming the path and what is wrong with its content. TypeError for a bad argument.
+    """
+    for name, flag in (("print_error", print_error), ("overwrite", overwrite), ("strict", strict)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+    if path is None:
+        return False
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    try:
+        parsed = _read_cache(path)
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise
+        if print_error:
+            reason = exc if isinstance(exc, ValueError) else f"path: cannot read {path}: {exc}"
+            warnings.warn(
+                f"gemlite.load_config: {reason}; nothing loaded, configs will be tuned (or the "
+                "heuristic ones used)",
+                ConfigCacheWarning,
+                stacklevel=2,
+            )
+        return False
     with _LOCK:
+        if overwrite:
+            for family in FAMILIES:
+                _CACHE[family].clear()
         for family, entries in parsed.items():
             _CACHE[family].update(entries)
     bump_generation()
+    return True
 
 
-def cache_config(path: str | os.PathLike) -> None:
-    """Write every cached config to a JSON file, merged over the file's entries when it exists
-    (process entries win). The file is replaced atomically."""
-    path = os.fspath(path)
-    merged: dict[str, dict[str, dict]] = {f: {} for f in FAMILIES}
-    with _LOCK:
-        if os.path.exists(path):
-            with open(path) as f:
+@contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """An exclusive lock between processes on ``<path>.lock`` (left in place; flock releases it when the
+    holder exits, even by a crash). POSIX: fcntl.flock; Windows: msvcrt.locking; elsewhere an
+    O_EXCL lock file, taken over after 60 s (a holder that died without removing it)."""
+    lock_path = path + ".lock"
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+        with open(lock_path, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return
+    try:
+        import msvcrt
+    except ImportError:
+        msvcrt = None
+    if msvcrt is not None:
+        with open(lock_path, "a+b") as f:
+            f.seek(0)
+            while True:
                 try:
-                    existing = _parse_cache(json.load(f), path)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"path: {path} exists but is not valid JSON: {exc}") from None
+                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+                deadline = time.monotonic() + 60.0
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+
+
+def _set_aside(path: str) -> str:
+    """Rename an unreadable cache file to a free ``<path>.unreadable[.N]`` name; return that name."""
+    target = path + ".unreadable"
+    n = 1
+    while os.path.exists(target):
+        target = f"{path}.unreadable.{n}"
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def cache_config(path: str | os.PathLike, *, strict: bool = False) -> None:
+    """Write every cached config to a JSON file, merged over the file's entries when it exists
+    (process entries win). The file is replaced atomically, under a lock (``<path>.lock``) that other
+    processes calling `cache_config` on the same file wait for, so concurrent writers lose nothing.
+
+    An existing file that cannot be read as a gemlite cache (not UTF-8, corrupt or truncated JSON, wrong
+    schema, public GemLite's layout) is moved aside to ``<path>.unreadable`` with a
+    `ConfigCacheWarning` naming both paths, and a new file is written; ``strict=True`` raises
+    ValueError (naming the path) instead and writes nothing.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict: expected a bool, got {type(strict).__name__} {strict!r}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    with _LOCK, _file_lock(path):
+        merged: dict[str, dict[str, dict]] = {f: {} for f in FAMILIES}
+        if os.path.exists(path):
+            try:
+                existing = _read_cache(path)
+            except ValueError as exc:
+                if strict:
+                    raise
+                aside = _set_aside(path)
+                warnings.warn(
+                    f"gemlite.cache_config: {exc}; moved it to {aside} and wrote a new cache",
+                    ConfigCacheWarning,
+                    stacklevel=2,
+                )
+                existing = {}
             for family, entries in existing.items():
                 merged[family].update({k: c.as_dict() for k, c in entries.items()})
         for family in FAMILIES:
             merged[family].update({k: c.as_dict() for k, c in _CACHE[family].items()})
-        directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".gemlite-config-", suffix=".json", dir=directory)
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(merged, f, indent=1, sort_keys=True)
             os.replace(tmp, path)
         except BaseException:

@@ -43,6 +43,8 @@ class DType(enum.Enum):
     INT16 = 9
     UINT16 = 10
     INT64 = 11
+    FP8e4nuz = 12  # e4m3fnuz (AMD)
+    FP8e5nuz = 13  # e5m2fnuz (AMD)
     MXFP16 = 14  # fp16 activations against MX weights
     MXBF16 = 15  # bf16 activations against MX weights
     MXFP8 = 16  # e4m3 elements with e8m0 scales per 32
@@ -82,6 +84,8 @@ _TORCH_DTYPES = {
     DType.INT16: torch.int16,
     DType.UINT16: torch.uint16,
     DType.INT64: torch.int64,
+    DType.FP8e4nuz: torch.float8_e4m3fnuz,
+    DType.FP8e5nuz: torch.float8_e5m2fnuz,
     DType.MXFP16: torch.float16,
     DType.MXBF16: torch.bfloat16,
     DType.MXFP8: torch.float8_e4m3fn,

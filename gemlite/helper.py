@@ -1,13 +1,27 @@
 """Processors that turn a float ``nn.Linear`` (or pre-quantized tensors) into a `GemLiteLinear`.
 
-One class per format, named after it::
+One class per format, named after it, with public GemLite's constructors and methods::
 
-    layer = A16W4_HQQ_INT(device="cuda", dtype=torch.float16).from_linear(linear, group_size=64)
-    layer = A16W8_INT8(device="cuda").from_weights(weight_int8, scales, bias)
+    layer = A16W4_HQQ_INT(device="cuda").from_linear(linear, group_size=64)
+    layer = A16W4_HQQ_INT(device="cuda").from_hqqlinear(hqq_layer)        # an hqq HQQLinear
+    layer = A16W8_INT8(device="cuda").from_weights(weight_int8, bias, scales)
+    layer = A16Wn(device="cuda").from_weights(W_q, scales, zeros, W_nbits=4, group_size=64)
     patch_model(model, "cuda", A16W8_INT8)      # every nn.Linear of a model, in place
     warmup(A16W4_HQQ_INT, shapes=[(4096, 4096)], batch_sizes=[1, 16, 64])   # autotune ahead of time
 
-A processor's ``dtype`` is the activation dtype (fp16 or bf16) and also the layer's output dtype.
+A processor's ``dtype`` is the activation dtype (fp16 or bf16), also the layer's output dtype.
+``dtype=None`` (GemLite's default) infers it from the tensors: the scales' dtype for pre-quantized
+tensors (an hqq layer's compute dtype), the float weight's dtype for ``from_linear``, when that is
+float16 or bfloat16; otherwise float16 (GemLite would compute in fp32, which gemlite's kernels do not).
+
+``device`` (default ``"cuda:0"``) is where the layer's tensors go; it is checked when a layer is built
+(a ``device:`` ValueError on a machine without that device). ``from_hqqlinear`` keeps the hqq layer's
+own device, as GemLite does.
+
+Formats of public GemLite that gemlite does not run yet (dynamic activations, MXFP, NVFP4) have
+their processor names here too; constructing one raises NotImplementedError naming the format, so a
+client probing for them (``hasattr``) finds them and gets a clear error when it uses one.
+
 Quantization rules are in `gemlite.quantize`.
 """
 
@@ -26,22 +40,48 @@ from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize
 
 __all__ = [
     "A16W16",
+    "A16W8",
     "A16W8_INT8",
     "A16W8_FP8",
+    "A16Wn",
+    "A16Wn_HQQ_INT",
     "A16W8_HQQ_INT",
     "A16W4_HQQ_INT",
     "A16W2_HQQ_INT",
     "A16W1_HQQ_INT",
     "A16W158_INT",
+    "cleanup_linear",
     "patch_model",
     "warmup",
     "DEFAULT_BATCH_SIZES",
+    # public GemLite's processors of formats planned for a later release (NotImplementedError)
+    "A8W8_dynamic",
+    "A8W8_int8_dynamic",
+    "A8W8_INT8_dynamic",
+    "A8W8_fp8_dynamic",
+    "A8W8_FP8_dynamic",
+    "A8Wn_HQQ_INT_dynamic",
+    "A8W4_HQQ_INT_dynamic",
+    "A8W2_HQQ_INT_dynamic",
+    "A8W158_INT_dynamic",
+    "A16Wn_MXFP",
+    "A16W8_MXFP",
+    "A16W4_MXFP",
+    "A16W4_NVFP",
+    "A8Wn_MXFP_dynamic",
+    "A8W8_MXFP_dynamic",
+    "A8W4_MXFP_dynamic",
+    "A4W4_MXFP_dynamic",
+    "A4W4_NVFP_dynamic",
 ]
 
 # Every autotune M bucket, largest first so a warm-up tunes the slow large-M configs first.
 DEFAULT_BATCH_SIZES = tuple(reversed(M_BUCKETS))
 DEFAULT_SKIP_MODULES = ("lm_head", "vision", "visual")
+#: Group size of `patch_model` and `warmup` for HQQ processors (public GemLite's default).
+DEFAULT_GROUP_SIZE = 64
 _ACT_DTYPES = (torch.float16, torch.bfloat16)
+_FLOAT_WEIGHTS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _check_linear(linear) -> None:
@@ -52,8 +92,120 @@ def _check_linear(linear) -> None:
         raise ValueError("linear: its weight is None (was it already converted with del_orig=True?)")
     if w.device.type == "meta":
         raise ValueError("linear: its weight is on the meta device; load real weights before converting")
-    if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    if w.dtype not in _FLOAT_WEIGHTS:
         raise TypeError(f"linear: expected a float16, bfloat16 or float32 weight, got {w.dtype}")
+
+
+def _data(t):
+    """A Parameter's data (GemLite's helpers accept both); anything else as is."""
+    return t.detach() if isinstance(t, torch.Tensor) else t
+
+
+def cleanup_linear(linear_layer, del_orig: bool = True) -> None:
+    """Public GemLite's ``cleanup_linear``: with ``del_orig``, set the layer's ``weight``, ``bias``,
+    ``weight_scale``, ``W_q`` and ``meta`` (those present and non-empty) to None so their memory can be
+    reclaimed; then release cached CUDA memory."""
+    if not isinstance(del_orig, bool):
+        raise TypeError(f"del_orig: expected a bool, got {type(del_orig).__name__}")
+    if del_orig:
+        for attr in ("weight", "bias", "weight_scale", "W_q", "meta"):
+            value = getattr(linear_layer, attr, None)
+            size = (
+                value.numel()
+                if isinstance(value, torch.Tensor)
+                else len(value)
+                if hasattr(value, "__len__")
+                else 0
+            )
+            if size > 0:
+                setattr(linear_layer, attr, None)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _usable_device(device: torch.device) -> torch.device:
+    """`device` if this machine has it, else a ``device:`` ValueError (not torch's assertion)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: the processor's device is {device}, but this machine has no CUDA GPU "
+                "(torch.cuda.is_available() is False); pass device='cpu' to run the kernels on the CPU "
+                "(TRITON_INTERPRET=1 set before importing gemlite)"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device: {device} does not exist; this machine has {count} CUDA device(s)")
+    elif device.type == "meta":
+        raise ValueError("device: a gemlite layer needs real tensors, got the meta device")
+    return device
+
+
+class _Processor:
+    """Common part of the processors: the target device and activation dtype.
+
+    Args:
+        device: where the layer's tensors go (a torch.device or a string such as ``"cuda:0"``).
+            Nothing is allocated by the constructor; a device this machine lacks is refused when a
+            layer is built.
+        dtype: activation dtype, torch.float16 or torch.bfloat16 (also the output dtype), or None:
+            inferred from the tensors (module docstring).
+
+    Raises:
+        ValueError: a device torch cannot parse, a dtype other than None/fp16/bf16.
+    """
+
+    def __init__(self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None) -> None:
+        try:
+            self.device = torch.device(device)
+        except (TypeError, RuntimeError) as e:
+            raise ValueError(
+                f"device: expected a torch device such as 'cuda:0' or 'cpu', got {device!r} ({e})"
+            ) from None
+        if dtype is not None and dtype not in _ACT_DTYPES:
+            raise ValueError(
+                "dtype: expected torch.float16 or torch.bfloat16 (the activation dtype), or None (inferred "
+                f"from the tensors), got {dtype!r}"
+            )
+        self.dtype = dtype
+
+    #: The format this processor's layers hold (its name is the class name).
+    format: Format
+
+    @property
+    def W_nbits(self) -> int:
+        """Bits per stored weight code (GemLite's processors carry it too)."""
+        return self.format.weight.bits
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={str(self.device)!r}, dtype={self.dtype})"
+
+    def _act_dtype(self, like: torch.dtype | None) -> torch.dtype:
+        """The activation dtype: the processor's, else `like` when it is fp16/bf16, else fp16."""
+        if self.dtype is not None:
+            return self.dtype
+        return like if like in _ACT_DTYPES else torch.float16
+
+    def _layer(self, group_size: int | None, n: int, k: int, dtype: torch.dtype) -> GemLiteLinear:
+        act = DType.from_torch(dtype)
+        return GemLiteLinear(
+            self.format.weight.bits, group_size=group_size, in_features=k, out_features=n,
+            input_dtype=act, output_dtype=act,
+        )  # fmt: skip
+
+    def _pack(self, group_size, n: int, k: int, W_q, scales, zeros, bias, dtype, **pack_kw) -> GemLiteLinear:
+        return self._layer(group_size, n, k, dtype).pack(
+            W_q, scales, zeros, bias, format=self.format, **pack_kw
+        )
+
+    def _to_device(self, t, device: torch.device | None = None):
+        if t is None or not isinstance(t, torch.Tensor):
+            return t
+        return t.detach().to(_usable_device(self.device if device is None else device))
+
+    def _bias_of(self, linear: nn.Linear) -> torch.Tensor | None:
+        if linear.bias is None:
+            return None
+        return linear.bias.detach().to(_usable_device(self.device), copy=True)
 
 
 def _free_linear(linear: nn.Linear) -> None:
@@ -62,159 +214,213 @@ def _free_linear(linear: nn.Linear) -> None:
     linear.bias = None
 
 
-class _Processor:
-    """Common part of the processors: the target device and activation dtype.
-
-    Args:
-        device: where the layer's tensors go (a torch.device or a string such as ``"cuda:0"``).
-            Nothing is allocated by the constructor.
-        dtype: activation dtype, torch.float16 or torch.bfloat16; also the output dtype.
-
-    Raises:
-        TypeError / ValueError: a device torch cannot parse, a dtype other than fp16/bf16.
-    """
-
-    def __init__(self, device: str | torch.device = "cuda:0", dtype: torch.dtype = torch.float16) -> None:
-        try:
-            self.device = torch.device(device)
-        except (TypeError, RuntimeError) as e:
-            raise ValueError(
-                f"device: expected a torch device such as 'cuda:0' or 'cpu', got {device!r} ({e})"
-            ) from None
-        if dtype not in _ACT_DTYPES:
-            raise ValueError(
-                f"dtype: expected torch.float16 or torch.bfloat16 (the activation dtype), got {dtype!r}"
-            )
-        self.dtype = dtype
-
-    #: The format this processor's layers hold (its name is the class name).
-    format: Format
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={str(self.device)!r}, dtype={self.dtype})"
-
-    def _layer(self, group_size: int | None, n: int, k: int) -> GemLiteLinear:
-        act = DType.from_torch(self.dtype)
-        return GemLiteLinear(
-            self.format.weight.bits, group_size=group_size, in_features=k, out_features=n,
-            input_dtype=act, output_dtype=act,
-        )  # fmt: skip
-
-    def _pack(self, group_size, n: int, k: int, W_q, scales, zeros, bias) -> GemLiteLinear:
-        return self._layer(group_size, n, k).pack(W_q, scales, zeros, bias, format=self.format)
-
-    def _bias_of(self, linear: nn.Linear) -> torch.Tensor | None:
-        if linear.bias is None:
-            return None
-        return linear.bias.detach().to(self.device, copy=True)
-
-    def _to_device(self, name: str, t):
-        if t is None or not isinstance(t, torch.Tensor):
-            return t
-        return t.detach().to(self.device)
-
-
 class A16W16(_Processor):
     """Unquantized fp16/bf16 weight through gemlite's kernels (a baseline; no memory saved)."""
 
     format = FORMATS["A16W16"]
 
     def from_linear(self, linear: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
-        """A W_nbits=16 layer with the linear's weight cast to `dtype` (bias kept)."""
+        """A W_nbits=16 layer with the linear's weight cast to the activation dtype (bias kept)."""
         _check_linear(linear)
         n, k = linear.weight.shape
-        weight = linear.weight.detach().to(self.device, self.dtype, copy=True)
-        layer = self._pack(None, n, k, weight, None, None, self._bias_of(linear))
+        dtype = self._act_dtype(linear.weight.dtype)
+        weight = linear.weight.detach().to(_usable_device(self.device), dtype, copy=True)
+        layer = self._pack(None, n, k, weight, None, None, self._bias_of(linear), dtype)
         if del_orig:
             _free_linear(linear)
         return layer
 
     def from_weights(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> GemLiteLinear:
-        """A W_nbits=16 layer from a ``[N, K]`` weight of `dtype` (not converted: TypeError otherwise)."""
+        """A W_nbits=16 layer from a ``[N, K]`` fp16/bf16 weight (of the processor's dtype, if set)."""
+        weight = _data(weight)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             raise ValueError(
                 f"weight: expected a 2-D tensor [N, K], got {getattr(weight, 'shape', weight)!r}"
             )
         n, k = weight.shape
-        weight, bias = self._to_device("weight", weight), self._to_device("bias", bias)
-        return self._pack(None, n, k, weight, None, None, bias)
+        dtype = self._act_dtype(weight.dtype)
+        weight, bias = self._to_device(weight), self._to_device(_data(bias))
+        return self._pack(None, n, k, weight, None, None, bias, dtype)
 
 
-class _ChannelWise8(_Processor):
-    """8-bit channel-wise weights (INT8 or FP8): ``W = W_q * scales[n]``, fp32 scales."""
+# --------------------------------------------------------------------------------------------
+# 8-bit channel-wise weights: INT8 / FP8
+# --------------------------------------------------------------------------------------------
 
-    _codes_dtype: torch.dtype
-    _quantize = staticmethod(quantize_int8)
 
-    def from_linear(self, linear: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
+class A16W8(_Processor):
+    """fp16/bf16 activations x 8-bit channel-wise weights, ``W = W_q * scales[n]`` (public GemLite's
+    ``A16W8``): INT8 codes, or FP8 e4m3 codes with ``fp8=torch.float8_e4m3fn``.
+
+    Args:
+        device, dtype: as for every processor (module docstring).
+        fp8: None (INT8) or torch.float8_e4m3fn (FP8). Other FP8 types are a later release.
+        fp32_scale, post_scale: GemLite's storage/kernel choices; gemlite always keeps fp32 scales and
+            applies them to the fp32 accumulator (exact codes in the dot), so both are accepted and
+            change nothing.
+    """
+
+    format = FORMATS["A16W8_INT8"]
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp8: torch.dtype | None = None,
+        fp32_scale: bool = True,
+        post_scale: bool = False,
+    ) -> None:
+        super().__init__(device, dtype)
+        for name, flag in (("fp32_scale", fp32_scale), ("post_scale", post_scale)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        if fp8 is None or fp8 is False:
+            self.format = FORMATS["A16W8_INT8"]
+        elif fp8 == torch.float8_e4m3fn:
+            self.format = FORMATS["A16W8_FP8"]
+        elif isinstance(fp8, torch.dtype) and fp8.is_floating_point and fp8.itemsize == 1:
+            raise NotImplementedError(
+                f"fp8: {fp8} weights are planned for a later release; use float8_e4m3fn"
+            )
+        else:
+            raise TypeError(f"fp8: expected None or torch.float8_e4m3fn, got {fp8!r}")
+        self.fp8, self.fp32_scale, self.post_scale = fp8 or None, fp32_scale, post_scale
+
+    @property
+    def _codes_dtype(self) -> torch.dtype:
+        return torch.int8 if self.format.name == "A16W8_INT8" else torch.float8_e4m3fn
+
+    def from_linear(self, linear_layer: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
         """Quantize a float ``nn.Linear`` (see `gemlite.quantize`) and pack it; the bias is kept.
 
         Args:
-            linear: the float layer (fp16/bf16/fp32 weight; quantized from its own precision).
+            linear_layer: the float layer (fp16/bf16/fp32 weight; quantized from its own precision).
             del_orig: drop the linear's weight and bias afterwards (set to None) to free memory.
 
         Raises:
             TypeError / ValueError: not an nn.Linear, a non-float or non-finite weight, sizes the
-                kernels cannot run (in_features must be a multiple of 32).
+                kernels cannot run (in_features must be a multiple of 32), a missing device.
         """
-        _check_linear(linear)
-        codes, scales = type(self)._quantize(linear.weight.detach().to(self.device))
-        layer = self.from_weights(codes, scales, self._bias_of(linear))
+        _check_linear(linear_layer)
+        layer = self.from_weights(linear_layer.weight, self._bias_of(linear_layer))
         if del_orig:
-            _free_linear(linear)
+            _free_linear(linear_layer)
         return layer
 
-    def from_weights(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
-        """Pack a pre-quantized weight.
+    def from_weights(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, scales: torch.Tensor | None = None
+    ) -> GemLiteLinear:
+        """Pack 8-bit weights: GemLite's ``from_weights(weight, bias=None, scales=None)``.
 
         Args:
-            weight: ``[N, K]`` codes (int8 for A16W8_INT8, float8_e4m3fn for A16W8_FP8).
-            scales: N per-channel scales, ``[N]`` or ``[N, 1]``, fp16/bf16/fp32 (stored as fp32).
+            weight: ``[N, K]``. With ``scales``: pre-quantized codes (int8 for INT8, float8_e4m3fn for
+                FP8). Without: a float weight (fp16/bf16/fp32), quantized per output channel
+                (`gemlite.quantize`: scale ``amax / 127`` or ``amax / 448``, in fp32).
             bias: ``[N]`` float, or None.
+            scales: N per-channel scales (``[N]`` or ``[N, 1]``, fp16/bf16/fp32, stored as fp32), or None.
 
         Raises:
-            TypeError / ValueError: as `GemLiteLinear.pack`.
+            TypeError / ValueError: as `GemLiteLinear.pack`; codes without scales.
         """
+        weight, bias, scales = _data(weight), _data(bias), _data(scales)
+        name = type(self).__name__ if type(self) is not A16W8 else self.format.name
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
-        if weight.dtype != self._codes_dtype:
-            raise TypeError(
-                f"weight: {type(self).__name__} takes {self._codes_dtype} codes, got {weight.dtype}"
-            )
+        if type(self) is A16W8 and scales is not None and weight.dtype != self._codes_dtype:
+            # GemLite's A16W8 takes any pre-quantized 8-bit weight: the codes' dtype names the format.
+            if weight.dtype in (torch.int8, torch.float8_e4m3fn):
+                fp8 = torch.float8_e4m3fn if weight.dtype == torch.float8_e4m3fn else None
+                return A16W8(self.device, self.dtype, fp8, self.fp32_scale, self.post_scale).from_weights(
+                    weight, bias, scales
+                )
         if weight.dim() != 2:
             raise ValueError(f"weight: expected a 2-D tensor [N, K], got shape {tuple(weight.shape)}")
+        if scales is None:
+            if not weight.dtype.is_floating_point or weight.dtype.itemsize == 1:
+                if weight.dtype == self._codes_dtype:
+                    raise TypeError(
+                        f"scales: pre-quantized {weight.dtype} codes need their scales; GemLite's order is "
+                        "from_weights(weight, bias=None, scales=None): pass scales=... (by keyword, or third)"
+                    )
+                raise TypeError(
+                    f"weight: {name} takes {self._codes_dtype} codes, got {weight.dtype} (or a float weight "
+                    "to quantize, with scales=None)"
+                )
+            if weight.dtype not in _FLOAT_WEIGHTS:
+                raise TypeError(f"weight: expected a float16, bfloat16 or float32 weight, got {weight.dtype}")
+            dtype = self._act_dtype(weight.dtype)
+            quantize = quantize_int8 if self.format.name == "A16W8_INT8" else quantize_fp8
+            weight, scales = quantize(weight.to(_usable_device(self.device)))
+        else:
+            if weight.dtype != self._codes_dtype:
+                raise TypeError(f"weight: {name} takes {self._codes_dtype} codes, got {weight.dtype}")
+            dtype = self._act_dtype(scales.dtype if isinstance(scales, torch.Tensor) else None)
         n, k = weight.shape
-        weight, scales, bias = (
-            self._to_device(name, t) for name, t in (("weight", weight), ("scales", scales), ("bias", bias))
-        )
-        return self._pack(None, n, k, weight, scales, None, bias)
+        weight, scales, bias = self._to_device(weight), self._to_device(scales), self._to_device(bias)
+        return self._pack(None, n, k, weight, scales, None, bias, dtype)
 
 
-class A16W8_INT8(_ChannelWise8):
+class A16W8_INT8(A16W8):
     """fp16/bf16 activations x INT8 channel-wise weights (symmetric, round half away from zero)."""
 
     format = FORMATS["A16W8_INT8"]
-    _codes_dtype = torch.int8
-    _quantize = staticmethod(quantize_int8)
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp32_scale: bool = True,
+        post_scale: bool = False,
+    ) -> None:
+        super().__init__(device, dtype, None, fp32_scale, post_scale)
 
 
-class A16W8_FP8(_ChannelWise8):
+class A16W8_FP8(A16W8):
     """fp16/bf16 activations x FP8 e4m3 channel-wise weights."""
 
     format = FORMATS["A16W8_FP8"]
-    _codes_dtype = torch.float8_e4m3fn
-    _quantize = staticmethod(quantize_fp8)
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = True,
+        post_scale: bool = False,
+    ) -> None:
+        super().__init__(device, dtype, fp8, fp32_scale, post_scale)
+        if self.format.name != "A16W8_FP8":
+            raise TypeError(f"fp8: A16W8_FP8 needs an FP8 dtype (torch.float8_e4m3fn), got {fp8!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# HQQ integer weights
+# --------------------------------------------------------------------------------------------
+
+
+def _hqq_device(hqq_layer, fallback: torch.device) -> torch.device:
+    w = getattr(hqq_layer, "W_q", None)
+    return w.device if isinstance(w, torch.Tensor) else fallback
 
 
 class _HQQ(_Processor):
     """HQQ-style integer weights: uint8 codes, ``W = (W_q - zeros) * scales`` per group along K."""
 
+    _packing_bitwidth: int | None = None  # A16Wn's packing_bitwidth; None: GemLiteLinear.PACKING_BITWIDTH
+
+    def _pack_hqq(self, group_size, n, k, W_q, scales, zeros, bias, dtype, packed=False) -> GemLiteLinear:
+        return self._pack(
+            group_size, n, k, W_q, scales, zeros, bias, dtype,
+            packed=packed, packing_bitwidth=self._packing_bitwidth,
+        )  # fmt: skip
+
     def from_linear(
         self, linear: nn.Linear, del_orig: bool = True, group_size: int | None = 128
     ) -> GemLiteLinear:
-        """Quantize a float ``nn.Linear`` with min-max round-to-nearest per group and pack it.
+        """Quantize a float ``nn.Linear`` with min-max round-to-nearest per group and pack it
+        (gemlite only: public GemLite quantizes through the hqq package, see `from_hqqlinear`).
 
-        Scales and zeros are stored in the processor's `dtype`; the bias is kept.
+        Scales and zeros are stored in the activation dtype; the bias is kept.
 
         Args:
             linear: the float layer.
@@ -223,21 +429,40 @@ class _HQQ(_Processor):
 
         Raises:
             TypeError / ValueError: not an nn.Linear, a non-finite weight, a group size the kernels
-                cannot run or that does not divide in_features.
+                cannot run or that does not divide in_features, a missing device.
         """
         _check_linear(linear)
         n, k = linear.weight.shape
-        layer = self._layer(group_size, n, k)  # validates group_size before quantizing
+        dtype = self._act_dtype(linear.weight.dtype)
+        layer = self._layer(group_size, n, k, dtype)  # validates group_size before quantizing
         codes, scales, zeros = quantize_hqq(
-            linear.weight.detach().to(self.device),
+            linear.weight.detach().to(_usable_device(self.device)),
             self.format.weight.bits,
             group_size,
-            scale_dtype=self.dtype,
+            scale_dtype=dtype,
         )
-        layer.pack(codes, scales, zeros, self._bias_of(linear), format=self.format)
+        layer.pack(
+            codes,
+            scales,
+            zeros,
+            self._bias_of(linear),
+            packing_bitwidth=self._packing_bitwidth,
+            format=self.format,
+        )
         if del_orig:
             _free_linear(linear)
         return layer
+
+    def _group_of(self, W_q_numel: int, k: int, scales) -> int:
+        if not isinstance(scales, torch.Tensor):
+            raise TypeError(f"scales: expected a torch.Tensor, got {type(scales).__name__}")
+        s = scales.numel()
+        if s == 0 or W_q_numel % s != 0 or k % (W_q_numel // s) != 0:
+            raise ValueError(
+                f"scales: the group size is W_q.numel() / scales.numel() and must divide K={k}; got "
+                f"{W_q_numel} / {s} values"
+            )
+        return W_q_numel // s
 
     def from_weights(
         self,
@@ -258,34 +483,54 @@ class _HQQ(_Processor):
             TypeError / ValueError: as `GemLiteLinear.pack`, plus a scales count that does not divide
                 W_q's.
         """
+        W_q, scales, zeros, bias = (_data(t) for t in (W_q, scales, zeros, bias))
         if not isinstance(W_q, torch.Tensor):
             raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
         if W_q.dim() != 2:
             raise ValueError(f"W_q: expected a 2-D tensor [N, K], got shape {tuple(W_q.shape)}")
-        if not isinstance(scales, torch.Tensor):
-            raise TypeError(f"scales: expected a torch.Tensor, got {type(scales).__name__}")
         n, k = W_q.shape
-        if (
-            scales.numel() == 0
-            or W_q.numel() % scales.numel() != 0
-            or k % (W_q.numel() // scales.numel()) != 0
-        ):
-            raise ValueError(
-                f"scales: the group size is W_q.numel() / scales.numel() and must divide K={k}; got "
-                f"{W_q.numel()} / {scales.numel()} values"
-            )
-        group_size = W_q.numel() // scales.numel()
-        W_q, scales, zeros, bias = (
-            self._to_device(name, t)
-            for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
-        )
-        return self._pack(group_size, n, k, W_q, scales, zeros, bias)
+        group_size = self._group_of(W_q.numel(), k, scales)
+        dtype = self._act_dtype(scales.dtype)
+        W_q, scales, zeros, bias = (self._to_device(t) for t in (W_q, scales, zeros, bias))
+        return self._pack_hqq(group_size, n, k, W_q, scales, zeros, bias, dtype)
 
-    def from_hqqlinear(self, hqq_layer) -> GemLiteLinear:
+    def from_packed_weights(
+        self,
+        W_q_packed: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor | int | None,
+        bias: torch.Tensor | None = None,
+    ) -> GemLiteLinear:
+        """Pack HQQ codes already packed in GemLite's layout (``[N, K / e]`` words along K, least
+        significant bits first; `gemlite.packing.pack_codes`): uint8/int8 words hold ``8 / W_nbits``
+        codes, int32/uint32 words ``32 / W_nbits``. The group size is ``N * K / scales.numel()``.
+
+        Raises:
+            TypeError / ValueError: words of another dtype or shape, as `GemLiteLinear.pack`.
+        """
+        W_q, scales, zeros, bias = (_data(t) for t in (W_q_packed, scales, zeros, bias))
+        if not isinstance(W_q, torch.Tensor):
+            raise TypeError(f"W_q_packed: expected a torch.Tensor, got {type(W_q).__name__}")
+        widths = {torch.uint8: 8, torch.int8: 8, torch.int32: 32, torch.uint32: 32}
+        if W_q.dtype not in widths or W_q.dim() != 2:
+            raise TypeError(
+                "W_q_packed: expected 2-D uint8/int8 (8-bit words) or int32/uint32 (32-bit words), got "
+                f"{W_q.dtype} of shape {tuple(W_q.shape)}"
+            )
+        bits = self.format.weight.bits
+        n, k = W_q.shape[0], W_q.shape[1] * (widths[W_q.dtype] // bits)
+        group_size = self._group_of(n * k, k, scales)
+        dtype = self._act_dtype(scales.dtype)
+        W_q, scales, zeros, bias = (self._to_device(t) for t in (W_q, scales, zeros, bias))
+        return self._pack_hqq(group_size, n, k, W_q, scales, zeros, bias, dtype, packed=True)
+
+    def from_hqqlinear(self, hqq_layer, del_orig: bool = True) -> GemLiteLinear:
         """Convert an ``hqq.core.quantize.HQQLinear`` (the `hqq` package) to a GemLiteLinear.
 
         Takes its unpacked uint8 codes, scales and zeros (quantized along axis 1, i.e. groups along K,
-        with this processor's bit width) and its bias.
+        with this processor's bit width) and its bias, on the hqq layer's own device (as GemLite does;
+        the processor's device is not used). With ``del_orig`` the hqq layer's tensors are released
+        (`cleanup_linear`).
 
         Raises:
             ImportError: the `hqq` package is not installed.
@@ -297,7 +542,9 @@ class _HQQ(_Processor):
             raise ImportError(
                 "from_hqqlinear: needs the `hqq` package (pip install hqq, or gemlite[hqq])"
             ) from None
-        return self._from_hqq_parts(hqq_layer)
+        layer = self._from_hqq_parts(hqq_layer)
+        cleanup_linear(hqq_layer, del_orig)
+        return layer
 
     def _from_hqq_parts(self, hqq_layer) -> GemLiteLinear:
         meta = hqq_layer.meta
@@ -309,65 +556,221 @@ class _HQQ(_Processor):
                 f"hqq_layer: {type(self).__name__} takes {bits}-bit weights, got {meta['nbits']}-bit"
             )
         n, k = meta["shape"]
+        device = _hqq_device(hqq_layer, self.device)
         W_q = hqq_layer.unpack(dtype=torch.uint8).reshape(n, k)
         group_size = meta["group_size"] if meta["group_size"] is not None else k
         scales, zeros = meta["scale"], meta["zero"]
         bias = getattr(hqq_layer, "bias", None)
-        W_q, scales, zeros, bias = (
-            self._to_device(name, t)
-            for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros), ("bias", bias))
-        )
-        if isinstance(scales, torch.Tensor) and scales.dtype not in (
-            torch.float16,
-            torch.bfloat16,
-            torch.float32,
-        ):
-            scales = scales.to(self.dtype)
-        if isinstance(zeros, torch.Tensor) and zeros.dtype not in (
-            torch.float16,
-            torch.bfloat16,
-            torch.float32,
-        ):
-            zeros = zeros.to(self.dtype)  # e.g. quantized zeros, dequantized by unpack beforehand
-        return self._pack(group_size, n, k, W_q, scales, zeros, bias)
+        W_q, scales, zeros, bias = (self._to_device(t, device) for t in (W_q, scales, zeros, bias))
+        dtype = self._act_dtype(scales.dtype if isinstance(scales, torch.Tensor) else None)
+        if isinstance(scales, torch.Tensor) and scales.dtype not in _FLOAT_WEIGHTS:
+            scales = scales.to(dtype)
+        if isinstance(zeros, torch.Tensor) and zeros.dtype not in _FLOAT_WEIGHTS:
+            zeros = zeros.to(dtype)  # e.g. quantized zeros, dequantized by unpack beforehand
+        return self._pack_hqq(group_size, n, k, W_q, scales, zeros, bias, dtype)
 
 
-class A16W8_HQQ_INT(_HQQ):
+class A16Wn_HQQ_INT(_HQQ):
+    """fp16/bf16 activations x ``W_nbits``-bit HQQ codes (public GemLite's base of the four below).
+
+    Args:
+        device, dtype: as for every processor (module docstring).
+        W_nbits: 8, 4, 2 or 1.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        W_nbits: int | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        if isinstance(W_nbits, bool) or W_nbits not in (8, 4, 2, 1):
+            raise ValueError(f"W_nbits: expected 8, 4, 2 or 1, got {W_nbits!r}")
+        self.format = FORMATS[f"A16W{W_nbits}_HQQ_INT"]
+
+
+class _FixedHQQ(_HQQ):
+    def __init__(self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None) -> None:
+        super().__init__(device, dtype)
+
+
+class A16W8_HQQ_INT(_FixedHQQ):
     """fp16/bf16 activations x 8-bit HQQ codes."""
 
     format = FORMATS["A16W8_HQQ_INT"]
 
 
-class A16W4_HQQ_INT(_HQQ):
+class A16W4_HQQ_INT(_FixedHQQ):
     """fp16/bf16 activations x 4-bit HQQ codes."""
 
     format = FORMATS["A16W4_HQQ_INT"]
 
 
-class A16W2_HQQ_INT(_HQQ):
+class A16W2_HQQ_INT(_FixedHQQ):
     """fp16/bf16 activations x 2-bit HQQ codes."""
 
     format = FORMATS["A16W2_HQQ_INT"]
 
 
-class A16W1_HQQ_INT(_HQQ):
+class A16W1_HQQ_INT(_FixedHQQ):
     """fp16/bf16 activations x 1-bit HQQ codes."""
 
     format = FORMATS["A16W1_HQQ_INT"]
 
 
+class A16Wn(_Processor):
+    """Public GemLite's ``A16Wn``: fp16/bf16 activations x ``W_nbits``-bit grouped integer weights, the
+    bit width given per call (what torchao's ``UIntxWeightOnlyConfig`` and hqq's gemlite backend use).
+
+    Args:
+        device, dtype: as for every processor (module docstring).
+        packing_bitwidth: word of the packed codes, 8 or 32; None: ``GemLiteLinear.PACKING_BITWIDTH``
+            (32 unless `gemlite.set_packing_bitwidth` changed it).
+        post_scale: GemLite's choice of where channel-wise scales apply; gemlite picks the exact form per
+            layout, so it is accepted and changes nothing.
+    """
+
+    format = FORMATS["A16W4_HQQ_INT"]  # the format of the default W_nbits; each call names its own
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        packing_bitwidth: int | None = None,
+        post_scale: bool = False,
+    ) -> None:
+        super().__init__(device, dtype)
+        if packing_bitwidth is not None and (
+            isinstance(packing_bitwidth, bool) or packing_bitwidth not in (8, 16, 32, 64)
+        ):
+            raise ValueError(f"packing_bitwidth: expected 8, 32 or None, got {packing_bitwidth!r}")
+        if packing_bitwidth in (16, 64):
+            raise ValueError(
+                f"packing_bitwidth: gemlite's kernels read 8- or 32-bit words, got {packing_bitwidth} "
+                "(use 8 or 32: the same codes, the same results)"
+            )
+        if not isinstance(post_scale, bool):
+            raise TypeError(f"post_scale: expected a bool, got {type(post_scale).__name__}")
+        self.packing_bitwidth, self.post_scale = packing_bitwidth, post_scale
+
+    def _hqq(self, W_nbits) -> A16Wn_HQQ_INT:
+        proc = A16Wn_HQQ_INT(self.device, self.dtype, W_nbits)
+        proc._packing_bitwidth = self.packing_bitwidth
+        return proc
+
+    def _check_args(self, group_size, quant_type) -> None:
+        if quant_type == "MXFP":
+            raise NotImplementedError(
+                "quant_type: MXFP weights (A16W8_MXFP / A16W4_MXFP) are planned for a later release"
+            )
+        if quant_type != "INT":
+            raise ValueError(f"quant_type: expected 'INT' or 'MXFP', got {quant_type!r}")
+        if group_size is not None and (
+            isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0
+        ):
+            raise ValueError(
+                f"group_size: expected a positive int (or None: channel-wise), got {group_size!r}"
+            )
+
+    def from_weights(
+        self,
+        W_q: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor | int | None,
+        W_nbits: int,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+        quant_type: str = "INT",
+    ) -> GemLiteLinear:
+        """Pack uint8 codes ``[N, K]`` with ``W = (W_q - zeros) * scales`` per group of `group_size`
+        (= in_features: channel-wise). scales/zeros: ``N * K / group_size`` values in any shape; zeros
+        may also be a Python int or None. Raises as `GemLiteLinear.pack`; NotImplementedError for
+        ``quant_type="MXFP"`` (a later release)."""
+        self._check_args(group_size, quant_type)
+        layer = self._hqq(W_nbits).from_weights(W_q, scales, zeros, bias)
+        if group_size is not None and layer.group_size != group_size:
+            raise ValueError(
+                f"group_size: {group_size} does not match the scales ({_data(scales).numel()} values give "
+                f"groups of {layer.group_size})"
+            )
+        return layer
+
+    def from_packed_weights(
+        self,
+        W_q: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor | int | None,
+        W_nbits: int,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+        quant_type: str = "INT",
+    ) -> GemLiteLinear:
+        """As `from_weights` for codes already packed in GemLite's layout (``[N, K / e]`` uint8 or
+        int32 words; see `A16W4_HQQ_INT.from_packed_weights`)."""
+        self._check_args(group_size, quant_type)
+        layer = self._hqq(W_nbits).from_packed_weights(W_q, scales, zeros, bias)
+        if group_size is not None and layer.group_size != group_size:
+            raise ValueError(
+                f"group_size: {group_size} does not match the scales ({_data(scales).numel()} values give "
+                f"groups of {layer.group_size})"
+            )
+        return layer
+
+    def from_hqqlinear(self, hqq_layer, del_orig: bool = True) -> GemLiteLinear:
+        """Convert an ``hqq`` ``HQQLinear`` of any supported bit width (as
+        `A16W4_HQQ_INT.from_hqqlinear` does)."""
+        meta = getattr(hqq_layer, "meta", None)
+        if not isinstance(meta, dict) or "nbits" not in meta:
+            raise TypeError(
+                f"hqq_layer: expected an hqq HQQLinear (with .meta), got {type(hqq_layer).__name__}"
+            )
+        return self._hqq(meta["nbits"]).from_hqqlinear(hqq_layer, del_orig)
+
+
+# --------------------------------------------------------------------------------------------
+# Ternary
+# --------------------------------------------------------------------------------------------
+
+
 class A16W158_INT(_Processor):
-    """fp16/bf16 activations x BitNet b1.58 ternary weights (stored as 2-bit codes ``t + 1``)."""
+    """fp16/bf16 activations x BitNet b1.58 ternary weights (stored as 2-bit codes ``t + 1``).
+
+    ``fp32_scale`` (GemLite's) is accepted; the scale is always kept in fp32.
+    """
 
     format = FORMATS["A16W158_INT"]
+
+    def __init__(
+        self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None, fp32_scale: bool = True
+    ) -> None:
+        super().__init__(device, dtype)
+        if not isinstance(fp32_scale, bool):
+            raise TypeError(f"fp32_scale: expected a bool, got {type(fp32_scale).__name__}")
+        self.fp32_scale = fp32_scale
 
     def from_linear(self, linear: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
         """Quantize a float ``nn.Linear`` with absmean ternarization (one scale) and pack it."""
         _check_linear(linear)
-        weight_t, scale = quantize_ternary(linear.weight.detach().to(self.device))
-        layer = self.from_weights(weight_t, scale, self._bias_of(linear))
+        dtype = self._act_dtype(linear.weight.dtype)
+        weight_t, scale = quantize_ternary(linear.weight.detach().to(_usable_device(self.device)))
+        layer = self._from_ternary(weight_t, scale, self._bias_of(linear), dtype)
         if del_orig:
             _free_linear(linear)
+        return layer
+
+    def from_bitlinear(self, linear_layer, del_orig: bool = True) -> GemLiteLinear:
+        """Convert a BitNet ``BitLinear``-style layer: its ``weight`` (values in {-1, 0, 1}),
+        ``weight_scale`` (one number, multiplied as GemLite does) and ``bias``."""
+        for attr in ("weight", "weight_scale"):
+            if getattr(linear_layer, attr, None) is None:
+                raise ValueError(
+                    f"linear_layer: expected a BitLinear with .{attr}, got {type(linear_layer).__name__}"
+                )
+        layer = self.from_weights(
+            linear_layer.weight, linear_layer.weight_scale, getattr(linear_layer, "bias", None)
+        )
+        cleanup_linear(linear_layer, del_orig)
         return layer
 
     def from_weights(
@@ -383,6 +786,11 @@ class A16W158_INT(_Processor):
         Raises:
             TypeError / ValueError: values outside {-1, 0, 1}, a non-finite scale, as `GemLiteLinear.pack`.
         """
+        weight, bias = _data(weight), _data(bias)
+        dtype = self._act_dtype(weight.dtype if isinstance(weight, torch.Tensor) else None)
+        return self._from_ternary(weight, _data(weight_scale), bias, dtype)
+
+    def _from_ternary(self, weight, weight_scale, bias, dtype) -> GemLiteLinear:
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
         if weight.dim() != 2:
@@ -395,10 +803,10 @@ class A16W158_INT(_Processor):
             raise ValueError(f"weight: ternary weights take values in {{-1, 0, 1}}, got {bad}")
         scale = _one_number("weight_scale", weight_scale)
         n, k = weight.shape
-        weight, bias = self._to_device("weight", weight), self._to_device("bias", bias)
+        weight, bias = self._to_device(weight), self._to_device(bias)
         codes = (weight.to(torch.int16) + 1).to(torch.uint8)  # t + 1 in {0, 1, 2}
         scales = torch.full((n,), scale, dtype=torch.float32, device=codes.device)
-        return self._pack(None, n, k, codes, scales, 1, bias)
+        return self._pack(None, n, k, codes, scales, 1, bias, dtype)
 
 
 def _one_number(name: str, value) -> float:
@@ -415,6 +823,50 @@ def _one_number(name: str, value) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# Public GemLite's processors of formats without kernels here yet
+# --------------------------------------------------------------------------------------------
+
+
+class _Later:
+    """A public-GemLite processor whose format gemlite runs in a later release."""
+
+    _what = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__}: {self._what} is planned for a later release of gemlite; this release "
+            "runs the weight-only formats (A16W16, A16Wn / A16W{8,4,2,1}_HQQ_INT, A16W8_INT8, A16W8_FP8, "
+            "A16W158_INT)"
+        )
+
+
+def _later(name: str, what: str) -> type:
+    return type(
+        name, (_Later,), {"_what": what, "__doc__": f"Public GemLite's {name}: {what} (a later release)."}
+    )
+
+
+A8W8_dynamic = _later("A8W8_dynamic", "dynamic INT8/FP8 activations x 8-bit weights")
+A8W8_int8_dynamic = _later("A8W8_int8_dynamic", "dynamic INT8 activations x INT8 weights")
+A8W8_INT8_dynamic = A8W8_int8_dynamic
+A8W8_fp8_dynamic = _later("A8W8_fp8_dynamic", "dynamic FP8 activations x FP8 weights")
+A8W8_FP8_dynamic = A8W8_fp8_dynamic
+A8Wn_HQQ_INT_dynamic = _later("A8Wn_HQQ_INT_dynamic", "dynamic FP8 activations x HQQ integer weights")
+A8W4_HQQ_INT_dynamic = _later("A8W4_HQQ_INT_dynamic", "dynamic FP8 activations x 4-bit HQQ weights")
+A8W2_HQQ_INT_dynamic = _later("A8W2_HQQ_INT_dynamic", "dynamic FP8 activations x 2-bit HQQ weights")
+A8W158_INT_dynamic = _later("A8W158_INT_dynamic", "dynamic INT8 activations x ternary weights")
+A16Wn_MXFP = _later("A16Wn_MXFP", "MXFP weights")
+A16W8_MXFP = _later("A16W8_MXFP", "MXFP8 weights")
+A16W4_MXFP = _later("A16W4_MXFP", "MXFP4 weights")
+A16W4_NVFP = _later("A16W4_NVFP", "NVFP4 weights")
+A8Wn_MXFP_dynamic = _later("A8Wn_MXFP_dynamic", "dynamic MXFP8 activations x MXFP weights")
+A8W8_MXFP_dynamic = _later("A8W8_MXFP_dynamic", "dynamic MXFP8 activations x MXFP8 weights")
+A8W4_MXFP_dynamic = _later("A8W4_MXFP_dynamic", "dynamic MXFP8 activations x MXFP4 weights")
+A4W4_MXFP_dynamic = _later("A4W4_MXFP_dynamic", "dynamic MXFP4 activations x MXFP4 weights")
+A4W4_NVFP_dynamic = _later("A4W4_NVFP_dynamic", "dynamic NVFP4 activations x NVFP4 weights")
+
+
+# --------------------------------------------------------------------------------------------
 # Whole models
 # --------------------------------------------------------------------------------------------
 
@@ -422,6 +874,11 @@ def _one_number(name: str, value) -> float:
 def _processor_for(processor, device, dtype) -> _Processor:
     """An instance from a processor class (with `device`, `dtype`) or an instance (used as is)."""
     if isinstance(processor, type) and issubclass(processor, _Processor):
+        if processor in (A16Wn, A16Wn_HQQ_INT):
+            raise TypeError(
+                f"processor: {processor.__name__} takes its bit width per call; pass a fixed-width processor "
+                "(e.g. A16W4_HQQ_INT) or an instance"
+            )
         return processor(device=device, dtype=dtype)
     if isinstance(processor, _Processor):
         return processor
@@ -431,10 +888,26 @@ def _processor_for(processor, device, dtype) -> _Processor:
     )
 
 
-def _convert(proc: _Processor, linear: nn.Linear, group_size: int | None) -> GemLiteLinear:
+def _convert(proc: _Processor, linear: nn.Module, group_size: int | None) -> GemLiteLinear:
+    if not isinstance(linear, nn.Linear):  # an hqq HQQLinear (patch_model)
+        if not isinstance(proc, (_HQQ, A16Wn)):
+            raise TypeError(f"processor: {type(proc).__name__} cannot convert an hqq HQQLinear")
+        return proc.from_hqqlinear(linear)
     if isinstance(proc, _HQQ):
         return proc.from_linear(linear, del_orig=True, group_size=group_size)
+    if isinstance(proc, A16Wn):
+        raise TypeError(
+            "processor: A16Wn takes pre-quantized tensors; pass e.g. A16W4_HQQ_INT to quantize a model"
+        )
     return proc.from_linear(linear, del_orig=True)
+
+
+def _hqq_linear_type():
+    try:
+        from hqq.core.quantize import HQQLinear
+    except ImportError:  # the hqq package is optional
+        return None
+    return HQQLinear
 
 
 def patch_model(
@@ -442,9 +915,10 @@ def patch_model(
     device: str | torch.device,
     processor,
     skip_modules: Sequence[str] = DEFAULT_SKIP_MODULES,
-    group_size: int | None = 128,
+    group_size: int | None = DEFAULT_GROUP_SIZE,
 ) -> nn.Module:
-    """Replace, in place, every ``nn.Linear`` of `model` whose name contains none of `skip_modules`.
+    """Replace, in place, every ``nn.Linear`` of `model` (and every hqq ``HQQLinear``, for HQQ
+    processors, when hqq is installed) whose name contains none of `skip_modules`.
 
     Args:
         model: any module; its nn.Linear children (at any depth) are swapped for GemLiteLinear layers.
@@ -452,7 +926,10 @@ def patch_model(
         processor: a processor class (built with `device` and the linear's own dtype, which must then
             be fp16/bf16) or instance (used as is), e.g. ``A16W4_HQQ_INT``.
         skip_modules: substrings of qualified module names (``"model.layers.0.mlp.up_proj"``) to leave alone.
-        group_size: for HQQ processors: inputs per group, None = channel-wise.
+        group_size: for HQQ processors: inputs per group, None = channel-wise (GemLite's default 64).
+            Float layers are quantized by gemlite's min-max round-to-nearest (`gemlite.quantize`), not
+            by hqq's optimizer as GemLite's patch_model does; to use that, quantize with hqq first and
+            patch the HQQLinear layers.
 
     Returns:
         `model` (patched in place). The float layers' tensors are freed as they are converted.
@@ -466,24 +943,26 @@ def patch_model(
     if isinstance(skip_modules, str):
         raise TypeError("skip_modules: expected a list of name substrings, got a single str")
     skip = tuple(skip_modules)
+    hqq_linear = _hqq_linear_type()
+    kinds = (nn.Linear,) if hqq_linear is None else (nn.Linear, hqq_linear)
     # Collect first: replacing children while iterating named_modules would walk the new layers.
     targets = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name and not any(s in name for s in skip)
+        if isinstance(module, kinds) and name and not any(s in name for s in skip)
     ]
-    if isinstance(model, nn.Linear):
+    if isinstance(model, kinds):
         raise TypeError("model: a bare nn.Linear cannot be patched in place; use a processor's from_linear")
     for name, linear in targets:
         if isinstance(processor, type):
-            if linear.weight.dtype not in _ACT_DTYPES:
+            dtype = linear.weight.dtype if isinstance(linear, nn.Linear) else linear.meta["scale"].dtype
+            if dtype not in _ACT_DTYPES:
                 raise TypeError(
-                    f"processor: {name} has a {linear.weight.dtype} weight; with a processor class the "
-                    "activation "
-                    "dtype is the layer's own, which must be float16 or bfloat16: convert the model "
+                    f"processor: {name} has a {dtype} weight; with a processor class the activation dtype "
+                    "is the layer's own, which must be float16 or bfloat16: convert the model "
                     "(model.half()) or pass an instance, e.g. A16W8_INT8(device, torch.float16)"
                 )
-            proc = _processor_for(processor, device, linear.weight.dtype)
+            proc = _processor_for(processor, device, dtype)
         else:
             proc = _processor_for(processor, device, None)
         try:
@@ -535,23 +1014,24 @@ def warmup(
     processor,
     shapes: Iterable[tuple[int, int]],
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
-    group_size: int | None = 128,
+    group_size: int | None = DEFAULT_GROUP_SIZE,
+    dtype: torch.dtype | None = None,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> int:
     """Build one layer per ``(N, K)`` shape from a random float weight and run it at every batch size,
     so the autotuner picks (and caches) its configs before real traffic. Save them afterwards with
-    `gemlite.cache_config(path)`.
+    `gemlite.cache_config(path)`. Public GemLite's signature, plus `device` and `progress`.
 
     Args:
         processor: a processor class or instance (as in `patch_model`).
         shapes: ``(out_features, in_features)`` pairs.
         batch_sizes: M values to run (default: every autotune M bucket, 4096 down to 1).
-        group_size: for HQQ processors; None = channel-wise.
-        device, dtype: for a processor class (default ``"cuda:0"``, torch.float16). With an instance
-            they must be None or equal to the instance's.
+        group_size: for HQQ processors; None = channel-wise (GemLite's default 64).
+        dtype: the activation dtype (default: the instance's, else torch.float16).
+        device: for a processor class (default ``"cuda:0"``). With an instance, `device` and `dtype` must be
+            None or equal to the instance's own.
         progress: show a progress bar on stderr (tqdm if installed).
 
     Returns:
@@ -562,28 +1042,34 @@ def warmup(
     """
     if isinstance(processor, _Processor):
         for name, given, own in (("device", device, processor.device), ("dtype", dtype, processor.dtype)):
-            if given is not None and (torch.device(given) if name == "device" else given) != own:
+            if (
+                given is not None
+                and own is not None
+                and (torch.device(given) if name == "device" else given) != own
+            ):
                 raise ValueError(
                     f"{name}: the processor instance uses {own}, got {given}; pass one or the other"
                 )
-    proc = _processor_for(
-        processor, "cuda:0" if device is None else device, torch.float16 if dtype is None else dtype
-    )
+        if dtype is None:
+            dtype = processor.dtype
+    proc = _processor_for(processor, "cuda:0" if device is None else device, dtype)
+    act = dtype or proc.dtype or torch.float16
     shape_list = []
     for shape in shapes:
         if not (isinstance(shape, (tuple, list)) and len(shape) == 2):
             raise ValueError(f"shapes: expected (out_features, in_features) pairs, got {shape!r}")
         shape_list.append(tuple(_positive(f"shapes {shape!r}", v) for v in shape))
     batches = [_positive("batch_sizes", m) for m in batch_sizes]
+    target = _usable_device(proc.device)
     bar = _Progress(len(shape_list) * len(batches), progress)
     calls = 0
     try:
         with torch.no_grad():
             for n, k in shape_list:
-                linear = nn.Linear(k, n, bias=False, device=proc.device, dtype=proc.dtype)
+                linear = nn.Linear(k, n, bias=False, device=target, dtype=act)
                 layer = _convert(proc, linear, group_size)
                 for m in batches:
-                    x = torch.randn(m, k, device=proc.device, dtype=proc.dtype)
+                    x = torch.randn(m, k, device=target, dtype=layer.input_dtype.torch_dtype)
                     layer(x)
                     calls += 1
                     bar.step(f"N={n} K={k} M={m}")

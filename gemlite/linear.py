@@ -20,7 +20,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from gemlite import autotune
+from gemlite import autotune, compat
 from gemlite import matmul as _matmul
 from gemlite.formats import FAMILIES, DType, Format
 from gemlite.kernels import interpreter_active
@@ -30,7 +30,7 @@ from gemlite.packing import unpack_codes
 from gemlite.schemes import check_format, infer_format
 from gemlite.schemes.base import check_bias
 
-__all__ = ["GemLiteLinear"]
+__all__ = ["GemLiteLinear", "GemLiteLinearTriton"]
 
 W_NBITS = (8, 4, 2, 1, 16)
 PACKING_BITWIDTHS = (8, 32)
@@ -120,6 +120,8 @@ class GemLiteLinear(nn.Module):
         out_features: N, the size of the last dim of y. Required.
         input_dtype: activation dtype, DType.FP16 or DType.BF16 (a torch dtype is accepted too).
         output_dtype: DType.FP16, DType.BF16 or DType.FP32.
+        acc_dtype: the accumulator, public GemLite's argument: None or DType.FP32 (every kernel
+            accumulates in fp32).
         scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a
             later release; only False is accepted.
 
@@ -130,8 +132,18 @@ class GemLiteLinear(nn.Module):
         NotImplementedError: INT8/FP8/MX activations or scaled_activations=True (a later release).
 
     Buffers (the state_dict schema, the same before and after `pack`): ``W_q``, ``scales``,
-    ``zeros``, ``metadata`` (the layout as int32) and, when the layer has one, ``bias``.
+    ``zeros``, ``metadata`` (the layout as int32) and, when the layer has one, ``bias``. A
+    ``state_dict`` saved by public GemLite (0.6: with ``orig_shape``, ``meta_scale`` and a 12-int
+    ``metadata``) loads too, for the formats this release runs (`gemlite.compat`); anything else is
+    refused with an error saying what differs.
+
+    Public GemLite's view of a packed layer (`gemlite.compat`): `get_meta_args`, `get_tensor_args`,
+    `W_group_mode`, `channel_scale_mode`, `data_contiguous`, `elements_per_sample`, `meta_dtype`, ...
+    (read-only: a layer's behaviour follows from its format, not from mode integers).
     """
+
+    #: The packing word `pack` uses when not told (`gemlite.set_packing_bitwidth` sets it): 8 or 32.
+    PACKING_BITWIDTH = 32
 
     def __init__(
         self,
@@ -141,6 +153,7 @@ class GemLiteLinear(nn.Module):
         out_features: int | None = None,
         input_dtype: DType = DType.FP16,
         output_dtype: DType = DType.FP16,
+        acc_dtype: DType | None = None,
         scaled_activations: bool = False,
     ) -> None:
         super().__init__()
@@ -176,6 +189,13 @@ class GemLiteLinear(nn.Module):
             32 if self.W_nbits < 16 else 16,
             self.input_dtype.torch_dtype,
         )
+        if acc_dtype is not None and acc_dtype not in (DType.FP32, torch.float32):
+            if acc_dtype in (DType.FP16, torch.float16, DType.INT32, torch.int32):
+                raise NotImplementedError(
+                    "acc_dtype: gemlite's kernels accumulate in fp32 only (use None or DType.FP32), "
+                    f"got {acc_dtype}"
+                )
+            raise ValueError(f"acc_dtype: expected None or DType.FP32, got {acc_dtype!r}")
         if not isinstance(scaled_activations, bool):
             raise TypeError(f"scaled_activations: expected a bool, got {type(scaled_activations).__name__}")
         if scaled_activations:
@@ -237,12 +257,17 @@ class GemLiteLinear(nn.Module):
         scales: torch.Tensor | None,
         zeros: torch.Tensor | int | None,
         bias: torch.Tensor | None = None,
-        *,
-        packed: bool = False,
+        fma_mode: bool = True,
+        contiguous: bool | None = None,
         packing_bitwidth: int | None = None,
+        packed: bool = False,
+        *,
         format: Format | None = None,
     ) -> GemLiteLinear:
         """Give the layer its weight; returns self. Calling it again replaces the weight.
+
+        Public GemLite's signature (``fma_mode`` and ``contiguous`` are accepted and change nothing:
+        gemlite keeps ``z`` and picks the physical layout from the format; see `gemlite.compat`).
 
         Args:
             W_q: the weight, ``[N, K]`` (N = out_features, K = in_features):
@@ -258,9 +283,14 @@ class GemLiteLinear(nn.Module):
             zeros: HQQ only: a tensor like scales, a Python int in ``[0, 2**W_nbits - 1]`` shared by the
                 whole weight, or None (no zero-point: ``W = W_q * scales``). Otherwise None.
             bias: ``[N]`` fp16/bf16/fp32, or None.
+            fma_mode: GemLite stores grouped zeros as ``-z * s`` when True; gemlite always keeps ``z``
+                (its `get_meta_args` says W_group_mode 3). A bool; no effect.
+            contiguous: GemLite's choice of W_q memory layout; gemlite's follows the format. None or a
+                bool; no effect (`data_contiguous` reads the real one).
+            packing_bitwidth: word for packed HQQ codes, 8 or 32. None: `PACKING_BITWIDTH` (32 unless
+                `gemlite.set_packing_bitwidth` changed it), or with ``packed=True`` the width of W_q's
+                dtype. Weights stored unpacked (INT8, FP8, 16-bit) ignore it.
             packed: W_q is already packed (see above).
-            packing_bitwidth: word for packed HQQ codes, 8 or 32. None: 32, or with ``packed=True``
-                the width of W_q's dtype. Weights stored unpacked (INT8, FP8, 16-bit) ignore it.
             format: the `gemlite.formats.Format` the tensors are in, when the caller knows it (the
                 helpers pass theirs; ``A16W158_INT`` takes its codes ``t + 1`` this way). None: inferred
                 from W_nbits and W_q's dtype as the class docstring's table says
@@ -276,6 +306,10 @@ class GemLiteLinear(nn.Module):
             raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
         if not isinstance(packed, bool):
             raise TypeError(f"packed: expected a bool, got {type(packed).__name__}")
+        if not isinstance(fma_mode, bool):
+            raise TypeError(f"fma_mode: expected a bool, got {type(fma_mode).__name__}")
+        if contiguous is not None and not isinstance(contiguous, (bool, int)):
+            raise TypeError(f"contiguous: expected None or a bool, got {type(contiguous).__name__}")
         if W_q.device.type == "meta":
             raise ValueError("W_q: expected a tensor with data, got one on the meta device")
         W_q = W_q.detach()  # the layer holds inference tensors; an nn.Parameter must not become one
@@ -330,7 +364,14 @@ class GemLiteLinear(nn.Module):
                 f"packing_bitwidth: expected one of {PACKING_BITWIDTHS} or None, got {packing_bitwidth!r}"
             )
         if not packed:
-            return 32 if packing_bitwidth is None else int(packing_bitwidth)
+            if packing_bitwidth is None:
+                packing_bitwidth = type(self).PACKING_BITWIDTH
+                if packing_bitwidth not in PACKING_BITWIDTHS:
+                    raise ValueError(
+                        "packing_bitwidth: GemLiteLinear.PACKING_BITWIDTH must be one of "
+                        f"{PACKING_BITWIDTHS}, got {packing_bitwidth!r}"
+                    )
+            return int(packing_bitwidth)
         if self.W_nbits == 16:
             raise ValueError("packed: a W_nbits=16 weight is never packed; use packed=False")
         if W_q.dtype.is_floating_point or W_q.dtype.is_complex or W_q.dtype == torch.bool:
@@ -385,13 +426,13 @@ class GemLiteLinear(nn.Module):
         """
         return self._forward(x, None)
 
-    def forward_manual(self, x: torch.Tensor, matmul_type: str) -> torch.Tensor:
+    def forward_manual(self, x: torch.Tensor, matmul_type: str = "GEMM") -> torch.Tensor:
         """`forward` through one kernel family, e.g. to test or time it.
 
         Args:
             x: as in `forward`.
             matmul_type: one of ``"GEMV"``, ``"GEMV_REVSPLITK"``, ``"GEMV_SPLITK"``, ``"GEMM_SPLITK"``,
-                ``"GEMM"`` (`gemlite.formats.FAMILIES`).
+                ``"GEMM"`` (`gemlite.formats.FAMILIES`; default "GEMM", as in public GemLite).
 
         Raises:
             ValueError: an unknown matmul_type; otherwise as `forward`.
@@ -437,6 +478,97 @@ class GemLiteLinear(nn.Module):
             self._layout_key, self._out_dtype, matmul_type, self._locks,
         )  # fmt: skip
         return y.view(*x.shape[:-1], self.out_features)
+
+    def forward_auto_no_warmup(self, x: torch.Tensor) -> torch.Tensor:
+        """Public GemLite's name of `forward`."""
+        return self._forward(x, None)
+
+    # ----------------------------------------------------------------------------------------
+    # Public GemLite's view of the layer (gemlite.compat): read-only, derived from the layout
+    # ----------------------------------------------------------------------------------------
+
+    def get_meta_args(self) -> list[int]:
+        """GemLite's 12 ``meta_args`` of this layer (`gemlite.compat` lists them); RuntimeError before
+        `pack`. With `get_tensor_args`, what ``gemlite.core.forward_functional`` takes."""
+        return compat.layer_meta_args(self.layout, self.output_dtype, self.scales)
+
+    def get_tensor_args(self) -> list[torch.Tensor]:
+        """``[W_q, scales, zeros]`` in GemLite's layout (packed words ``[K/e, N]``; unpacked weights as
+        a ``[K, N]`` view; an integer zero-point as an int32 scalar). Three tensors, as torchao 0.18
+        unpacks them (GemLite 0.6 appends NVFP4's meta_scale; `forward_functional` takes either)."""
+        return compat.layer_tensor_args(self.layout, self.W_q, self.scales, self.zeros)
+
+    @property
+    def W_group_mode(self) -> int:
+        """GemLite's weight dequantization mode (0 none, 1 shift, 2 scale, 3 ``(q - z) * s``)."""
+        return compat.group_modes(self.layout)[0]
+
+    @property
+    def channel_scale_mode(self) -> int:
+        """GemLite's accumulator scaling mode (0 none, 1 per output channel)."""
+        return compat.group_modes(self.layout)[1]
+
+    @property
+    def data_contiguous(self) -> bool:
+        """GemLite's flag: W_q is stored ``[K/e, N]`` with N contiguous (packed codes); False for the
+        unpacked weights, whose ``[K, N]`` view in `get_tensor_args` has K contiguous."""
+        return self.layout.is_packed
+
+    @property
+    def elements_per_sample(self) -> int:
+        """Codes per stored word (``packing_bitwidth // W_nbits``; 1 for unpacked weights)."""
+        return self.layout.elems_per_word
+
+    @property
+    def unpack_mask(self) -> int:
+        """``2**W_nbits - 1``."""
+        return (1 << self.W_nbits) - 1
+
+    @property
+    def acc_dtype(self) -> DType:
+        """The accumulator dtype: DType.FP32."""
+        return DType.FP32
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The activation dtype as a torch dtype."""
+        return self.input_dtype.torch_dtype
+
+    @property
+    def meta_dtype(self) -> DType:
+        """The dtype of the stored scales (DType.INT32 when there are none, as in GemLite)."""
+        layout = self.layout
+        return DType.from_torch(self.scales.dtype) if layout.has_scales else DType.INT32
+
+    @property
+    def meta_is_channelwise(self) -> bool:
+        """One scale per output channel."""
+        layout = self.layout
+        return layout.has_scales and not layout.is_grouped
+
+    @property
+    def orig_shape(self) -> torch.Tensor:
+        """``[out_features, in_features]`` as int32 (GemLite saves it; gemlite's metadata holds it)."""
+        return torch.tensor([self.out_features, self.in_features], dtype=torch.int32, device=self.W_q.device)
+
+    @property
+    def meta_scale(self) -> torch.Tensor:
+        """GemLite's NVFP4 tensor scale: 0.0 for every format of this release."""
+        return torch.tensor(0.0, dtype=torch.float32, device=self.W_q.device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the layer's tensors are."""
+        return self.W_q.device
+
+    @property
+    def signature(self) -> tuple[int, int, int, int]:
+        """``(in_features, out_features, W_nbits, group_size)``."""
+        return (self.in_features, self.out_features, self.W_nbits, self.group_size)
+
+    cache_config = staticmethod(autotune.cache_config)
+    load_config = staticmethod(autotune.load_config)
+    reset_config = staticmethod(autotune.reset_config)
 
     # ----------------------------------------------------------------------------------------
     # nn.Module hygiene: layout cache, state_dict loading, dtype-preserving .to()
@@ -490,6 +622,14 @@ class GemLiteLinear(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ) -> None:
+        where = f"While loading {prefix.rstrip('.') or 'the GemLiteLinear'}"
+        if compat.is_gemlite_checkpoint(state_dict, prefix):
+            # Saved by public GemLite: rebuilt through pack (every check applies) into our own entries.
+            try:
+                self._translate_gemlite_checkpoint(state_dict, prefix)
+            except (ValueError, TypeError, NotImplementedError) as e:
+                error_msgs.append(f"{where}: a public-GemLite checkpoint that this gemlite cannot load: {e}")
+                return
         # The saved tensors' shapes and dtypes depend on the format, so our placeholders cannot hold
         # them: re-create each buffer with the saved shape/dtype (on our device) and let nn.Module copy
         # (or assign) into it, which keeps strict / assign / missing-key handling standard.
@@ -504,7 +644,6 @@ class GemLiteLinear(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        where = f"While loading {prefix.rstrip('.') or 'the GemLiteLinear'}"
         weight_keys = ("W_q", "scales", "zeros", "metadata")
         present = [name for name in weight_keys if isinstance(state_dict.get(prefix + name), torch.Tensor)]
         if present and len(present) != len(weight_keys):
@@ -524,6 +663,23 @@ class GemLiteLinear(nn.Module):
             else:
                 if layout is not None:  # an older metadata version is saved back as the current one
                     self.metadata = layout.to_metadata().to(self.metadata.device)
+
+    def _translate_gemlite_checkpoint(self, state_dict, prefix: str) -> None:
+        """Replace public GemLite's entries under `prefix` by this layer's own (see `gemlite.compat`)."""
+        entries = {k: state_dict.get(prefix + k) for k in compat.GEMLITE_CHECKPOINT_KEYS}
+        args = compat.checkpoint_pack_args(
+            {k: v for k, v in entries.items() if isinstance(v, torch.Tensor)},
+            in_features=self.in_features, out_features=self.out_features, W_nbits=self.W_nbits,
+            group_size=self.group_size, input_dtype=self.input_dtype, output_dtype=self.output_dtype,
+        )  # fmt: skip
+        group = None if self.group_size == self.in_features else self.group_size
+        rebuilt = GemLiteLinear(
+            self.W_nbits, group, self.in_features, self.out_features, self.input_dtype, self.output_dtype
+        ).pack(**args)
+        for k in (*compat.GEMLITE_CHECKPOINT_KEYS, "scales_5d"):
+            state_dict.pop(prefix + k, None)
+        for k, v in rebuilt.state_dict().items():
+            state_dict[prefix + k] = v
 
     def _apply(self, fn, recurse: bool = True):
         # .half() / .to(torch.bfloat16) would convert the float buffers (fp32 INT8 scales, the 16-bit
@@ -552,3 +708,7 @@ class GemLiteLinear(nn.Module):
             f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}, "
             f"bias={self.bias is not None}"
         )
+
+
+#: Public GemLite's class name (``GemLiteLinear`` is its alias there).
+GemLiteLinearTriton = GemLiteLinear

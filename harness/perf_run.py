@@ -498,7 +498,10 @@ class GpuMeasurer:
             self.cache_path = config_cache_path(self.gpu.key, mode)
             if self.cache_path.exists():
                 try:
-                    gemlite.load_config(str(self.cache_path))
+                    # Today's gemlite returns False (and warns) for a file it cannot load; older
+                    # revisions (A/B) return None and raise.
+                    if gemlite.load_config(str(self.cache_path)) is False:
+                        raise ValueError("gemlite.load_config returned False (see its warning)")
                     self.cache_note = f"loaded {self.cache_path.relative_to(ROOT)}"
                 except Exception as e:  # noqa: BLE001 - a stale cache must not stop the run
                     self.cache_note = (

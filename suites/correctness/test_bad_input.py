@@ -402,7 +402,12 @@ def test_warmup_arguments() -> None:
     with pytest.raises(
         ValueError, match="dtype: the processor instance uses torch.float16, got torch.bfloat16"
     ):
-        warmup(A16W8_INT8(device="cpu"), shapes=[(N, K)], dtype=torch.bfloat16, progress=False)
+        warmup(
+            A16W8_INT8(device="cpu", dtype=torch.float16),
+            shapes=[(N, K)],
+            dtype=torch.bfloat16,
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------

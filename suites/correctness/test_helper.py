@@ -171,7 +171,7 @@ def from_reference_codes(proc, name: str, qw: ref.QuantizedWeight, bias) -> GemL
         return proc.from_weights(qw.codes.to(torch.int8) - 1, qw.scales[0, 0], bias)
     if name == "float":
         return proc.from_weights(qw.codes, bias)
-    return proc.from_weights(qw.codes, qw.scales, bias)
+    return proc.from_weights(qw.codes, bias, qw.scales)  # GemLite's order: (weight, bias, scales)
 
 
 @pytest.mark.interpreter

@@ -1,0 +1,474 @@
+"""What gemlite does with awkward but legal input, and with broken files and arguments.
+
+* x: NaN and Inf stay in the rows that hold them (every kernel family); M = 0; non-contiguous,
+  strided, broadcast and 3-D/4-D x give bitwise the output of the same values in a contiguous [M, K].
+* The config cache: a corrupted, truncated, non-UTF-8 or wrong-schema file, or one in public GemLite's
+  own layout, gives a warning naming the file and a fallback (`load_config` returns False, as
+  GemLite's does; `cache_config` moves the unreadable file aside), never a crash; ``strict=True``
+  raises instead. Two processes writing one cache file lose nothing (a file lock).
+* Bad arguments to the public entry points raise errors that name the argument, what was expected
+  and what was given; a processor left at its default CUDA device on a machine without CUDA says
+  ``device:``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import gemlite
+from gemlite import DType, GemLiteLinear, autotune
+from gemlite.autotune import Config, ConfigCacheWarning
+from gemlite.formats import FAMILIES
+from gemlite.helper import A16W4_HQQ_INT, A16W8, A16W8_INT8, A16W16, A16Wn, warmup
+
+pytestmark = pytest.mark.interpreter
+
+K, N, G = 128, 48, 64
+
+
+def _layer(device, bits=4, bias=True) -> GemLiteLinear:
+    gen = torch.Generator().manual_seed(11)
+    codes = torch.randint(0, 1 << bits, (N, K), generator=gen, dtype=torch.uint8)
+    s = (torch.rand(N, K // G, generator=gen) * 0.01 + 0.001).half()
+    z = torch.randint(0, 1 << bits, (N, K // G), generator=gen).half()
+    b = torch.randn(N, generator=gen).half() if bias else None
+    return GemLiteLinear(bits, G, K, N).pack(
+        *(t.to(device) if t is not None else t for t in (codes, s, z, b))
+    )
+
+
+def _x(m, device, seed=12) -> torch.Tensor:
+    return torch.randn(m, K, generator=torch.Generator().manual_seed(seed)).half().to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# x: non-finite values, M = 0, strides, leading dims
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nan_and_inf_stay_in_their_rows(family: str, device: str) -> None:
+    layer = _layer(device)
+    x = _x(5, device)
+    clean = layer.forward_manual(x, family)
+    bad = x.clone()
+    bad[1, 7] = float("nan")
+    bad[3, 100] = float("inf")
+    bad[4, 0] = -float("inf")
+    y = layer.forward_manual(bad, family)
+    assert bool(torch.isnan(y[1]).all()), "a NaN input row gives a NaN output row"
+    assert not bool(torch.isfinite(y[3]).any()) and not bool(torch.isfinite(y[4]).any())
+    assert bool(torch.isfinite(y[[0, 2]]).all()) and torch.equal(y[[0, 2]], clean[[0, 2]])
+
+
+def test_nan_rows_of_8bit_and_16bit_layers(device: str) -> None:
+    torch.manual_seed(0)
+    for layer in (
+        A16W8_INT8(device, torch.float16).from_linear(nn.Linear(K, N)),
+        A16W16(device, torch.float16).from_linear(nn.Linear(K, N).half()),
+    ):
+        x = _x(3, device)
+        clean = layer(x)
+        x[1, 5] = float("nan")
+        y = layer(x)
+        assert bool(torch.isnan(y[1]).all()) and torch.equal(y[[0, 2]], clean[[0, 2]])
+
+
+def test_no_rows(device: str) -> None:
+    layer = _layer(device)
+    for shape in ((0, K), (2, 0, K), (0, 3, K)):
+        y = layer(torch.empty(shape, dtype=torch.float16, device=device))
+        assert y.shape == (*shape[:-1], N) and y.dtype == torch.float16
+    for family in FAMILIES:
+        assert layer.forward_manual(torch.empty(0, K, dtype=torch.float16, device=device), family).shape == (
+            0,
+            N,
+        )
+    empty = torch.empty(0, K, dtype=torch.float16, device=device)
+    assert gemlite.forward_functional(
+        empty, layer.bias, layer.get_tensor_args(), layer.get_meta_args()
+    ).shape == (0, N)
+
+
+def test_strided_and_multi_dim_x_equal_contiguous(device: str) -> None:
+    layer = _layer(device)
+    base = _x(6, device)
+    ref = layer(base)
+    wide = torch.zeros(6, 2 * K, dtype=torch.float16, device=device)
+    wide[:, K:] = base
+    column_major = base.t().contiguous().t()
+    stepped = torch.zeros(12, K, dtype=torch.float16, device=device)
+    stepped[::2] = base
+    variants = {
+        "row stride 2K, storage offset K": wide[:, K:],
+        "column-major": column_major,
+        "every other row": stepped[::2],
+    }
+    for what, x in variants.items():
+        assert not x.is_contiguous(), what
+        assert torch.equal(layer(x), ref), what
+    broadcast = base[:1].expand(4, K)  # stride 0 along M
+    assert torch.equal(layer(broadcast), ref[:1].expand(4, N))
+    three = layer(base.reshape(2, 3, K))
+    assert three.shape == (2, 3, N) and torch.equal(three.reshape(6, N), ref)
+    four = layer(base.reshape(1, 2, 3, K).transpose(1, 2))  # 4-D and non-contiguous
+    assert four.shape == (1, 3, 2, N) and torch.equal(four.transpose(1, 2).reshape(6, N), ref)
+
+
+# --------------------------------------------------------------------------------------------
+# The config cache file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_cache():
+    mode = autotune.get_autotune()
+    autotune.reset_config()
+    yield
+    autotune.reset_config()
+    autotune.set_autotune(mode)
+
+
+def _cache_text(keys=("k1", "k2")) -> str:
+    return json.dumps(
+        {"GEMV": {k: Config(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2).as_dict() for k in keys}}, indent=1
+    )
+
+
+_GEMV_REV = dict(BLOCK_SIZE_M=1, BLOCK_SIZE_N=128, BLOCK_SIZE_K=8, A_load_order=1, dot_prod_mode=0)
+_GEMM = dict(BLOCK_SIZE_M=128, BLOCK_SIZE_N=128, BLOCK_SIZE_K=32, GROUP_SIZE_M=8, A_load_order=2)
+_RUN = dict(num_warps=8, num_ctas=1, num_stages=1)
+GEMLITE_06_CACHE = {  # two entries in public GemLite 0.6's own layout (its configs/h100.json)
+    "GEMV_REVSPLITK": {"(1, 4096, 4096, 64, 8, 104)": {**_GEMV_REV, **_RUN}},
+    "GEMM": {"(4096, 4096, 4096, 64, 8, 104)": {**_GEMM, **_RUN}},
+}
+BAD_FILES = {
+    "corrupted.json": b'{"GEMV": {"k": {"BLOCK_N": 64,,}}}',
+    "truncated.json": _cache_text().encode()[:37],
+    "latin1.json": '{"GEMV": {"clé": {}}}'.encode("latin-1"),
+    "binary.json": bytes(range(256)),
+    "empty.json": b"",
+    "list.json": b"[1, 2]",
+    "unknown-family.json": json.dumps({"GEMV2": {}}).encode(),
+    "bad-config.json": json.dumps({"GEMV": {"k": {"BLOCK_N": 48}}}).encode(),
+    "gemlite-0.6-layout.json": json.dumps(GEMLITE_06_CACHE).encode(),
+}
+BAD_REASONS = {
+    "corrupted.json": "is not valid JSON",
+    "truncated.json": "is not valid JSON",
+    "latin1.json": "is not UTF-8 text",
+    "binary.json": "is not UTF-8 text",
+    "empty.json": "is not valid JSON",
+    "list.json": "does not hold a JSON object of families",
+    "unknown-family.json": "has unknown family 'GEMV2'",
+    "bad-config.json": "bad GEMV config for 'k'",
+    "gemlite-0.6-layout.json": "public GemLite's cache layout",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_load_config_warns_and_falls_back_on_a_bad_file(name: str, tmp_path, clean_cache) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(_cache_text(["kept"]))
+    assert autotune.load_config(good) is True and autotune.cached_config("GEMV", "kept") is not None
+    path = tmp_path / name
+    path.write_bytes(BAD_FILES[name])
+    with pytest.warns(ConfigCacheWarning, match=re.escape(str(path)) + ".*" + re.escape(BAD_REASONS[name])):
+        assert autotune.load_config(path) is False
+    assert autotune.cached_config("GEMV", "kept") is not None  # the process cache is unchanged
+    assert autotune.cached_config("GEMV", "k") is None
+    with pytest.raises(ValueError, match=re.escape(f"path: {path}")):
+        autotune.load_config(path, strict=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gemlite.load_config(str(path), print_error=False) is False  # GemLite's quiet mode
+
+
+def test_load_config_missing_file_none_and_overwrite(tmp_path, clean_cache) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.warns(ConfigCacheWarning, match=re.escape(f"cannot read {missing}")):
+        assert gemlite.load_config(missing) is False
+    with pytest.raises(FileNotFoundError):
+        gemlite.load_config(missing, strict=True)
+    assert gemlite.load_config(None) is False
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(_cache_text(["a"]))
+    b.write_text(_cache_text(["b"]))
+    assert gemlite.load_config(a) and gemlite.load_config(b)
+    assert autotune.cached_config("GEMV", "a") and autotune.cached_config("GEMV", "b")
+    assert gemlite.load_config(b, True, True)  # GemLite's positional (filename, print_error, overwrite)
+    assert autotune.cached_config("GEMV", "a") is None and autotune.cached_config("GEMV", "b")
+
+
+def test_cache_config_moves_an_unreadable_file_aside(tmp_path, clean_cache) -> None:
+    autotune.load_config(_write(tmp_path / "src.json", _cache_text(["mine"])))
+    for name in ("latin1.json", "truncated.json", "gemlite-0.6-layout.json"):
+        path = tmp_path / name
+        path.write_bytes(BAD_FILES[name])
+        with pytest.raises(ValueError, match=re.escape(f"path: {path}")):
+            autotune.cache_config(path, strict=True)
+        assert path.read_bytes() == BAD_FILES[name]  # strict: nothing written
+        with pytest.warns(ConfigCacheWarning, match=re.escape(f"moved it to {path}.unreadable")):
+            autotune.cache_config(path)
+        assert (tmp_path / f"{name}.unreadable").read_bytes() == BAD_FILES[name]  # nothing lost
+        assert "mine" in json.loads(path.read_text())["GEMV"]
+    autotune.reset_config()
+    assert autotune.load_config(tmp_path / "latin1.json") is True and autotune.cached_config("GEMV", "mine")
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def _writer(path: str, tag: str, rounds: int, start) -> None:
+    """A child process: add one config per round to its own cache and write the shared file each time."""
+    start.wait()
+    autotune.reset_config()
+    for i in range(rounds):
+        with autotune._LOCK:  # test-only: put a distinct key in this process's cache
+            autotune._CACHE["GEMV"][f"{tag}-{i}"] = Config(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)
+        autotune.cache_config(path)
+    os._exit(0)
+
+
+def test_two_processes_writing_one_cache_file_lose_nothing(tmp_path, clean_cache) -> None:
+    ctx = multiprocessing.get_context("fork")
+    path = str(tmp_path / "shared.json")
+    start = ctx.Event()
+    rounds = 25
+    procs = [ctx.Process(target=_writer, args=(path, tag, rounds, start)) for tag in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    keys = set(json.loads(open(path).read())["GEMV"])
+    assert keys == {f"{tag}-{i}" for tag in ("a", "b", "c") for i in range(rounds)}
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".gemlite-config-")]  # no temp file left
+
+
+def _blocked_writer(path: str, done) -> None:
+    autotune.reset_config()
+    autotune._CACHE["GEMV"]["child"] = Config(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)
+    autotune.cache_config(path)
+    done.value = time.monotonic()
+    os._exit(0)
+
+
+def test_cache_config_waits_for_the_file_lock(tmp_path, clean_cache) -> None:
+    ctx = multiprocessing.get_context("fork")
+    path = str(tmp_path / "locked.json")
+    done = ctx.Value("d", 0.0)
+    with autotune._file_lock(path):
+        child = ctx.Process(target=_blocked_writer, args=(path, done))
+        child.start()
+        time.sleep(0.5)
+        assert done.value == 0.0 and not os.path.exists(path)  # the writer waits for the lock
+        with open(path, "w") as f:  # what another writer holding the lock wrote meanwhile
+            f.write(_cache_text(["holder"]))
+        released = time.monotonic()
+    child.join(30)
+    assert child.exitcode == 0 and done.value >= released
+    assert set(json.loads(open(path).read())["GEMV"]) == {"holder", "child"}
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and bad arguments
+# --------------------------------------------------------------------------------------------
+
+
+def test_pack_refuses_meta_tensors() -> None:
+    codes = torch.zeros(N, K, dtype=torch.uint8)
+    s = torch.ones(N, K // G, dtype=torch.float16)
+    with pytest.raises(ValueError, match="W_q: expected a tensor with data, got one on the meta device"):
+        GemLiteLinear(4, G, K, N).pack(codes.to("meta"), s, None)
+    with pytest.raises(ValueError, match="scales: expected a tensor on cpu .*got one on meta"):
+        GemLiteLinear(4, G, K, N).pack(codes, s.to("meta"), None)
+    with pytest.raises(ValueError, match="device: a gemlite layer needs real tensors, got the meta device"):
+        A16W4_HQQ_INT(device="meta").from_weights(codes, s, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_default_cuda_device_without_cuda_says_device() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(K, N).half()
+    codes = torch.zeros(N, K, dtype=torch.uint8)
+    s = torch.ones(N, K // G, dtype=torch.float16)
+    match = r"device: the processor's device is cuda:0, but this machine has no CUDA GPU .*device='cpu'"
+    for call in (
+        lambda: A16W4_HQQ_INT().from_linear(lin, del_orig=False),
+        lambda: A16W4_HQQ_INT().from_weights(codes, s, None),
+        lambda: A16W8().from_weights(lin.weight),
+        lambda: A16W8_INT8().from_linear(lin, del_orig=False),
+        lambda: A16W16().from_linear(lin, del_orig=False),
+        lambda: A16Wn().from_weights(codes, s, None, 4, G),
+        lambda: warmup(A16W8_INT8, shapes=[(N, K)], batch_sizes=[1], progress=False),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert lin.weight is not None  # nothing was freed on the way
+
+
+def test_public_entry_points_name_the_bad_argument(tmp_path) -> None:
+    layer = _layer("cpu")
+    cases = [
+        (lambda: gemlite.load_config(123), TypeError, "path: expected a file path .*got int"),
+        (
+            lambda: gemlite.load_config(tmp_path / "x.json", print_error="yes"),
+            TypeError,
+            "print_error: expected a bool, got str",
+        ),
+        (
+            lambda: gemlite.load_config(tmp_path / "x.json", strict=1),
+            TypeError,
+            "strict: expected a bool, got int",
+        ),
+        (lambda: gemlite.cache_config(None), TypeError, "path: expected a file path .*got NoneType"),
+        (
+            lambda: gemlite.cache_config(tmp_path / "x.json", strict="no"),
+            TypeError,
+            "strict: expected a bool, got str",
+        ),
+        (
+            lambda: gemlite.set_autotune("slowest"),
+            ValueError,
+            "config: expected 'fast', 'max', 'default', True or False, got 'slowest'",
+        ),
+        (
+            lambda: gemlite.set_packing_bitwidth(64),
+            ValueError,
+            r"packing_bitwidth: expected one of \(8, 32\) .*got 64",
+        ),
+        (lambda: gemlite.set_kernel_caching("on"), TypeError, "enable: expected a bool, got str"),
+        (
+            lambda: gemlite.enable_activation_scaling(-1),
+            ValueError,
+            "batch_size: expected a non-negative int, got -1",
+        ),
+        (lambda: gemlite.set_autotune_setting(3), TypeError, "fct: expected a callable M -> bucket, got int"),
+        (
+            lambda: GemLiteLinear(4, G, K, N, acc_dtype="fp32"),
+            ValueError,
+            "acc_dtype: expected None or DType.FP32, got 'fp32'",
+        ),
+        (
+            lambda: GemLiteLinear(4, G, K, N).pack(
+                torch.zeros(N, K, dtype=torch.uint8), None, None, contiguous="x"
+            ),
+            TypeError,
+            "contiguous: expected None or a bool, got str",
+        ),
+        (
+            lambda: layer.forward_manual(_x(2, "cpu"), "GEMM2"),
+            ValueError,
+            "matmul_type: expected one of GEMV, .*got 'GEMM2'",
+        ),
+        (
+            lambda: A16Wn(device="cpu", packing_bitwidth=12),
+            ValueError,
+            "packing_bitwidth: expected 8, 32 or None, got 12",
+        ),
+        (lambda: A16Wn(device="cpu", post_scale="no"), TypeError, "post_scale: expected a bool, got str"),
+        (
+            lambda: A16Wn(device="cpu").from_weights(
+                torch.zeros(N, K, dtype=torch.uint8), torch.ones(N), None, 4, -1
+            ),
+            ValueError,
+            "group_size: expected a positive int .*got -1",
+        ),
+        (
+            lambda: A16Wn(device="cpu").from_hqqlinear(object()),
+            TypeError,
+            "hqq_layer: expected an hqq HQQLinear .*got object",
+        ),
+        (
+            lambda: A16W8(device="cpu", fp8=torch.int8),
+            TypeError,
+            "fp8: expected None or torch.float8_e4m3fn, got torch.int8",
+        ),
+        (
+            lambda: A16W8(device="cpu").from_weights("w"),
+            TypeError,
+            "weight: expected a torch.Tensor, got str",
+        ),
+        (
+            lambda: A16W8(device="cpu").from_weights(
+                torch.zeros(N, K, dtype=torch.int32), None, torch.ones(N)
+            ),
+            TypeError,
+            "weight: A16W8_INT8 takes torch.int8 codes, got torch.int32",
+        ),
+        (
+            lambda: A16W4_HQQ_INT(device="cpu").from_packed_weights(
+                torch.zeros(N, 16, dtype=torch.int64), torch.ones(N), None
+            ),
+            TypeError,
+            "W_q_packed: expected 2-D uint8/int8 .*got torch.int64",
+        ),
+        (
+            lambda: A16W4_HQQ_INT(device="cpu", dtype=torch.float32),
+            ValueError,
+            "dtype: expected torch.float16 or torch.bfloat16 .*got torch.float32",
+        ),
+        (
+            lambda: gemlite.helper.cleanup_linear(nn.Linear(4, 4), del_orig="yes"),
+            TypeError,
+            "del_orig: expected a bool, got str",
+        ),
+        (
+            lambda: gemlite.helper.A16W158_INT(device="cpu").from_bitlinear(nn.Linear(K, N)),
+            ValueError,
+            "linear_layer: expected a BitLinear with .weight_scale",
+        ),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+    with pytest.raises(ValueError, match="dtype: expected torch.float16 or torch.bfloat16"):
+        gemlite.helper.warmup(
+            A16W4_HQQ_INT, shapes=[(N, K)], dtype=torch.float32, device="cpu", progress=False
+        )
+    assert isinstance(DType.FP16, DType)
+
+
+def test_the_portable_lock_without_fcntl(tmp_path, monkeypatch) -> None:
+    # Where neither fcntl nor msvcrt exists, an O_EXCL lock file excludes other writers (threads here).
+    import builtins
+    import threading
+
+    real_import = builtins.__import__
+
+    def no_fcntl(name, *args, **kwargs):
+        if name in ("fcntl", "msvcrt"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fcntl)
+    path = str(tmp_path / "portable.json")
+    acquired = []
+
+    def other():
+        with autotune._file_lock(path):
+            acquired.append(time.monotonic())
+
+    with autotune._file_lock(path):
+        assert os.path.exists(path + ".lock")
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.2)
+        assert not acquired
+        released = time.monotonic()
+    t.join(10)
+    assert acquired and acquired[0] >= released and not os.path.exists(path + ".lock")
