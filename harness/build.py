@@ -12,9 +12,13 @@ Three steps, each a function:
    API (``GemLiteLinear(...).pack(...)``, or the helper a format is normally built with), so the suite
    tests what users call.
 3. `golden(case, ops)`: the float64 golden ``reference.linear`` and the magnitudes the error bound
-   needs (`harness.numerics.Golden`).
+   needs (`harness.numerics.Golden`); `precision(case, layout, config)` the dtypes the run's path
+   rounds in, from the family, the config that ran and the layout (`harness.numerics` says why).
 
-What may be drawn for a format, and its builder, is the support registry's (`harness.support`).
+A case also names the settings it runs under (`case_settings`: autotune mode, determinism, a forced
+tile, a shrunk workspace bound) and whether its layer goes through a state_dict round trip
+(`reload_layer`). What may be drawn for a format, and its builder, is the support registry's
+(`harness.support`).
 
 Nothing in this module imports gemlite's kernels at import time: callers (the suite's conftest, the
 reproducer) first decide whether the Triton interpreter runs, which must happen before that import.
@@ -22,14 +26,18 @@ reproducer) first decide whether the Triton interpreter runs, which must happen 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from gemlite.formats import WeightKind
 from harness.case import Case
-from harness.numerics import Golden, Precision, golden_from_dequantized
+from harness.numerics import DEQ_COMPUTE, DEQ_EXACT, Golden, Precision, golden_from_dequantized
 from harness.support import (
     AUTO,
     DISTRIBUTIONS,
@@ -176,9 +184,114 @@ def run_layer(layer, x: torch.Tensor, family: str) -> torch.Tensor:
     return layer.forward_manual(x, matmul_type=family)
 
 
-def precision(case: Case) -> Precision:
-    """The dtypes a run of `case` rounds in: output, compute (the activation dtype), fp32 accumulator."""
-    return Precision(out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype])
+#: The families that dequantize in fp32 on CUDA cores (``gemlite/kernels/gemv.py``).
+GEMV_FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK")
+
+
+def launched_family(case: Case, layout) -> str:
+    """The kernel family a run of `case` launches (AUTO: gemlite's dispatch on M)."""
+    if case.family != AUTO:
+        return case.family
+    from gemlite.dispatch import choose_matmul_type
+
+    return choose_matmul_type(case.M, layout)
+
+
+def precision(case: Case, layout=None, config=None) -> Precision:
+    """The dtypes a run of `case` rounds in: output, compute (the activation dtype), fp32 accumulator,
+    and what the weights are rounded to on the path that ran (`harness.numerics`, the bullets of
+    ``u_deq``): none for A16W16; the compute dtype for a DEQUANT=1 config and for pre-scaled layouts on
+    the tensor-core families; fp32 for the GEMV families and for post-scaled layouts.
+
+    layout: the layer's ``WeightLayout`` (default: `Case.layout`). config: the ``gemlite.autotune.Config``
+    that ran (`launched_config`); default: the case's forced tile, else unknown, in which case a GEMM
+    run on a GPU is charged as if it may have been a DEQUANT=1 config (the autotuner, or a cached
+    config, may pick one there; under the interpreter GEMM runs its fused interpreter tile).
+    """
+    from gemlite.kernels import interpreter_active
+
+    layout = case.layout() if layout is None else layout
+    config = case.config if config is None else config
+    family = launched_family(case, layout)
+    if layout.spec.kind is WeightKind.FLOAT:
+        deq = DEQ_EXACT
+    elif config is not None and config.DEQUANT:
+        deq = DEQ_COMPUTE
+    elif config is None and family == "GEMM" and not interpreter_active():
+        deq = DEQ_COMPUTE
+    elif family in GEMV_FAMILIES or layout.post_scale:
+        deq = torch.float32
+    else:
+        deq = DEQ_COMPUTE
+    return Precision(
+        out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype], deq_dtype=deq
+    )
+
+
+@contextlib.contextmanager
+def case_settings(case: Case, autotune: str | bool = False) -> Iterator[None]:
+    """Run the block under the settings `case` names, restoring the previous ones afterwards: the
+    gemlite autotune mode, ``set_deterministic(case.deterministic)``, ``case.tile`` forced for its family
+    (``gemlite.autotune.forced_config``) and ``case.workspace_bytes`` as
+    ``gemlite.kernels.plan.MAX_WORKSPACE_BYTES`` (read on every launch; process-wide, like determinism:
+    one case at a time per process)."""
+    from gemlite import autotune as gl_autotune
+    from gemlite import settings
+    from gemlite.kernels import plan
+
+    previous = (gl_autotune.get_autotune(), settings.is_deterministic(), plan.MAX_WORKSPACE_BYTES)
+    gl_autotune.set_autotune(autotune)
+    settings.set_deterministic(case.deterministic)
+    if case.workspace_bytes is not None:
+        plan.MAX_WORKSPACE_BYTES = case.workspace_bytes
+    try:
+        if case.tile is None:
+            yield
+        else:
+            with gl_autotune.forced_config(case.family, case.config):
+                yield
+    finally:
+        plan.MAX_WORKSPACE_BYTES = previous[2]
+        settings.set_deterministic(previous[1])
+        gl_autotune.set_autotune(previous[0])
+
+
+def launched_config(case: Case, layer):
+    """The ``gemlite.autotune.Config`` the last run of `layer` used (call inside `case_settings`): the
+    forced tile, the cached or just-tuned one, or the default; never times anything."""
+    from gemlite import autotune
+    from gemlite.kernels import interpreter_active
+
+    layout = layer.layout
+    scale_dtype = layer.scales.dtype if layout.has_scales else None
+    family = launched_family(case, layout)
+    out = DTYPES[case.output_dtype]
+    config, _ = autotune.choose_config(
+        family, case.M, layout, out, scale_dtype, timer=None, interpreter=interpreter_active()
+    )
+    return config
+
+
+def reload_layer(layer: nn.Module) -> nn.Module:
+    """`layer`'s state_dict saved (``torch.save``) and loaded into a fresh ``GemLiteLinear`` built with
+    the same constructor arguments, on the same device: what a checkpoint round trip gives a user."""
+    from gemlite import GemLiteLinear
+
+    device = layer.W_q.device
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, map_location=device, weights_only=True)
+    fresh = GemLiteLinear(
+        layer.W_nbits,
+        group_size=layer.group_size,
+        in_features=layer.in_features,
+        out_features=layer.out_features,
+        input_dtype=layer.input_dtype,
+        output_dtype=layer.output_dtype,
+    ).to(device)
+    fresh.load_state_dict(state)
+    return fresh
 
 
 def golden(case: Case, ops: Operands) -> Golden:

@@ -1,10 +1,13 @@
 """`Case`: one drawn kernel-vs-reference case, a small frozen record that serialises to one line of JSON.
 
 A case names its format, group size, zero-point form, M, K, N, dtypes, bias, value distribution, seed,
-kernel family and packing word; `harness.build` makes its tensors from the seed, so a failure is rerun
-exactly with ``python -m harness.repro '<json>'``. What is legal for a format comes from the support
-registry (`harness.support.SUPPORT`); `legality_problems` says what a case breaks, `pinned` writes a
-legal case by hand.
+kernel family and packing word, and the user-selectable paths it runs: determinism on or off, a forced
+tile config, a shrunk workspace bound (row-chunked launches), codes handed to ``pack`` already packed,
+and a state_dict round trip. `harness.build` makes its tensors from the seed, so a failure is rerun
+exactly with ``python -m harness.repro '<json>'`` (JSON written before a field existed still loads, the
+field at its default). What is legal for a format comes from the support registry
+(`harness.support.SUPPORT`) and, for a tile, from ``gemlite.autotune.illegal_reason``;
+`legality_problems` says what a case breaks, `pinned` writes a legal case by hand.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from gemlite.autotune import Config, illegal_reason
 from gemlite.formats import FORMATS, Format, WeightKind, Zeros
-from harness.support import AUTO, DISTRIBUTIONS, FAMILIES, SUPPORT, FormatSupport
+from gemlite.layout import WeightLayout
+from gemlite.schemes import weight_scheme
+from harness.support import AUTO, DISTRIBUTIONS, DTYPES, FAMILIES, PACKED_INPUT_DTYPES, SUPPORT, FormatSupport
+
+_CONFIG_FIELDS = tuple(Config.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,18 @@ class Case:
     seed: seeds the torch.Generator that draws every tensor.
     family: the kernel family forced through ``forward_manual``, or "AUTO" for the layer's own dispatch.
     packing_bitwidth: the packing word of packed codes (32 or 8); 32 for formats stored unpacked.
+    deterministic: ``gemlite.set_deterministic`` for the run (False: split-K paths use fp32 atomics).
+    tile: the ``gemlite.autotune.Config`` fields forced for `family` (``forced_config``), or None for the
+        config gemlite picks; legal per ``gemlite.autotune.illegal_reason`` (never with "AUTO"). In JSON an
+        object (``{"BLOCK_K": 64, ...}``); held as sorted (name, value) pairs so a case stays hashable.
+    workspace_bytes: ``gemlite.kernels.plan.MAX_WORKSPACE_BYTES`` for the run (None: gemlite's own): a
+        small value makes a split launch run in row chunks.
+    packed_input: None (``pack`` gets the uint8 codes), or the integer dtype of the words ``pack`` gets
+        with ``packed=True`` ("uint8"/"int8" for 8-bit words, "int32"/"uint32" for 32-bit ones): the codes
+        packed in GemLite's layout by the reference packer (packed formats only).
+    state_dict: also save the layer's state_dict, load it into a fresh layer built with the same
+        constructor arguments and check that its output equals the original's bit for bit (deterministic
+        runs; with atomics, within the bound).
     """
 
     format: str
@@ -50,6 +70,22 @@ class Case:
     seed: int = 0
     family: str = AUTO
     packing_bitwidth: int = 32
+    deterministic: bool = True
+    tile: tuple[tuple[str, int], ...] | None = None
+    workspace_bytes: int | None = None
+    packed_input: str | None = None
+    state_dict: bool = False
+
+    def __post_init__(self) -> None:
+        tile = self.tile
+        if isinstance(tile, dict):
+            tile = tuple(sorted(tile.items()))
+        elif isinstance(tile, (list, tuple)) and not isinstance(tile, str):
+            try:
+                tile = tuple(sorted((str(k), v) for k, v in tile))
+            except (TypeError, ValueError):
+                pass  # legality_problems names it
+        object.__setattr__(self, "tile", tile)
 
     # ----------------------------------------------------------------------------------------
 
@@ -75,9 +111,27 @@ class Case:
         """The group size as an int (K for channel-wise)."""
         return self.K if self.group_size is None else self.group_size
 
+    @property
+    def config(self) -> Config | None:
+        """The forced tile as a ``gemlite.autotune.Config`` (None: gemlite picks). Raises ValueError for
+        unknown or invalid fields."""
+        return None if self.tile is None else Config.from_dict(dict(self.tile))
+
+    def layout(self) -> WeightLayout:
+        """The ``gemlite.layout.WeightLayout`` a layer of this case gets (the tile's legality depends on
+        it). The integer zero-point is a stand-in (its value does not change what is legal)."""
+        fmt = self.fmt
+        zero_int = 1 if weight_scheme(fmt.weight.kind).zero_mode(fmt.weight) is Zeros.INT else None
+        word = self.packing_bitwidth if self.support.packed else fmt.weight.bits
+        return WeightLayout(
+            fmt, self.K, self.N, self.resolved_group_size, word, DTYPES[self.input_dtype], zero_int
+        )
+
     def to_json(self) -> str:
         """One line of JSON holding every field (the reproducer's argument)."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        data["tile"] = None if self.tile is None else dict(self.tile)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | dict[str, Any]) -> Case:
@@ -126,6 +180,12 @@ def legality_problems(case: Case, *, strict: bool = True) -> list[str]:
         v = getattr(case, name)
         if not isinstance(v, int) or isinstance(v, bool):
             out.append(f"{name} must be an int, got {v!r}")
+    for name in ("deterministic", "state_dict"):
+        if not isinstance(getattr(case, name), bool):
+            out.append(f"{name} must be true or false, got {getattr(case, name)!r}")
+    w = case.workspace_bytes
+    if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+        out.append(f"workspace_bytes must be a positive int or null, got {w!r}")
     g = case.group_size
     if g is not None and (not isinstance(g, int) or isinstance(g, bool)):
         out.append(f"group_size must be an int or null (channel-wise), got {g!r}")
@@ -162,7 +222,37 @@ def legality_problems(case: Case, *, strict: bool = True) -> list[str]:
         out.append(f"K={case.K} is not a multiple of the codes per {case.packing_bitwidth}-bit word")
     if not 0 <= case.seed < 2**63:
         out.append(f"seed must lie in [0, 2**63), got {case.seed}")
+    if case.packed_input is not None:
+        legal_words = PACKED_INPUT_DTYPES.get(case.packing_bitwidth, ()) if sup.packed else ()
+        if case.packed_input not in legal_words:
+            out.append(
+                f"packed_input {case.packed_input!r} not legal for {case.format} with "
+                f"{case.packing_bitwidth}-bit words (legal: None, {', '.join(legal_words) or 'nothing else'})"
+            )
+    if out:
+        return out
+    out += _tile_problems(case)
     return out
+
+
+def _tile_problems(case: Case) -> list[str]:
+    """Why `case.tile` cannot run its family on its layout (empty when it can, or when there is none)."""
+    if case.tile is None:
+        return []
+    if case.family == AUTO:
+        return ["tile: a forced config needs a kernel family, not AUTO (it would apply to one family only)"]
+    if not isinstance(case.tile, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in case.tile):
+        return [f"tile must be an object of config fields or null, got {case.tile!r}"]
+    unknown = sorted(k for k, _ in case.tile if k not in _CONFIG_FIELDS)
+    if unknown:
+        return [f"tile: unknown config field(s) {unknown}; known: {list(_CONFIG_FIELDS)}"]
+    try:
+        config = case.config
+        layout = case.layout()
+    except (TypeError, ValueError) as e:
+        return [f"tile: {e}"]
+    reason = illegal_reason(case.family, config, layout)
+    return [] if reason is None else [f"tile {config.short()} illegal here: {reason}"]
 
 
 def pinned(format: str, **fields_) -> Case:

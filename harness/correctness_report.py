@@ -230,10 +230,11 @@ def render(records: Iterable[Record], meta: Meta, family_order: tuple[str, ...] 
         "",
         "Kernel output vs the float64 golden of the same quantized operands (`reference.linear`),",
         "judged element by element under",
-        f"`|y - y*| <= {SAFETY:g} * (u_out*|y*| + eta_out + (u_deq + K*u_acc) * sum_k|x_k W_k| "
-        "+ eta_deq * sum_k|x_k|)`",
-        "(`harness/numerics.py`: u = unit roundoff of the output, compute and fp32 accumulator dtypes;",
-        "eta = half the subnormal spacing; the bias counts as one more |term|).",
+        f"`|y - y*| <= {SAFETY:g} * (u_out*|y*| + eta_out + u_deq*S_W + eta_deq*sum_k|x_k| "
+        "+ (K+1)*u_acc*(S_W + |b|))`, `S_W = sum_k|x_k W_k|`",
+        "(`harness/numerics.py`: u = unit roundoff of the output dtype, of what the path rounds weights to",
+        "(fp16/bf16 on pre-scaled tensor-core and DEQUANT paths, fp32 on GEMV and post-scaled paths, none",
+        "for A16W16) and of the fp32 accumulator; eta = half the subnormal spacing).",
         "",
         "| | |",
         "|---|---|",

@@ -5,9 +5,13 @@ file, and is replaced by ``new``. Patches are written against the real kernel co
 changes under them they stop applying and the mutation session fails ("out of sync") until the
 catalogue is updated: the proof that the suite catches these bugs never silently goes stale.
 
-``focus`` is a pytest ``-k`` expression choosing the tests of the fast correctness subset that
-exercise the patched path (the format or family it lives in), which keeps each run short; the tests
-are the same ones CI runs. Every mutant must make at least one of them fail.
+``tests`` names the test files (or node ids) that reach the patched path, and ``focus`` is a pytest
+``-k`` expression choosing among them (the format, family or path it lives in), which keeps each run
+short; the tests are the same ones CI runs, under the ``quick`` profile. Every mutant must make at
+least one of them fail in a way that counts (`harness.mutation.classify_failure`): an output outside the
+error bound, a bitwise comparison that fails, a legal case that raises, or an expected error that does
+not come. A failing meta-test (the catalogue-sync test of ``suites/unit/test_harness_mutation.py``,
+which fails for every applied patch) or any other assertion is not a catch.
 
 A bug the suite cannot see by construction is not listed: e.g. a missing output write would leave
 ``torch.empty`` memory, which may by chance hold the right values from a previous identical run; and
@@ -30,7 +34,8 @@ class Mutant:
     path: the patched file, relative to the repository root.
     old: the exact text replaced (must occur once in `path`).
     new: its replacement.
-    focus: pytest -k expression of the tests expected to catch it (None: the whole fast subset).
+    focus: pytest -k expression of the tests expected to catch it (None: every test of `tests`).
+    tests: the test files (or node ids) the run collects, relative to the repository root.
     """
 
     name: str
@@ -39,9 +44,13 @@ class Mutant:
     old: str
     new: str
     focus: str | None = None
+    tests: tuple[str, ...] = ("suites/correctness/test_formats.py",)
 
 
 _COMMON = "gemlite/kernels/common.py"
+# The path matrix (`harness.strategies.path_cases`): test ids name the scale mode, the path and the
+# settings, so -k selects the cases that run a mutant's path.
+_PATHS = ("suites/correctness/test_paths.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -216,5 +225,147 @@ MUTANTS: tuple[Mutant, ...] = (
         "return not layout.is_grouped and layout.zero_mode is not Zeros.FLOAT",
         "return not layout.is_grouped",
         focus="HQQ and GEMM and not SPLITK",
+    ),
+    # ---- paths the drawn cases and the path matrix reach (harness.strategies), not the defaults ----
+    Mutant(
+        "atomic_unscaled",
+        "set_deterministic(False), fp16/bf16 out: the last program of an atomic split-K tile returns the "
+        "accumulator without the channel scale (post-scaled layouts)",
+        _COMMON,
+        "            y = apply_epilogue(total, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)",
+        "            y = apply_epilogue(total, offs_n, mask_n, s_ptr, b_ptr,\n"
+        "                               POST_SCALE and WRITE_MODE == WRITE_PARTIAL, HAS_BIAS)",
+        focus="det_off and post and not of32",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "atomic_final_bias",
+        "set_deterministic(False), fp32 out: every K split adds the bias into the output, not only split 0",
+        _COMMON,
+        "            acc = acc + tl.where(pid_k == 0, bias, 0.0)",
+        "            acc = acc + bias",
+        focus="det_off and of32 and not bnone",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "bias_before_scale",
+        "epilogue order: the bias is added before the channel scale, so post-scaled layouts scale it too",
+        _COMMON,
+        "    if POST_SCALE:\n"
+        "        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "    if HAS_BIAS:\n"
+        "        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "    return acc\n",
+        "    if HAS_BIAS:\n"
+        "        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "    if POST_SCALE:\n"
+        "        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "    return acc\n",
+        focus="post and not bnone",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemm_k_tail_mask",
+        "K-tail mask off by one in GEMM/GEMM_SPLITK: x is read at k = K, against a masked code whose "
+        "dequantized value (q - z) * s is not 0",
+        "gemlite/kernels/gemm.py",
+        "x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)",
+        "x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx <= K)[None, :], other=0.0)",
+        focus="(chan or ternary) and GEMM and not DEQUANT",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_k_tail_mask",
+        "K-tail mask off by one in the GEMV families: x is read at k = K, against a masked code",
+        "gemlite/kernels/gemv.py",
+        "x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0)",
+        "x = tl.load(x_row + k_idx, mask=k_idx <= K, other=0.0)",
+        focus="(chan or ternary) and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_fp16_dequant",
+        "GEMV dequantizes to the activation dtype instead of fp32 (the weights rounded to fp16/bf16 "
+        "before the CUDA-core FMAs: the precision GEMV documents is lost)",
+        "gemlite/kernels/gemv.py",
+        "            POST_SCALE,\n            tl.float32,\n        )\n        acc += tl.sum",
+        "            POST_SCALE,\n            x_ptr.dtype.element_ty,\n        )\n        acc += tl.sum",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "dequant_post_scale",
+        "DEQUANT=1: the scratch weight of a post-scaled layout misses its channel scale (cuBLAS has no "
+        "per-column epilogue to apply it)",
+        "gemlite/kernels/dequant.py",
+        "    if POST_SCALE:\n        w = w * scale[None, :]\n",
+        "",
+        focus="DEQUANT and post",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "dequant_group",
+        "DEQUANT=1: the scale/zero row of a K tile is its tile index (right only when BLOCK_K = group size)",
+        "gemlite/kernels/dequant.py",
+        "            group = k0 // GROUP_SIZE  # BLOCK_K divides GROUP_SIZE: one group per tile",
+        "            group = tl.program_id(0)  # one group per tile",
+        focus="DEQUANT and g64",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "row_chunk_atomic_ws",
+        "row-chunked atomic launches: every chunk accumulates into the first chunk's workspace rows",
+        "gemlite/kernels/plan.py",
+        "        ws_rows = ws[m0 : m0 + rows] if mode == WRITE_ATOMIC.value and rows != M else ws",
+        "        ws_rows = ws[:rows] if mode == WRITE_ATOMIC.value and rows != M else ws",
+        focus="chunked and det_off and not of32",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "metadata_zero_int",
+        "metadata v2 decode reads the integer zero-point from its presence flag (a loaded layer gets zero 1)",
+        "gemlite/layout.py",
+        "_COMPUTE_CODES[v[13]], v[15] if v[14] else None)",
+        "_COMPUTE_CODES[v[13]], v[14] if v[14] else None)",
+        focus="state_dict and zint",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "packed_input_order",
+        "pack(..., packed=True): codes unpacked most significant bits first",
+        "gemlite/packing.py",
+        "    shifts = torch.arange(per_word, device=packed.device, dtype=torch.int64) * bits",
+        "    shifts = (per_word - 1 - torch.arange(per_word, device=packed.device, dtype=torch.int64))"
+        " * bits",
+        focus="packed_",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "bias_fp16",
+        "an fp32 bias stored as fp16 at pack time (README: an fp32 bias is kept)",
+        "gemlite/schemes/base.py",
+        "    return bias.detach().contiguous()",
+        "    return (bias.detach().half() if bias.dtype == torch.float32 else bias.detach()).contiguous()",
+        focus="bf32 and of32",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "channel_scales_fp16",
+        "INT8/FP8 channel scales pass through fp16 before their fp32 storage (README: fp32 scales kept)",
+        "gemlite/schemes/channelwise.py",
+        "WeightSpec(kind, 8), W_q.contiguous(), scales.reshape(n, 1).float().contiguous(), None",
+        "WeightSpec(kind, 8), W_q.contiguous(), scales.reshape(n, 1).half().float().contiguous(), None",
+        focus="(int8 or fp8) and of32",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "hqq_scales_compute_dtype",
+        "HQQ scales stored in the activation dtype: fp32 scales rounded to fp16/bf16 (README: kept)",
+        "gemlite/schemes/hqq.py",
+        '        scales = check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)',
+        '        scales = check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)'
+        ".to(compute_dtype)",
+        focus="hqq and of32 and GEMV",
+        tests=_PATHS,
     ),
 )

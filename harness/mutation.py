@@ -5,24 +5,32 @@
 1. checks that every patch of the catalogue (`harness.mutants.MUTANTS`) applies: its ``old`` text
    occurs exactly once in its file. A patch that no longer applies fails the session ("out of sync"),
    so the catalogue follows the kernels.
-2. copies the repository into a TEMPORARY directory (the working tree is never touched) and runs the
-   fast correctness subset there unmutated (the baseline: it must pass, or a "caught" would mean
-   nothing);
-3. for each mutant: a fresh copy of that baseline snapshot, the patch applied, then the fast subset of
-   ``suites/correctness/test_formats.py`` run in it under the Triton interpreter (``-x``, the
-   ``quick`` profile: a fixed, derandomized set of examples; ``-k`` the mutant's focus);
-4. prints a table mutant -> caught / MISSED (and the first test that failed), and exits non-zero if a
-   mutant was missed, a patch did not apply, or a run broke (crash, collection error, timeout).
+2. copies the repository into a TEMPORARY directory (the working tree is never touched) and runs,
+   unmutated, every test any selected mutant will run (the baseline: the union of their test files,
+   ``-k`` the union of their foci, ``--jobs`` pytest-xdist workers). It must pass, or a "caught" would
+   mean nothing;
+3. for each mutant: a fresh copy of that baseline snapshot, the patch applied, then the mutant's tests
+   (``Mutant.tests``: the files that reach its path, ``test_formats.py`` unless it says otherwise) run
+   in it under the Triton interpreter (the ``quick`` profile: a fixed, derandomized set of examples;
+   ``-k`` the mutant's focus), stopping at the first failure that COUNTS (`classify_failure`): an
+   output outside the error bound ("bound"), a bitwise comparison that fails ("exact"), a legal case
+   whose run raises ("raised"), or an expected error that does not come ("refused"). Other failures
+   (a plain assertion, a meta-test such as the catalogue-sync test, which fails for every applied
+   patch; its file is never collected) are listed but are not catches;
+4. prints a table mutant -> caught / MISSED (and the first counting failure and its kind), and exits
+   non-zero if a mutant was missed, a patch did not apply, or a run broke (crash, collection error,
+   timeout).
 
-Options: ``--only NAME`` (repeatable), ``--jobs N`` (mutants run in parallel; default 1, the machine is
-shared), ``--timeout S`` per run, ``--no-baseline``, ``--keep`` (leave the temporary copies), ``--list``.
+Options: ``--only NAME`` (repeatable), ``--jobs N`` (mutants run in parallel, and the baseline's
+workers; default 1, the machine is shared), ``--timeout S`` per run, ``--no-baseline``, ``--keep``
+(leave the temporary copies), ``--list``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -36,11 +44,17 @@ from harness.mutants import MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_FILE = "suites/correctness/test_formats.py"
-# What each run executes (relative to the copy's root).
+#: Meta-tests of the mutation machinery itself: never collected by a run (the catalogue-sync test fails
+#: for every applied patch) and never counted.
+META_TESTS = ("suites/unit/test_harness_mutation.py",)
+# What each run executes (relative to the copy's root), before its test files.
 PYTEST_ARGS = (
-    "-m", "pytest", TEST_FILE, "-x", "-q", "-rfE", "-m", "not slow and not gpu",
-    "-p", "no:cacheprovider", "--correctness-profile", "quick",
+    "-m", "pytest", "-q", "-rfE", "-m", "not slow and not gpu", "-p", "no:cacheprovider",
+    "--correctness-profile", "quick", *(f"--ignore={t}" for t in META_TESTS),
 )  # fmt: skip
+#: The failure kinds that count as catching a mutant (`classify_failure`).
+COUNTED = ("bound", "exact", "raised", "refused")
+_LOG_NAME = ".mutation-log.jsonl"
 # Not copied: version control, virtualenvs, caches, generated reports and results.
 _IGNORE = shutil.ignore_patterns(
     ".git", ".nox", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache",
@@ -50,6 +64,42 @@ _IGNORE = shutil.ignore_patterns(
 
 class MutantOutOfSync(RuntimeError):
     """A patch of the catalogue does not apply to the current source."""
+
+
+# --------------------------------------------------------------------------------------------
+# What counts as a catch
+# --------------------------------------------------------------------------------------------
+
+
+def classify_failure(exc: BaseException, nodeid: str = "") -> str:
+    """The kind of one test failure, for the mutation verdict (only `COUNTED` kinds are catches).
+
+    "bound": `harness.numerics.BoundViolation`, or an assertion whose message is a failed
+        `Comparison.message` ("kernel output OUTSIDE the error bound": tests that assert ``result.ok``);
+    "exact": `harness.numerics.ExactMismatch` (codes, packed words, bitwise reproducibility, a state_dict
+        round trip);
+    "raised": `harness.repro.CaseRaised`, a legal case whose run raised;
+    "refused": ``pytest.raises`` that saw no error, or not the expected one (bad input accepted);
+    "meta": a test of `META_TESTS`; "other": anything else (not a catch).
+    The classes are recognised by name in the exception's MRO: the pytest plugin calls this, and must
+    not import gemlite (through `harness.repro`) before the suite's conftest has chosen the Triton
+    interpreter.
+    """
+    if any(nodeid.startswith(t) for t in META_TESTS):
+        return "meta"
+    kinds = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc)
+    if "BoundViolation" in kinds or (
+        isinstance(exc, AssertionError) and "kernel output OUTSIDE the error bound" in text
+    ):
+        return "bound"
+    if "ExactMismatch" in kinds:
+        return "exact"
+    if "CaseRaised" in kinds:
+        return "raised"
+    if text.startswith("DID NOT RAISE") or "Regex pattern did not match" in text:
+        return "refused"
+    return "other"
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,14 +153,14 @@ def copy_repository(dst: Path, src: Path = ROOT) -> Path:
 
 @dataclass(frozen=True)
 class RunResult:
-    """How one run of the fast subset ended.
+    """How one run of a mutant's tests ended.
 
-    status: "passed" (exit 0), "failed" (a test failed: the bug was caught), "error" (collection error,
-        crash, usage error or no test selected), "timeout".
-    first_failure: the first failing test (node id), when status is "failed".
-    how: why it failed: "bound" (an output outside the error bound), "exception" (gemlite raised),
-        "other" (another assertion).
-    seconds: wall time. tail: the last lines of the output (for errors).
+    status: "passed" (exit 0), "failed" (a failure that counts: the bug was caught), "uncounted" (tests
+        failed, none in a way that counts), "error" (collection error, crash, usage error or no test
+        selected), "timeout".
+    first_failure: the first counting failure (node id), when status is "failed".
+    how: its kind (`classify_failure`: "bound", "exact", "raised", "refused").
+    seconds: wall time. tail: the last lines of the output (for errors), or the uncounted failures.
     """
 
     status: str
@@ -118,9 +168,6 @@ class RunResult:
     how: str
     seconds: float
     tail: str
-
-
-_FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -149,11 +196,36 @@ def check_import_location(root: Path, python: str = sys.executable) -> None:
             raise RuntimeError(f"the copy at {root} imports {line}, not its own sources (check PYTHONPATH)")
 
 
-def run_subset(root: Path, focus: str | None, timeout: float, python: str = sys.executable) -> RunResult:
-    """Run the fast correctness subset in the copy at `root`, stopping at the first failure."""
-    args = [python, *PYTEST_ARGS]
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_subset(
+    root: Path,
+    focus: str | None,
+    timeout: float,
+    python: str = sys.executable,
+    tests: tuple[str, ...] = (TEST_FILE,),
+    workers: int = 1,
+) -> RunResult:
+    """Run `tests` (``-k`` `focus`) in the copy at `root`, stopping at the first failure that counts.
+
+    workers > 1 runs them with pytest-xdist (the baseline; a mutant run stays in one process so that
+    it stops at its first catch). The suite's plugin (``--mutation-log``) writes every failure and its
+    kind to a log in the copy, which decides the status.
+    """
+    for t in tests:
+        if any(t.startswith(m) for m in META_TESTS):
+            raise ValueError(f"tests: {t} is a meta-test of the mutation machinery, never a catch")
+    log = root / _LOG_NAME
+    log.unlink(missing_ok=True)
+    args = [python, *PYTEST_ARGS, f"--mutation-log={log}", *tests]
     if focus:
         args += ["-k", focus]
+    if workers > 1:
+        args += ["-n", str(workers)]
     start = time.monotonic()
     try:
         proc = subprocess.run(args, cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout)
@@ -162,28 +234,28 @@ def run_subset(root: Path, focus: str | None, timeout: float, python: str = sys.
         return RunResult("timeout", "", "", time.monotonic() - start, out[-3000:])
     seconds = time.monotonic() - start
     output = proc.stdout + proc.stderr
-    kind, first = "", ""
-    for line in output.splitlines():
-        m = _FAILED_LINE.match(line)
-        if m:
-            kind, first = m.group(1), m.group(2)
-            break
-    # With -x the output holds exactly one failure: say whether the bound caught it or gemlite raised.
-    if "OUTSIDE the error bound" in output:
-        how = "bound"
-    elif re.search(r"^E\s+AssertionError: .* raised ", output, re.MULTILINE):
-        how = "exception"
-    else:
-        how = "other"
+    tail = "\n".join(output.splitlines()[-40:])
+    failures = _read_log(log)
+    counted = [f for f in failures if f["how"] in COUNTED]
     if proc.returncode == 0:
-        status = "passed"
-    elif proc.returncode == 1 and kind == "FAILED":
-        status = "failed"
-    else:
-        # ERROR: a test could not be set up; 2: interrupted / collection error; 3: internal error;
-        # 4: usage error; 5: no test selected. None of these is a numerical catch.
-        status = "error"
-    return RunResult(status, first, how, seconds, "\n".join(output.splitlines()[-40:]))
+        return RunResult("passed", "", "", seconds, tail)
+    if counted:
+        return RunResult("failed", counted[0]["test"], counted[0]["how"], seconds, tail)
+    if proc.returncode == 1 and failures:
+        listed = "\n".join(f"  {f['test']} ({f['how']}): {f['message']}" for f in failures[:5])
+        return RunResult("uncounted", "", "", seconds, f"failures that do not count as catches:\n{listed}")
+    # 2: interrupted / collection error; 3: internal error; 4: usage error; 5: no test selected. None of
+    # these is a numerical catch.
+    return RunResult("error", "", "", seconds, tail)
+
+
+def baseline_selection(mutants) -> tuple[tuple[str, ...], str | None]:
+    """(test files, -k expression) covering every test the mutants run: the union of their files and
+    of their foci (None when one of them runs its files whole)."""
+    tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+    foci = [m.focus for m in mutants]
+    focus = None if any(f is None for f in foci) else " or ".join(f"({f})" for f in dict.fromkeys(foci))
+    return tests, focus
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,8 +265,8 @@ def run_subset(root: Path, focus: str | None, timeout: float, python: str = sys.
 
 @dataclass(frozen=True)
 class MutantOutcome:
-    """verdict: "caught", "MISSED", "error", "timeout" or "out of sync"; by: the first failing test;
-    how: "bound" / "exception" / "other" (see `RunResult`)."""
+    """verdict: "caught", "MISSED", "error", "timeout" or "out of sync"; by: the first counting failure;
+    how: its kind, one of `COUNTED` (see `classify_failure`)."""
 
     mutant: Mutant
     verdict: str
@@ -214,12 +286,14 @@ def run_mutant(
             apply_mutant(mutant, root)
         except MutantOutOfSync as e:
             return MutantOutcome(mutant, "out of sync", "", "", 0.0, str(e))
-        result = run_subset(root, mutant.focus, timeout)
+        result = run_subset(root, mutant.focus, timeout, tests=mutant.tests)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    verdict = {"failed": "caught", "passed": "MISSED"}.get(result.status, result.status)
-    detail = result.tail if verdict in ("error", "timeout") else ""
+    verdict = {"failed": "caught", "passed": "MISSED", "uncounted": "MISSED"}.get(
+        result.status, result.status
+    )
+    detail = result.tail if verdict != "caught" and result.status != "passed" else ""
     return MutantOutcome(mutant, verdict, result.first_failure, result.how, result.seconds, detail)
 
 
@@ -264,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs: expected >= 1, got {args.jobs}")
     if args.list:
         for m in mutants:
-            print(f"{m.name:24} {m.path:36} {m.bug}")
+            where = " ".join(Path(t).name for t in m.tests) + (f" -k {m.focus!r}" if m.focus else "")
+            print(f"{m.name:26} {m.path:32} {where}\n{'':26} {m.bug}")
         return 0
 
     problems = catalogue_problems(ROOT, mutants)
@@ -282,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         base = copy_repository(workdir / "baseline")
         check_import_location(base)
         if not args.no_baseline:
-            print("mutation: baseline (unmutated copy) ...", flush=True)
-            result = run_subset(base, None, args.timeout * 2)
+            tests, focus = baseline_selection(mutants)
+            print(f"mutation: baseline (unmutated copy): {' '.join(tests)} -k {focus!r} ...", flush=True)
+            result = run_subset(base, focus, args.timeout * 2, tests=tests, workers=args.jobs)
             if result.status != "passed":
                 print(f"mutation: the UNMUTATED suite does not pass ({result.status}); a catch would prove "
                       f"nothing:\n{result.tail}", file=sys.stderr)  # fmt: skip
@@ -295,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             # edited while the session runs.
             outcome = run_mutant(m, workdir, args.timeout, keep=args.keep, source=base)
             test = outcome.by.split("::", 1)[-1]
-            print(f"  {m.name:24} {outcome.verdict:12} {test} {outcome.how} ({outcome.seconds:.0f} s)",
+            print(f"  {m.name:26} {outcome.verdict:12} {test} {outcome.how} ({outcome.seconds:.0f} s)",
                   flush=True)  # fmt: skip
             return outcome
 

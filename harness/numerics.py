@@ -5,20 +5,43 @@ operands (same codes, scales, zeros): quantization error is therefore not part o
 is left is rounding inside the kernel, which can be bounded element by element (DESIGN.md, "Numerics")::
 
     |y - y*| <= c * ( u_out * |y*| + eta_out
-                      + (u_deq + K * u_acc) * sum_k |x_k| * |W_k|  +  eta_deq * sum_k |x_k| )
+                      + u_deq * S_W  +  eta_deq * sum_k |x_k|
+                      + (K + 1) * u_acc * (S_W + |b|) )          S_W = sum_k |x_k| |W_k|
 
-* ``u_out``: unit roundoff of the output dtype (one rounding when the fp32 result is cast).
-* ``u_deq``: unit roundoff of the dtype the weights are dequantized to (the compute / tensor-core dtype,
-  fp16 or bf16): ``(q - z) * s`` is computed in fp32 and rounded once to it.
+* ``u_out``: unit roundoff of the output dtype (one rounding when the fp32 result is cast; fp32 output:
+  2**-24, not the activation dtype's).
 * ``u_acc``: unit roundoff of the accumulator (fp32): a sum of K products computed in any order has a
   relative error of at most ``gamma_K ~= K * u_acc`` of ``sum_k |x_k W_k|`` (Higham, Accuracy and
-  Stability of Numerical Algorithms, 2nd ed., eq. 3.5). fp16 x fp16 and bf16 x bf16 products are exact in
-  fp32, so only the additions round.
-* ``eta_out`` / ``eta_deq``: half the subnormal spacing of the output / compute dtype. A relative bound
+  Stability of Numerical Algorithms, 2nd ed., eq. 3.5; the product roundings are included). The bias
+  (``b``, added once in fp32 in the epilogue) is one more term of that sum and one more rounding, hence
+  ``K + 1`` and ``S_W + |b|``: a bias is never dequantized, so it is charged fp32 and nothing else. A
+  split-K reduction adds its partials in fp32 too; every term then passes through at most
+  ``K / splits + splits <= K + 1`` additions, inside the same term.
+* ``u_deq``: what rounding the weights cost on the way to the products, which depends on the path
+  (`Precision.deq_dtype`; `harness.build.precision` picks it per case from the family, the config and
+  the layout, following the kernels' own arithmetic, ``gemlite/kernels/common.py``):
+
+  - tensor-core families (GEMM, GEMM_SPLITK) on pre-scaled layouts (grouped HQQ; channel-wise HQQ with
+    float zeros): ``(q - z) * s`` is computed in fp32 and rounded ONCE to the compute dtype (fp16/bf16)
+    for ``tl.dot``: ``u_deq = u_compute``;
+  - the DEQUANT=1 GEMM path (dequantize into a [K, N] scratch of the compute dtype, then cuBLAS / an fp32
+    matmul on CPU) rounds every weight to the compute dtype, post-scaled layouts included (the channel
+    scale is applied before that rounding): ``u_deq = u_compute``;
+  - the GEMV families dequantize in fp32 and never round a weight to fp16/bf16: ``(q - z)`` and ``* s``
+    are two fp32 roundings, ``u_deq = u_fp32`` (the second one fits in the slack of ``c``, see below);
+  - post-scaled layouts (INT8, FP8, ternary, channel-wise HQQ with integer or no zeros) feed the exact
+    codes ``q`` / ``q - z`` (integers below 256, exact in fp16, bf16 and fp32) to the dot and multiply the
+    fp32 accumulator by the fp32 channel scale once: ``u_deq = u_fp32``, on every family but DEQUANT;
+  - A16W16 feeds the stored fp16/bf16 weight itself: no rounding at all, ``u_deq = eta_deq = 0``.
+
+  So fp32 scales and an fp32 bias that the README says are kept are checked at fp32 precision wherever
+  the arithmetic keeps them (GEMV, post-scaled layouts, fp32 output): a kernel or a `pack` that rounds
+  them to fp16 costs ``u_fp16 = 2**13 u_fp32`` and fails; where the arithmetic itself rounds the weight to
+  fp16/bf16 (pre-scaled tensor-core paths) such a rounding is indistinguishable from that one and the
+  bound, rightly, cannot tell.
+* ``eta_out`` / ``eta_deq``: half the subnormal spacing of the output / ``deq_dtype``. A relative bound
   says nothing when a value underflows (a dequantized weight of 1e-6 in fp16 is subnormal and keeps
   only an absolute accuracy of 2**-25), so each rounding is ``u * |v| + eta``.
-* The bias (``b``, added once in the epilogue) is folded in by treating it as one more product term:
-  ``sum_k |x_k W_k|`` above is computed as ``sum_k |x_k W_k| + |b|`` (`magnitude`, written S below).
 
 The safety factor ``c`` (`SAFETY`) is 2, which makes the bound rigorous to first order whether the
 hardware truncates or rounds:
@@ -26,33 +49,40 @@ hardware truncates or rounds:
 * on a GPU, conversions round to nearest (dequantized weight, output: ``u`` each) but NVIDIA tensor
   cores align the products of an MMA and add them in fp32 with truncation (Fasi, Higham, Mikaitis,
   Pranesh, "Numerical behavior of NVIDIA tensor cores", PeerJ CS 2021): each addition may lose a whole
-  ulp and, all errors having the same sign, the accumulation error reaches ``2 * K * u_acc * sum|x W|``.
-  Total: ``u_out |y*| + u_deq S + 2 K u_acc S``, within ``c = 2`` times the bracket;
-* under the Triton interpreter (CPU), fp32 accumulation rounds to nearest but the fp32 -> bf16 cast
+  ulp and, all errors having the same sign, the accumulation error reaches ``2 * K * u_acc * S_W``.
+  Total: ``u_out |y*| + u_deq S_W + 2 (K + 1) u_acc S`` (the epilogue's scale and bias roundings
+  included), within ``c = 2`` times the bracket. The GEMV families use CUDA-core FMAs that round to
+  nearest: ``u_out |y*| + 2 u_fp32 S_W + (K + 1) u_acc S``, again inside;
+* under the Triton interpreter (CPU), fp32 arithmetic rounds to nearest but the fp32 -> bf16 cast
   truncates (``triton/runtime/interpreter.py``: ``cast_impl`` calls ``_convert_float`` without a
   rounding mode), so a bf16 weight or output may be off by almost a whole ulp, ``2 u``, and when one
-  term dominates these errors do not average out. Total: ``2 u_out |y*| + 2 u_deq S + K u_acc S``,
-  again within ``c = 2`` times the bracket. (On CPU the passing cases closest to the bound reach ~0.9 of
-  it: bf16 cases with a dominant term; see the report's "closest to the bound" list.)
+  term dominates these errors do not average out. Total: ``2 u_out |y*| + 2 u_deq S_W + (K + 3) u_acc S``
+  (the ``+ 2``: the fp32 roundings of ``q - z`` and ``* s`` before the cast), again within ``c = 2``
+  times the bracket. On CPU the passing cases closest to the bound reach ~0.99 of it: bf16 outputs with
+  a dominant ``|y*|`` term, truncated by almost a whole ulp. They cannot pass 1: the truncation error of
+  the fp32 result ``v`` is below ``ulp(v) <= 2 u_out |v| <= 2 u_out (|y*| + |v - y*|)``, and ``|v - y*|``
+  is charged twice by the other terms (see the report's "closest to the bound" list).
 
-What the formula leaves out is of order ``u_acc`` relative and fits in the slack of the terms that are
-not at their worst case: the fp32 roundings of ``q - z`` and ``* s`` during dequantization, the bias
-addition, a split-K partial reduction, and the second-order ``(1 + u)`` products.
+What the formula leaves out is second order (the ``(1 + u)`` products) and fits in the slack of the
+terms that are not at their worst case.
 
 A larger c would let real bugs through: an fp16 accumulator over K = 4096 produces about 6 x u_fp16 x |y|
 (a random walk of K / 32 roundings), only 0.7 x the bound with c = 4 (see the unit tests). Most bugs (a
 wrong group index, a dropped bias, a skipped K tail, a wrong zero-point sign) land orders of magnitude
 above the bound; fp16 accumulation only a few times above it, which is why the suite pins a long
-reduction led by a "massive activation" (`harness.build`). The mutation session (`harness.mutation`)
-is the proof that the suite catches them.
+reduction led by a "massive activation" (`harness.build`); an fp32 scale or bias rounded to fp16 lands
+~10**2-10**3 times above it on the fp32 paths. The mutation session (`harness.mutation`) is the proof
+that the suite catches them.
 
 A format whose accumulator is narrower than fp32 (Hopper's FP8 tensor cores keep ~14 bits when they
 accumulate) will need its own ``u_acc``: a `Precision` with that accumulator.
 
 Pack/unpack, codes and scales are not rounded anywhere and are compared exactly (`exact_diff`,
-`assert_exact`). For reports, `compare_output` also computes aggregate figures a human reads quickly:
-the worst bound ratio, the max relative error (normalised by ``max |y*|``), the mean absolute error and
-the SQNR in dB against the golden and against the unquantized float product.
+`assert_exact`, which raises `ExactMismatch`). A broken bound raises `BoundViolation` (`check_output`):
+the mutation session counts those two, and a case that raises, as catches. For reports, `compare_output`
+also computes aggregate figures a human reads quickly: the worst bound ratio, the max relative error
+(normalised by ``max |y*|``), the mean absolute error and the SQNR in dB against the golden and against
+the unquantized float product.
 """
 
 from __future__ import annotations
@@ -101,6 +131,14 @@ def underflow_unit(dtype: torch.dtype) -> float:
     return info.smallest_normal * info.eps / 2
 
 
+class BoundViolation(AssertionError):
+    """A kernel output outside the error bound (`check_output`); the message is `Comparison.message`."""
+
+
+class ExactMismatch(AssertionError):
+    """Two tensors that must be bitwise equal are not (`assert_exact`); the message is `exact_diff`'s."""
+
+
 def _names(dtypes) -> str:
     return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
 
@@ -114,20 +152,31 @@ def _u_label(dtype: torch.dtype, u: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: `Precision.deq_dtype` values that are not a dtype: the compute dtype (tensor-core operands), or
+#: weights that reach the products unrounded (A16W16).
+DEQ_COMPUTE = "compute"
+DEQ_EXACT = "exact"
+
+
 @dataclass(frozen=True)
 class Precision:
     """The dtypes one kernel run rounds in, which fix the constants of the bound.
 
     out_dtype: the dtype of the kernel output (fp16, bf16 or fp32).
-    compute_dtype: the dtype weights are dequantized to before the dot (fp16 or bf16: the activation dtype).
+    compute_dtype: the activation dtype, the tensor-core operand dtype (fp16 or bf16).
     acc_dtype: the accumulator dtype (fp32 for every weight-only format).
     safety: the factor ``c`` (default `SAFETY`).
+    deq_dtype: what the dequantized weights are rounded to on their way to the products (module
+        docstring): `DEQ_COMPUTE` (default: the compute dtype, tensor-core pre-scaled and DEQUANT paths),
+        torch.float32 (GEMV's fp32 dequantization; post-scaled layouts, whose only weight rounding is
+        the fp32 channel scale), or `DEQ_EXACT` (A16W16: no rounding).
     """
 
     out_dtype: torch.dtype
     compute_dtype: torch.dtype
     acc_dtype: torch.dtype = torch.float32
     safety: float = SAFETY
+    deq_dtype: torch.dtype | str = DEQ_COMPUTE
 
     def __post_init__(self) -> None:
         for name in ("out_dtype", "compute_dtype", "acc_dtype"):
@@ -135,8 +184,20 @@ class Precision:
             if dtype not in _FLOAT_DTYPES:
                 expected = _names(_FLOAT_DTYPES)
                 raise TypeError(f"{name}: expected a floating-point dtype ({expected}), got {dtype}")
+        if self.deq_dtype not in (DEQ_COMPUTE, DEQ_EXACT) and self.deq_dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"deq_dtype: expected {DEQ_COMPUTE!r}, {DEQ_EXACT!r} or a floating-point dtype, "
+                f"got {self.deq_dtype!r}"
+            )
         if not (1.0 <= self.safety <= 16.0):
             raise ValueError(f"safety: expected a small factor in [1, 16], got {self.safety}")
+
+    @property
+    def weight_dtype(self) -> torch.dtype | None:
+        """The dtype weights are rounded to (None: not rounded)."""
+        if self.deq_dtype == DEQ_EXACT:
+            return None
+        return self.compute_dtype if self.deq_dtype == DEQ_COMPUTE else self.deq_dtype
 
     @property
     def u_out(self) -> float:
@@ -144,7 +205,13 @@ class Precision:
 
     @property
     def u_deq(self) -> float:
-        return unit_roundoff(self.compute_dtype)
+        dtype = self.weight_dtype
+        return 0.0 if dtype is None else unit_roundoff(dtype)
+
+    @property
+    def eta_deq(self) -> float:
+        dtype = self.weight_dtype
+        return 0.0 if dtype is None else underflow_unit(dtype)
 
     @property
     def u_acc(self) -> float:
@@ -152,11 +219,13 @@ class Precision:
 
     def describe(self, K: int) -> str:
         """The bound in words, with its constants: what a failure message prints."""
+        dtype = self.weight_dtype
+        u_deq = "0 (weights exact)" if dtype is None else _u_label(dtype, self.u_deq)
         text = (
-            f"|y - y*| <= {self.safety:g} * (u_out*|y*| + eta_out + (u_deq + K*u_acc) * sum_k|x_k W_k| "
-            f"+ eta_deq * sum_k|x_k|) with u_out={_u_label(self.out_dtype, self.u_out)}, "
-            f"u_deq={_u_label(self.compute_dtype, self.u_deq)}, "
-            f"u_acc={_u_label(self.acc_dtype, self.u_acc)}, K={K} (sum_k|x_k W_k| includes |bias|)"
+            f"|y - y*| <= {self.safety:g} * (u_out*|y*| + eta_out + u_deq * S_W + eta_deq * sum_k|x_k| "
+            f"+ (K+1)*u_acc * (S_W + |b|)) with S_W = sum_k|x_k W_k|, "
+            f"u_out={_u_label(self.out_dtype, self.u_out)}, u_deq={u_deq}, "
+            f"u_acc={_u_label(self.acc_dtype, self.u_acc)}, K={K}"
         )
         return text
 
@@ -166,11 +235,13 @@ class Golden:
     """Everything the bound needs from the golden side, all float64 and on one device.
 
     y: the golden output ``y*`` [M, N] (``reference.linear`` in float64).
-    magnitude: ``sum_k |x_k| |W_k| + |b|`` [M, N].
+    magnitude: ``S = sum_k |x_k| |W_k| + |b|`` [M, N].
     x_abs_sum: ``sum_k |x_k|`` [M, 1].
     K: the reduction length.
     y_float: the UNQUANTIZED float product ``x @ W_float.T + b`` [M, N], or None when there is no float
         weight the quantized one came from.
+    bias_abs: ``|b|`` [1, N], or None without a bias: the part of `magnitude` that no weight rounding
+        touches (``S_W = magnitude - bias_abs``).
     """
 
     y: torch.Tensor
@@ -178,9 +249,10 @@ class Golden:
     x_abs_sum: torch.Tensor
     K: int
     y_float: torch.Tensor | None = None
+    bias_abs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for name in ("y", "magnitude", "x_abs_sum", "y_float"):
+        for name in ("y", "magnitude", "x_abs_sum", "y_float", "bias_abs"):
             t = getattr(self, name)
             if t is None:
                 continue
@@ -193,6 +265,8 @@ class Golden:
             raise ValueError(f"x_abs_sum: expected shape ({shape[0]}, 1), got {tuple(self.x_abs_sum.shape)}")
         if self.y_float is not None and tuple(self.y_float.shape) != shape:
             raise ValueError(f"y_float: expected shape {shape}, got {tuple(self.y_float.shape)}")
+        if self.bias_abs is not None and tuple(self.bias_abs.shape) != (1, shape[1]):
+            raise ValueError(f"bias_abs: expected shape (1, {shape[1]}), got {tuple(self.bias_abs.shape)}")
         if self.K < 1:
             raise ValueError(f"K: expected a positive reduction length, got {self.K}")
 
@@ -240,14 +314,16 @@ def golden_from_dequantized(
         x_abs_sum=x64.abs().sum(dim=1, keepdim=True),
         K=x.shape[1],
         y_float=y_float,
+        bias_abs=None if b64 is None else b64.abs().reshape(1, N),
     )
 
 
 def error_bound(golden: Golden, precision: Precision) -> torch.Tensor:
     """The element-wise bound [M, N] (float64) of the module docstring."""
     p = precision
-    inner = (p.u_deq + golden.K * p.u_acc) * golden.magnitude
-    inner = inner + underflow_unit(p.compute_dtype) * golden.x_abs_sum
+    S = golden.magnitude
+    S_w = S if golden.bias_abs is None else (S - golden.bias_abs).clamp_min(0.0)
+    inner = p.u_deq * S_w + (golden.K + 1) * p.u_acc * S + p.eta_deq * golden.x_abs_sum
     return p.safety * (p.u_out * golden.y.abs() + underflow_unit(p.out_dtype) + inner)
 
 
@@ -489,10 +565,11 @@ def check_output(
     repro: str | None = None,
     context: str = "",
 ) -> Comparison:
-    """`compare_output`, raising AssertionError with `Comparison.message` when the bound is broken."""
+    """`compare_output`, raising `BoundViolation` (an AssertionError) with `Comparison.message` when the
+    bound is broken."""
     result = compare_output(y, golden, precision, repro=repro, context=context)
     if not result.ok:
-        raise AssertionError(result.message())
+        raise BoundViolation(result.message())
     return result
 
 
@@ -554,10 +631,11 @@ def exact_diff(
 
 
 def assert_exact(actual: torch.Tensor, expected: torch.Tensor, *, what: str = "tensor") -> None:
-    """Raise AssertionError with `exact_diff`'s summary unless the tensors are bitwise equal."""
+    """Raise `ExactMismatch` (an AssertionError) with `exact_diff`'s summary unless the tensors are
+    bitwise equal."""
     diff = exact_diff(actual, expected, what=what)
     if diff is not None:
-        raise AssertionError(diff)
+        raise ExactMismatch(diff)
 
 
 def _describe(v) -> str:

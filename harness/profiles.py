@@ -39,6 +39,9 @@ class Profile:
         family's default config (every drawn shape would otherwise be timed on first use, a few
         seconds each); "fast" also exercises the configs the autotuner picks. Irrelevant under the
         interpreter, which never times.
+    tiles: which forced tile configs a case may draw (`harness.strategies.tile_pool`): "interpreter"
+        (small tiles, some with BLOCK_K above the drawn K tails, and DEQUANT=1 GEMM tiles) or "autotune"
+        (those plus every config of gemlite's "max" spaces, for a GPU).
     """
 
     name: str
@@ -51,8 +54,11 @@ class Profile:
     shrink: bool = False
     work_budget: tuple[tuple[str, int], ...] = ()
     autotune: str | bool = False
+    tiles: str = "interpreter"
 
     def __post_init__(self) -> None:
+        if self.tiles not in ("interpreter", "autotune"):
+            raise ValueError(f"tiles: expected 'interpreter' or 'autotune', got {self.tiles!r}")
         if self.examples < 1:
             raise ValueError(f"examples: expected >= 1, got {self.examples}")
         if self.max_M < 1 or self.max_N < 1:
@@ -108,7 +114,9 @@ PROFILES: dict[str, Profile] = {
         Profile("cpu", examples=6, max_M=65, max_K=512, max_N=192, work_budget=_INTERPRETER_BUDGET),
         # ~10 drawn cases per format x family (+ pins and sweeps): about 1 s each on an H100, most of it
         # drawing tensors on the CPU (kept there so a case is the same on every device).
-        Profile("gpu", examples=10, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES),
+        Profile(
+            "gpu", examples=10, max_M=4096, max_K=8192, max_N=8192, large_sizes=_LLM_SIZES, tiles="autotune"
+        ),
         Profile(
             "thorough",
             examples=100,
@@ -119,6 +127,7 @@ PROFILES: dict[str, Profile] = {
             derandomize=False,
             shrink=True,
             autotune="fast",
+            tiles="autotune",
         ),
     )
 }

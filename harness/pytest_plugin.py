@@ -10,6 +10,10 @@ Options:
     refuse to run unless the GPU found is that one (`harness.gpu.require`, imported only then).
 ``--correctness-report PATH``
     write the markdown report there when the session ends (`harness.correctness_report`).
+``--mutation-log PATH``
+    (the mutation session, `harness.mutation`) append every failing test and its kind
+    (`harness.mutation.classify_failure`) to PATH as JSON lines, and stop the session at the first
+    failure that counts as a catch.
 
 Tests record each case through the session fixture ``correctness_recorder``.
 
@@ -81,6 +85,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write the markdown correctness report to PATH at the end of the session",
     )
+    group.addoption(
+        "--mutation-log",
+        default=None,
+        metavar="PATH",
+        help="(harness.mutation) log failures and their kind to PATH; stop at the first catch",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,12 +146,32 @@ def correctness_recorder(request: pytest.FixtureRequest) -> Recorder:
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    log = item.config.getoption("mutation_log", None)
+    if log and report.failed and call.excinfo is not None:
+        _log_failure(item, report, call.excinfo.value, log)
     recorder = item.config.stash.get(_RECORDER, None)
     if recorder is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         key = report.outcome if report.outcome in recorder.outcomes else "failed"
         recorder.outcomes[key] += 1
+
+
+def _log_failure(item: pytest.Item, report, exc: BaseException, path: str) -> None:
+    """One JSON line for a failed phase of `item`; a counted catch stops the session."""
+    from harness.mutation import COUNTED, classify_failure
+
+    how = classify_failure(exc, item.nodeid) if report.when == "call" else "other"
+    line = {
+        "test": item.nodeid,
+        "phase": report.when,
+        "how": how,
+        "message": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300],
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    if how in COUNTED:
+        item.session.shouldstop = f"mutation: caught by {item.nodeid} ({how})"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,9 +1,11 @@
 """Rerun one drawn case exactly: ``python -m harness.repro '<json of the case>'``.
 
 Every failure of the correctness suite prints this line (`reproducer`). The JSON is a `Case`
-(`harness.strategies`); the tensors are redrawn from its seed, so the rerun sees the same x, codes,
-scales, zeros and bias, runs the same kernel family, and prints the same comparison. Exit status 0
-when the output is within the bound, 1 when it is not, 2 for a malformed case.
+(`harness.case`); the tensors are redrawn from its seed, so the rerun sees the same x, codes,
+scales, zeros and bias, runs the same kernel family under the same settings (determinism, forced tile,
+workspace bound, packed input, state_dict round trip), and prints the same comparison. Exit status 0
+when the output is within the bound (and a round trip gives it back), 1 when it is not, 2 for a
+malformed case.
 
 Options: ``--device cpu|cuda`` (default: cuda when available; on CPU the Triton interpreter is
 switched on before gemlite is imported), ``--autotune fast|max`` (the suite's "thorough" profile runs
@@ -38,10 +40,24 @@ if __name__ == "__main__" and _wants_interpreter(sys.argv[1:]):
     # must be chosen before that: hence here, above the imports below.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from harness.build import build_layer, golden, make_operands, precision, run_layer  # noqa: E402
+from harness.build import (  # noqa: E402
+    build_layer,
+    case_settings,
+    golden,
+    launched_config,
+    make_operands,
+    precision,
+    reload_layer,
+    run_layer,
+)
 from harness.case import Case  # noqa: E402
-from harness.numerics import Comparison, compare_output  # noqa: E402
+from harness.numerics import Comparison, compare_output, exact_diff  # noqa: E402
 from harness.support import CaseRejected  # noqa: E402
+
+
+class CaseRaised(AssertionError):
+    """A legal case whose run raised (gemlite must compute every case the strategies draw); raised by the
+    suite's ``judge`` with the exception chained."""
 
 
 def reproducer(case: Case, autotune: str | bool = False) -> str:
@@ -52,38 +68,61 @@ def reproducer(case: Case, autotune: str | bool = False) -> str:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """The outcome of one case: the verdict, the output and the golden (for inspection)."""
+    """The outcome of one case: the verdict, the output and the golden (for inspection).
+
+    reload_diff: with ``case.state_dict`` in a deterministic run, `harness.numerics.exact_diff` of the
+        reloaded layer's output against the original's (None: bitwise equal, or no round trip).
+    reload_comparison: with ``case.state_dict`` and atomics (not bitwise reproducible), the reloaded
+        layer's output judged under the bound; None otherwise.
+    """
 
     case: Case
     comparison: Comparison
     y: torch.Tensor
     y_golden: torch.Tensor
+    reload_diff: str | None = None
+    reload_comparison: Comparison | None = None
+
+    @property
+    def ok(self) -> bool:
+        reload_ok = self.reload_comparison is None or self.reload_comparison.ok
+        return self.comparison.ok and self.reload_diff is None and reload_ok
 
 
 def run_case(case: Case, device: str | torch.device, *, autotune: str | bool = False) -> CaseResult:
-    """Build the case's operands, its gemlite layer and its golden; run the kernel; compare.
+    """Build the case's operands, its gemlite layer and its golden; run the kernel under the case's
+    settings (`harness.build.case_settings`); compare; and with ``case.state_dict`` run a reloaded copy
+    of the layer too.
 
     autotune: the gemlite autotune mode for the run (``gemlite.set_autotune``; restored afterwards):
         False runs each family's default config, "fast"/"max" the autotuner's pick.
-    Never raises for a wrong output (see ``result.comparison.ok``); raises CaseRejected when the
-    reference refuses the drawn weight, and lets gemlite's own errors (e.g. a ValueError for an
-    unsupported shape) propagate.
+    Never raises for a wrong output (see ``result.ok``); raises CaseRejected when the reference refuses
+    the drawn weight, and lets gemlite's own errors (e.g. a ValueError for an unsupported shape)
+    propagate.
     """
-    import gemlite
-
     ops = make_operands(case, device)
     layer = build_layer(case, ops)
-    previous = gemlite.get_autotune()
-    gemlite.set_autotune(autotune)
-    try:
+    y_reloaded = None
+    with case_settings(case, autotune):
         y = run_layer(layer, ops.x, case.family)
-    finally:
-        gemlite.set_autotune(previous)
+        config = launched_config(case, layer)
+        if case.state_dict:
+            y_reloaded = run_layer(reload_layer(layer), ops.x, case.family)
     gold = golden(case, ops)
     context = f"{case.label} {case.family} M={case.M} K={case.K} N={case.N}"
     line = reproducer(case, autotune)
-    comparison = compare_output(y, gold, precision(case), repro=line, context=context)
-    return CaseResult(case=case, comparison=comparison, y=y, y_golden=gold.y)
+    prec = precision(case, layer.layout, config)
+    comparison = compare_output(y, gold, prec, repro=line, context=context)
+    reload_diff = reload_comparison = None
+    if y_reloaded is not None:
+        if case.deterministic:
+            diff = exact_diff(y_reloaded, y, what="output of the layer reloaded from its state_dict")
+            reload_diff = None if diff is None else f"{diff}\nreproduce: {line}"
+        else:
+            reload_comparison = compare_output(
+                y_reloaded, gold, prec, repro=line, context=context + " (reloaded from its state_dict)"
+            )
+    return CaseResult(case, comparison, y, gold.y, reload_diff, reload_comparison)
 
 
 def _default_device() -> str:
@@ -117,11 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     c = result.comparison
     sqnr_float = "n/a" if c.sqnr_float_db is None else f"{c.sqnr_float_db:.1f} dB"
     print(f"mae {c.mae:.4g}, SQNR vs float product {sqnr_float}")
+    if result.reload_diff is not None:
+        print(f"state_dict round trip: the reloaded layer's output differs\n{result.reload_diff}")
+    elif result.reload_comparison is not None:
+        print(result.reload_comparison.message())
+    elif case.state_dict:
+        print("state_dict round trip: the reloaded layer gives the same output, bit for bit")
     if args.show and result.y.numel() <= 256:
         torch.set_printoptions(precision=6, linewidth=160)
         print("y  =", result.y.float().cpu())
         print("y* =", result.y_golden.cpu())
-    return 0 if c.ok else 1
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

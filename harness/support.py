@@ -28,6 +28,9 @@ BIAS_KINDS = ("none", "input", "float32")
 DISTRIBUTIONS = ("normal", "outliers", "zeros", "positive", "massive", "near_overflow")
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+#: The integer dtypes `pack(..., packed=True)` takes as words, by word width (README: "as any integer dtype
+#: of the word's width"): the packer's own dtype first, then the same bits viewed as the other one.
+PACKED_INPUT_DTYPES = {8: ("uint8", "int8"), 32: ("int32", "uint32")}
 
 # near_overflow: the largest |x| or |W| drawn, and the most any sum_k |x_k W_k| + |b| may reach.
 # 2**15 is half of fp16's largest finite value (65504): the golden stays finite in every output dtype
@@ -190,28 +193,45 @@ def _layer(case, bits: int):
     )
 
 
+def _pack_arguments(case, qw) -> tuple[torch.Tensor, dict]:
+    """``(W_q, keyword arguments)`` for ``pack``: the uint8 codes (with the case's packing word for
+    packed formats), or, with ``case.packed_input``, the codes packed in GemLite's layout
+    (``[N, K // e]``, LSB first) as words of that dtype with ``packed=True``. The words come from the
+    REFERENCE packer (`reference.pack`), not gemlite's, so gemlite's unpacking is checked against an
+    independent writer of the layout. The packer's own dtype (uint8 / int32) leaves
+    ``packing_bitwidth`` to ``pack`` (inferred from the words' width); the other view names it."""
+    if case.packed_input is None:
+        return qw.codes, ({"packing_bitwidth": case.packing_bitwidth} if case.support.packed else {})
+    import reference as ref
+
+    words = ref.pack(qw.codes, qw.fmt.weight.bits, case.packing_bitwidth)
+    words = words.view(getattr(torch, case.packed_input))
+    native = case.packed_input == PACKED_INPUT_DTYPES[case.packing_bitwidth][0]
+    return words, {"packed": True, "packing_bitwidth": None if native else case.packing_bitwidth}
+
+
 def _build_gemlite_linear(case, ops):
     """``GemLiteLinear(W_nbits, ...).pack(codes, scales, zeros, bias)``, the format inferred from the
-    codes as GemLite users rely on: A16W16, HQQ, INT8, FP8."""
+    codes as GemLite users rely on: A16W16, HQQ, INT8, FP8 (codes packed beforehand with
+    ``case.packed_input``)."""
     qw = ops.qw
-    kwargs = {"packing_bitwidth": case.packing_bitwidth} if case.support.packed else {}
-    return _layer(case, qw.fmt.weight.bits).pack(qw.codes, qw.scales, qw.zeros, ops.bias, **kwargs)
+    W_q, kwargs = _pack_arguments(case, qw)
+    return _layer(case, qw.fmt.weight.bits).pack(W_q, qw.scales, qw.zeros, ops.bias, **kwargs)
 
 
 def _build_ternary(case, ops):
     """``gemlite.helper.A16W158_INT(device, dtype).from_weights(weight {-1, 0, 1}, weight_scale, bias)``;
-    for an output dtype the helper does not make (it outputs the activation dtype),
-    ``GemLiteLinear(2, ...).pack(t + 1, scales, 1, bias, format=A16W158_INT)``."""
+    for an output dtype the helper does not make (it outputs the activation dtype) or codes handed
+    packed, ``GemLiteLinear(2, ...).pack(t + 1, scales, 1, bias, format=A16W158_INT)``."""
     from gemlite.helper import A16W158_INT
 
     qw = ops.qw
     scale = qw.scales.reshape(-1)
     if not bool((scale == scale[0]).all()):
         raise AssertionError("a ternary weight must carry one tensor scale (repeated per row)")
-    if case.output_dtype != case.input_dtype:
-        layer = _layer(case, 2)
-        word = case.packing_bitwidth
-        return layer.pack(qw.codes, qw.scales, 1, ops.bias, packing_bitwidth=word, format=qw.fmt)
+    if case.output_dtype != case.input_dtype or case.packed_input is not None:
+        W_q, kwargs = _pack_arguments(case, qw)
+        return _layer(case, 2).pack(W_q, qw.scales, 1, ops.bias, format=qw.fmt, **kwargs)
     proc = A16W158_INT(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
     return proc.from_weights(qw.codes.to(torch.int8) - 1, float(scale[0]), ops.bias)
 

@@ -2,11 +2,13 @@
 
 One test per format of `harness.support.SUPPORT` (``test_A16W4_HQQ_INT`` ...), parametrized by kernel
 family: the five families forced through ``forward_manual`` and ``AUTO`` (the layer's own dispatch on
-M). Hypothesis draws the case (group size, zero-point form, K, N, M, dtypes, bias, value
-distribution, seed; `harness.strategies`), so that each run covers new shapes; how many and how
-large comes from the profile (`harness.profiles`: ``quick`` for the fast CI subset, ``cpu``, ``gpu``,
-``thorough``). Under the Triton interpreter the GEMV families are slow per output row, so a case is
-fitted to its family's budget (`harness.strategies.fit_to_family`: fewer rows, then fewer columns).
+M). Hypothesis draws the case for that family (group size, zero-point form, K, N, M, dtypes, bias, value
+distribution, seed, and the user-selectable paths: determinism, a forced tile legal for the family, a
+shrunk workspace bound, packed input, a state_dict round trip; `harness.strategies`), so that each run
+covers new shapes; how many and how large comes from the profile (`harness.profiles`: ``quick`` for the
+fast CI subset, ``cpu``, ``gpu``, ``thorough``). Under the Triton interpreter the GEMV families are slow
+per output row, so a case is fitted to its family's budget (`harness.strategies.fit_to_family`: fewer
+rows, then fewer columns). ``test_paths.py`` holds the matrix that reaches every path on every run.
 
 Each test also replays pinned regressions (``@example``) on every family: the shapes public GemLite
 gets wrong (groups smaller than its BLOCK_K, channel-wise groups of a non-power-of-two K, K = 32 * odd),
@@ -27,7 +29,7 @@ from harness.build import build_layer, make_operands, run_layer
 from harness.case import Case, pinned
 from harness.numerics import assert_exact
 from harness.strategies import bucket_edges, cases, fit_to_family
-from harness.support import AUTO, FAMILIES, MATMUL_TYPES, SUPPORT
+from harness.support import FAMILIES, MATMUL_TYPES, SUPPORT
 
 PROFILE = profiles.current()
 SETTINGS = PROFILE.hypothesis_settings()
@@ -86,17 +88,28 @@ def _pins(name: str) -> list[Case]:
     ]
 
 
-def _format_test(name: str):
-    """The test of one format: drawn cases plus its pins, parametrized by kernel family."""
+def _drawn(name: str, family: str):
+    """The hypothesis test of one format on one family: cases drawn for that family (a forced tile must
+    be legal for it), plus the format's pins on it."""
 
-    @pytest.mark.parametrize("family", FAMILIES)
     @SETTINGS
-    @given(case=cases(PROFILE, formats=(name,), families=(AUTO,)))
-    def test(family, case, judge):
-        judge(fit_to_family(case.replace(family=family), PROFILE))
+    @given(case=cases(PROFILE, formats=(name,), families=(family,)))
+    def run(judge, case):
+        judge(fit_to_family(case, PROFILE))
 
     for pin in reversed(_pins(name)):
-        test = example(case=pin)(test)
+        run = example(case=pin.replace(family=family))(run)
+    return run
+
+
+def _format_test(name: str):
+    """The test of one format: drawn cases plus its pins, parametrized by kernel family."""
+    by_family = {family: _drawn(name, family) for family in FAMILIES}
+
+    @pytest.mark.parametrize("family", FAMILIES)
+    def test(family, judge):
+        by_family[family](judge)
+
     test.__name__ = test.__qualname__ = f"test_{name}"
     test.__doc__ = f"{name}: gemlite vs reference on every kernel family (drawn cases + pinned regressions)."
     return test

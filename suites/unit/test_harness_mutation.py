@@ -23,15 +23,53 @@ def test_catalogue_is_in_sync_with_the_kernels():
 
 def test_catalogue_covers_the_bug_classes():
     names = {m.name for m in MUTANTS}
-    assert len(MUTANTS) >= 12
+    assert len(MUTANTS) >= 31
     required = {
         "group_index", "nibble_order", "zero_sign_float", "zero_sign_int", "scale_twice", "dropped_bias",
         "fp16_acc_dot", "fp16_acc_gemv", "skipped_k_tail", "m_tail_mask", "output_cast", "packing_word",
         "splitk_count", "splitk_reduce",
+        # paths only the drawn settings reach: atomics, K-tail masks, DEQUANT, row chunks, metadata,
+        # packed input, and the precision of stored parameters
+        "atomic_unscaled", "atomic_final_bias", "bias_before_scale", "gemm_k_tail_mask", "gemv_k_tail_mask",
+        "gemv_fp16_dequant", "dequant_post_scale", "dequant_group", "row_chunk_atomic_ws",
+        "metadata_zero_int", "packed_input_order", "bias_fp16", "channel_scales_fp16",
+        "hqq_scales_compute_dtype",
     }  # fmt: skip
     assert required <= names
     for m in MUTANTS:
         assert m.path.startswith("gemlite/") and m.bug and m.old != m.new
+        assert m.tests and all((ROOT / t.split("::")[0]).is_file() for t in m.tests), m.name
+        assert not any(t.startswith(mutation.META_TESTS) for t in m.tests), m.name
+
+
+def test_failures_are_classified_and_only_numeric_or_checked_ones_count():
+    from harness.numerics import BoundViolation, ExactMismatch
+    from harness.repro import CaseRaised
+
+    def kind(exc, nodeid="suites/correctness/test_paths.py::test_path[x]"):
+        return mutation.classify_failure(exc, nodeid)
+
+    assert kind(BoundViolation("kernel output OUTSIDE the error bound [x]")) == "bound"
+    assert kind(AssertionError("kernel output OUTSIDE the error bound: 3 of 4 elements fail")) == "bound"
+    assert kind(ExactMismatch("W_q: 1 of 4 elements differ")) == "exact"
+    assert kind(CaseRaised("A16W4 GEMV raised ValueError")) == "raised"
+    assert kind(pytest.fail.Exception("DID NOT RAISE <class 'ValueError'>")) == "refused"
+    assert kind(AssertionError("Regex pattern did not match.\n Regex: 'x'")) == "refused"
+    assert kind(AssertionError("assert 3 == 2")) == "other"
+    assert kind(ValueError("boom")) == "other"
+    meta = "suites/unit/test_harness_mutation.py::test_catalogue_is_in_sync_with_the_kernels"
+    assert kind(ExactMismatch("x"), meta) == "meta"
+    assert set(mutation.COUNTED) == {"bound", "exact", "raised", "refused"}
+
+
+def test_baseline_runs_every_test_a_mutant_runs():
+    a = Mutant("a", "bug", "gemlite/f.py", "x", "y", focus="GEMV", tests=("t1.py",))
+    b = Mutant("b", "bug", "gemlite/f.py", "x", "y", focus="det_off and post", tests=("t2.py", "t1.py"))
+    assert mutation.baseline_selection([a, b]) == (("t1.py", "t2.py"), "(GEMV) or (det_off and post)")
+    c = Mutant("c", "bug", "gemlite/f.py", "x", "y")
+    assert mutation.baseline_selection([a, c]) == (("t1.py", mutation.TEST_FILE), None)
+    with pytest.raises(ValueError, match="meta-test"):
+        mutation.run_subset(ROOT, None, 1, tests=mutation.META_TESTS)
 
 
 def test_patch_problems_are_reported(tmp_path):
@@ -79,18 +117,20 @@ def _fake_repository(tmp_path: Path, body: str) -> Path:
     return root
 
 
+_BOUND = "    raise AssertionError('kernel output OUTSIDE the error bound [x]')\n"
+
+
 @pytest.mark.parametrize(
     "body,status,how",
     [
         ("def test_ok():\n    pass\n", "passed", ""),
-        (
-            "def test_bad():\n    raise AssertionError('kernel output OUTSIDE the error bound [x]')\n",
-            "failed",
-            "bound",
-        ),
-        ("import nonexistent_module_xyz\n", "error", "other"),
+        ("def test_bad():\n" + _BOUND, "failed", "bound"),
+        # A plain assertion first, then a bound failure: the run goes on past the first and counts the second.
+        ("def test_a():\n    assert 1 == 2\n\ndef test_bad():\n" + _BOUND, "failed", "bound"),
+        ("def test_plain():\n    assert 1 == 2\n", "uncounted", ""),
+        ("import nonexistent_module_xyz\n", "error", ""),
     ],
-    ids=["passes", "fails-the-bound", "collection-error"],
+    ids=["passes", "fails-the-bound", "plain-then-bound", "plain-assertion-only", "collection-error"],
 )
 def test_run_subset_classifies_outcomes(tmp_path, body, status, how):
     root = _fake_repository(tmp_path, body)
@@ -99,6 +139,8 @@ def test_run_subset_classifies_outcomes(tmp_path, body, status, how):
     if status == "failed":
         assert result.first_failure == "suites/correctness/test_formats.py::test_bad"
         assert result.how == how
+    if status == "uncounted":
+        assert "test_plain (other)" in result.tail
 
 
 def test_render_table():

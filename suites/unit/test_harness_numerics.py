@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from harness.numerics import (
+    DEQ_EXACT,
     SAFETY,
+    BoundViolation,
+    ExactMismatch,
     Golden,
     Precision,
     assert_exact,
@@ -88,20 +91,41 @@ def test_precision_validates():
         Precision(torch.int8, FP16)
     with pytest.raises(ValueError, match="safety"):
         Precision(FP16, FP16, safety=100.0)
+    with pytest.raises(TypeError, match="deq_dtype"):
+        Precision(FP16, FP16, deq_dtype="fp16")
     assert f"{SAFETY:g} * (u_out" in Precision(FP16, FP16).describe(K=64)
+    assert "u_deq=2^-8 (bfloat16)" in Precision(FP32, BF16).describe(K=64)
+    assert "u_deq=2^-24 (float32)" in Precision(FP32, BF16, deq_dtype=FP32).describe(K=64)
+    assert "u_deq=0 (weights exact)" in Precision(FP32, BF16, deq_dtype=DEQ_EXACT).describe(K=64)
 
 
-def test_bound_formula_by_hand():
-    # One element: y* = 3, sum|x W| + |b| = 10, sum|x| = 2, K = 8, fp16 out, bf16 compute, fp32 acc.
-    golden = Golden(
+def _one_element(bias_abs=None) -> Golden:
+    # y* = 3, sum|x W| + |b| = 10, sum|x| = 2, K = 8.
+    return Golden(
         y=torch.tensor([[3.0]], dtype=torch.float64),
         magnitude=torch.tensor([[10.0]], dtype=torch.float64),
         x_abs_sum=torch.tensor([[2.0]], dtype=torch.float64),
         K=8,
+        bias_abs=None if bias_abs is None else torch.tensor([[bias_abs]], dtype=torch.float64),
     )
-    p = Precision(FP16, BF16)
-    expected = SAFETY * (2**-11 * 3 + 2**-25 + (2**-8 + 8 * 2**-24) * 10 + 2**-134 * 2)
-    assert error_bound(golden, p).item() == pytest.approx(expected, rel=1e-15)
+
+
+def test_bound_formula_by_hand():
+    # fp16 out, bf16 compute, fp32 acc: weights rounded to bf16 (a pre-scaled tensor-core path).
+    acc = 9 * 2**-24 * 10  # (K + 1) u_acc S
+    expected = SAFETY * (2**-11 * 3 + 2**-25 + 2**-8 * 10 + 2**-134 * 2 + acc)
+    assert error_bound(_one_element(), Precision(FP16, BF16)).item() == pytest.approx(expected, rel=1e-15)
+    # A bias of 4 in S: no weight rounding charged on it (S_W = 6).
+    expected = SAFETY * (2**-11 * 3 + 2**-25 + 2**-8 * 6 + 2**-134 * 2 + acc)
+    assert error_bound(_one_element(4.0), Precision(FP16, BF16)).item() == pytest.approx(expected, rel=1e-15)
+    # fp32 dequantization (GEMV, post-scaled), fp32 out: every term at fp32.
+    expected = SAFETY * (2**-24 * 3 + 2**-150 + 2**-24 * 6 + 2**-150 * 2 + acc)
+    got = error_bound(_one_element(4.0), Precision(FP32, BF16, deq_dtype=FP32)).item()
+    assert got == pytest.approx(expected, rel=1e-15)
+    # A16W16: the weights are not rounded at all.
+    expected = SAFETY * (2**-24 * 3 + 2**-150 + acc)
+    got = error_bound(_one_element(4.0), Precision(FP32, FP16, deq_dtype=DEQ_EXACT)).item()
+    assert got == pytest.approx(expected, rel=1e-15)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,6 +145,70 @@ def test_correct_kernel_passes(compute, out, K, g, positive):
     assert 0 < result.bound_ratio <= 1.0
     assert result.max_rel_error < 0.05
     assert result.sqnr_golden_db > 20
+
+
+def _gemv_kernel(x, codes, scales, zeros, bias, g, *, out, scales_as=None, bias_as=None):
+    """A correct GEMV: (q - z) * s in fp32 (no rounding to the compute dtype), fp32 FMAs, one cast.
+    scales_as / bias_as: a dtype the kernel (wrongly) rounds the fp32 scales / bias to first."""
+    s = scales if scales_as is None else scales.to(scales_as)
+    W = (codes.float() - _expand(zeros.float(), g)) * _expand(s.float(), g)
+    y = x.float() @ W.T
+    if bias is not None:
+        y = y + (bias if bias_as is None else bias.to(bias_as)).float()
+    return y.to(out)
+
+
+@pytest.mark.parametrize("compute", [FP16, BF16])
+@pytest.mark.parametrize("out", [FP16, BF16, FP32])
+@pytest.mark.parametrize("K,g", [(32, 32), (512, 128), (4096, 64)])
+def test_correct_fp32_dequantization_passes_the_fp32_bound(compute, out, K, g):
+    x, codes, scales, zeros, bias = _hqq_operands(8, K, 24, g, compute=compute, scale_dtype=FP32)
+    y = _gemv_kernel(x, codes, scales, zeros, bias, g, out=out)
+    golden = _golden(x, codes, scales, zeros, bias, g)
+    result = check_output(y, golden, Precision(out, compute, deq_dtype=FP32))
+    assert 0 < result.bound_ratio <= 1.0
+
+
+@pytest.mark.parametrize("what", ["scales", "bias"])
+@pytest.mark.parametrize("K,g", [(64, 32), (256, 64)])
+def test_fp32_scales_or_bias_rounded_to_fp16_fail_where_fp32_is_kept(what, K, g):
+    # The README keeps fp32 scales and bias. A GEMV (fp32 dequantization) with fp32 output that rounds
+    # them to fp16 errs ~2**13 x more than the correct kernel and breaks the fp32 bound (3-40 x, less at
+    # large K, whose worst-case accumulation term grows like K), while the old charge of an fp16 weight
+    # rounding on every path let it through.
+    x, codes, scales, zeros, bias = _hqq_operands(8, K, 24, g, compute=FP16, scale_dtype=FP32)
+    bias = bias * 4
+    kwargs = {"scales_as": FP16} if what == "scales" else {"bias_as": FP16}
+    y = _gemv_kernel(x, codes, scales, zeros, bias, g, out=FP32, **kwargs)
+    golden = _golden(x, codes, scales, zeros, bias, g)
+    tight = compare_output(y, golden, Precision(FP32, FP16, deq_dtype=FP32))
+    assert not tight.ok and tight.bound_ratio > 2
+    assert compare_output(y, golden, Precision(FP32, FP16)).ok  # the compute-dtype charge cannot tell
+    good = _gemv_kernel(x, codes, scales, zeros, bias, g, out=FP32)
+    assert compare_output(good, golden, Precision(FP32, FP16, deq_dtype=FP32)).bound_ratio < 0.05
+
+
+def test_exact_weights_bound_catches_a_rounded_dense_weight():
+    # A16W16: the weight IS the fp16 tensor; a kernel that passes it through bf16 loses bits the fp32
+    # accumulation would have kept.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 256, generator=gen).to(FP16)
+    W = (torch.randn(16, 256, generator=gen) / 16).to(FP16)
+    golden = golden_from_dequantized(x, W.double())
+    good = (x.float() @ W.float().T).to(FP32)
+    assert check_output(good, golden, Precision(FP32, FP16, deq_dtype=DEQ_EXACT)).ok
+    bad = (x.float() @ W.to(BF16).float().T).to(FP32)
+    assert not compare_output(bad, golden, Precision(FP32, FP16, deq_dtype=DEQ_EXACT)).ok
+
+
+def test_failures_raise_typed_assertions():
+    x, codes, scales, zeros, bias = _hqq_operands(2, 64, 4, 32, compute=FP16)
+    golden = _golden(x, codes, scales, zeros, bias, 32)
+    with pytest.raises(BoundViolation, match="OUTSIDE the error bound"):
+        check_output(golden.y.to(FP16) + 1, golden, Precision(FP16, FP16))
+    with pytest.raises(ExactMismatch, match="codes"):
+        assert_exact(codes, codes + 1, what="codes")
+    assert issubclass(BoundViolation, AssertionError) and issubclass(ExactMismatch, AssertionError)
 
 
 def test_exact_output_has_zero_ratio_and_infinite_sqnr():

@@ -10,12 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference as ref
+from gemlite.autotune import Config, illegal_reason
 from gemlite.formats import FORMATS, M_BUCKETS, WeightKind
-from harness.build import golden, make_operands
+from harness.build import build_layer, golden, make_operands, precision
 from harness.case import Case, legality_problems, pinned
+from harness.numerics import DEQ_COMPUTE, DEQ_EXACT
 from harness.profiles import PROFILES, default_profile_name, get_profile
-from harness.strategies import bucket_edges, cases
-from harness.support import DISTRIBUTIONS, FAMILIES, NEAR_OVERFLOW, SUPPORT
+from harness.strategies import (
+    INTERPRETER_TILES,
+    PATH_VARIANTS,
+    bucket_edges,
+    cases,
+    fit_to_family,
+    path_cases,
+)
+from harness.support import AUTO, DISTRIBUTIONS, FAMILIES, MATMUL_TYPES, NEAR_OVERFLOW, SUPPORT
 
 # The weight-only formats of the first kernels release, all of which the suite must run.
 KERNELS_I = (
@@ -75,6 +84,11 @@ def _check_legal(case: Case, profile) -> None:
     fmt = case.fmt  # the Format resolves (group size and zeros legal for the spec)
     assert fmt.name == case.format
     assert Case.from_json(case.to_json()) == case
+    if case.tile is not None:
+        assert case.family != AUTO
+        assert illegal_reason(case.family, case.config, case.layout()) is None
+    if case.packed_input is not None:
+        assert sup.packed
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -97,10 +111,13 @@ def test_restricted_draws_stay_restricted(case):
 
 def test_draws_reach_the_edges():
     # Over many draws, the strategy reaches what it promises: K = 32 * odd, every group size, M at
-    # bucket edges, N not a multiple of any tile, every family and distribution.
+    # bucket edges, N not a multiple of any tile, every family and distribution, and every path a user
+    # can select: both determinism settings, forced tiles with a K tail and DEQUANT=1 tiles, shrunk
+    # workspace bounds, every packed-word dtype, state_dict round trips.
     seen = {"K_odd": False, "M_edge": False, "N_odd": False, "groups": set(), "fams": set(), "dists": set()}
+    seen.update(det=set(), tail=set(), dequant=False, workspace=False, packed=set(), state_dict=False)
 
-    @settings(max_examples=400, deadline=None, derandomize=True)
+    @settings(max_examples=600, deadline=None, derandomize=True)
     @given(case=cases(PROFILES["cpu"]))
     def draw(case):
         seen["K_odd"] |= (case.K // 32) % 2 == 1 and case.K > 32
@@ -109,12 +126,144 @@ def test_draws_reach_the_edges():
         seen["groups"].add(case.group_size)
         seen["fams"].add(case.family)
         seen["dists"].add(case.dist)
+        seen["det"].add(case.deterministic)
+        config = case.config
+        if config is not None and case.K % config.BLOCK_K:
+            seen["tail"].add(case.family)
+        seen["dequant"] |= config is not None and bool(config.DEQUANT)
+        seen["workspace"] |= case.workspace_bytes is not None
+        seen["packed"].add(case.packed_input)
+        seen["state_dict"] |= case.state_dict
 
     draw()
     assert seen["K_odd"] and seen["M_edge"] and seen["N_odd"]
     assert seen["groups"] == {32, 64, 128, 256, None}
     assert seen["fams"] == set(FAMILIES)
     assert seen["dists"] == set(DISTRIBUTIONS)
+    assert seen["det"] == {True, False}
+    assert seen["tail"] == set(MATMUL_TYPES), "a forced tile with BLOCK_K past a K tail, for every family"
+    assert seen["dequant"] and seen["workspace"] and seen["state_dict"]
+    assert seen["packed"] == {None, "uint8", "int8", "int32", "uint32"}
+
+
+def test_interpreter_tiles_are_valid_and_pass_k_tails():
+    for family, tiles in INTERPRETER_TILES.items():
+        assert tiles and all(isinstance(t, Config) for t in tiles)
+        # BLOCK_K above 32: a tile that leaves a tail at K = 32 * odd (the interpreter's own tiles never do).
+        assert any(t.BLOCK_K > 32 for t in tiles), family
+    assert any(t.DEQUANT for t in INTERPRETER_TILES["GEMM"])
+
+
+def test_new_case_fields_round_trip_and_old_json_loads():
+    tile = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 2}
+    case = pinned(
+        "A16W4_HQQ_INT", group_size=None, zeros="int", K=96, family="GEMM", tile=tile,
+        deterministic=False, workspace_bytes=640, packed_input="uint32", state_dict=True,
+    )  # fmt: skip
+    assert Case.from_json(case.to_json()) == case and hash(case) == hash(Case.from_json(case.to_json()))
+    assert '"tile":{"BLOCK_K":64,"BLOCK_M":16,"BLOCK_N":32,"GROUP_M":2}' in case.to_json()
+    assert case.config == Config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=2)
+    # A case written before these fields existed loads with gemlite's defaults.
+    old = Case.from_json('{"format":"A16W4_HQQ_INT","group_size":32,"zeros":"float","M":2,"K":96,"N":24}')
+    assert old.deterministic and old.tile is None and old.workspace_bytes is None
+    assert old.packed_input is None and not old.state_dict
+
+
+def test_illegal_paths_are_named():
+    base = pinned("A16W4_HQQ_INT", group_size=32, K=96, family="GEMM")
+    assert any("straddle" in p for p in legality_problems(base.replace(tile={"BLOCK_M": 16, "BLOCK_K": 64})))
+    assert any("AUTO" in p for p in legality_problems(base.replace(family=AUTO, tile={"BLOCK_M": 16})))
+    assert any("unknown config" in p for p in legality_problems(base.replace(tile={"BLOCK_Q": 16})))
+    assert any("packed_input" in p for p in legality_problems(base.replace(packed_input="int8")))
+    assert any(
+        "packed_input" in p for p in legality_problems(pinned("A16W8_INT8").replace(packed_input="int32"))
+    )
+    assert any("workspace_bytes" in p for p in legality_problems(base.replace(workspace_bytes=0)))
+    assert any("deterministic" in p for p in legality_problems(base.replace(deterministic=1)))
+
+
+def test_fit_to_family_keeps_the_number_of_launches():
+    case = pinned(
+        "A16W4_HQQ_INT", group_size=32, K=512, N=192, M=64, family="GEMV", workspace_bytes=32 * 4 * 192
+    )
+    fitted = fit_to_family(case, PROFILES["quick"])
+    assert fitted.M * fitted.N * fitted.K <= PROFILES["quick"].budget("GEMV")
+    # Half the rows fit before and after: the same number of launches.
+    assert fitted.workspace_bytes == max(4 * fitted.N, fitted.M * 4 * fitted.N // 2)
+
+
+# --------------------------------------------------------------------------------------------
+# The path matrix
+# --------------------------------------------------------------------------------------------
+
+PATHS = path_cases()
+
+
+def test_path_matrix_reaches_every_path_of_every_scale_mode():
+    cases_ = [c for _, c in PATHS]
+    ids = [i for i, _ in PATHS]
+    assert len(set(ids)) == len(ids) and all(legality_problems(c, strict=False) == [] for c in cases_)
+    for vname in PATH_VARIANTS:
+        mine = [c for i, c in PATHS if i.startswith(vname + "-")]
+        combos = {(c.family, c.deterministic, c.output_dtype, bool(c.config.DEQUANT)) for c in mine}
+        for family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"):
+            for det in (True, False):
+                for out in ("float16", "bfloat16", "float32"):
+                    assert (family, det, out, False) in combos, (vname, family, det, out)
+        for out in ("float16", "bfloat16", "float32"):
+            assert ("GEMM", True, out, False) in combos and ("GEMM", True, out, True) in combos
+        assert any(c.state_dict for c in mine) and any(c.workspace_bytes for c in mine)
+        assert {c.bias for c in mine} == {"none", "input", "float32"}
+        if SUPPORT[mine[0].format].packed:
+            assert any(c.packed_input for c in mine)
+
+
+def test_path_matrix_runs_k_tails_and_splits():
+    for _, c in PATHS:
+        grouped = c.group_size is not None
+        assert (c.K % c.config.BLOCK_K != 0) == (not grouped and c.config.BLOCK_K == 64), c
+    # Every mode's split families meet each other setting both ways across the matrix.
+    for det in (True, False):
+        for out in ("float16", "float32"):
+            for post in (True, False):
+                sel = [
+                    c for i, c in PATHS
+                    if c.deterministic == det and c.output_dtype == out and ("-post-" in i + "-") == post
+                    and c.family != "GEMM"
+                ]  # fmt: skip
+                assert any(c.workspace_bytes for c in sel) and any(not c.workspace_bytes for c in sel)
+                assert any(c.bias != "none" for c in sel)
+
+
+@pytest.mark.parametrize(
+    "name,family,tile,expected",
+    [
+        ("A16W16", "GEMM", None, DEQ_EXACT),
+        ("A16W16", "GEMM", {"BLOCK_M": 16, "BLOCK_K": 64, "DEQUANT": 1}, DEQ_EXACT),
+        ("A16W4_HQQ_INT", "GEMM", None, DEQ_COMPUTE),
+        ("A16W4_HQQ_INT", "GEMV", None, torch.float32),
+        ("A16W8_INT8", "GEMM_SPLITK", None, torch.float32),
+        ("A16W8_INT8", "GEMM", {"BLOCK_M": 16, "BLOCK_K": 64, "DEQUANT": 1}, DEQ_COMPUTE),
+        ("A16W158_INT", "GEMV_REVSPLITK", None, torch.float32),
+    ],
+)
+def test_precision_follows_the_path(name, family, tile, expected):
+    extra = {"group_size": 64, "zeros": "float"} if name == "A16W4_HQQ_INT" else {}
+    case = pinned(name, family=family, tile=tile, **extra)
+    assert precision(case).deq_dtype == expected
+    # AUTO resolves through gemlite's dispatch: M = 1 runs a GEMV family, M >= 128 GEMM.
+    auto = pinned("A16W4_HQQ_INT", group_size=64, zeros="float", family=AUTO, M=1)
+    assert precision(auto).deq_dtype == torch.float32
+    assert precision(auto.replace(M=128)).deq_dtype == DEQ_COMPUTE
+
+
+def test_packed_input_builds_the_same_layer():
+    case = pinned("A16W2_HQQ_INT", group_size=32, zeros="float", K=128, N=24, packing_bitwidth=8, seed=4)
+    ops = make_operands(case)
+    plain = build_layer(case, ops)
+    for words in ("uint8", "int8"):
+        packed = build_layer(case.replace(packed_input=words), ops)
+        assert torch.equal(packed.W_q, plain.W_q) and packed.layout == plain.layout
 
 
 def test_from_json_rejects_malformed_cases():
