@@ -364,11 +364,23 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
 def _cublas_mm(x, w, bias, out) -> None:
     """out = x @ w + bias with fp32 accumulation and a single rounding to out's dtype."""
     if x.is_cuda and out.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
-        # cuBLAS(Lt) adds the bias in its fp32 epilogue before the one conversion to out's dtype.
-        if bias is None:
-            torch.mm(x, w, out=out)
-        else:
-            torch.addmm(bias, x, w, out=out)
+        # cuBLAS(Lt) adds the bias in its fp32 epilogue before the one conversion to out's dtype. PyTorch
+        # lets cuBLAS reduce split-K partials in fp16/bf16 by default; our contract is fp32
+        # accumulation, so that is switched off for this call (a process-wide flag, read when the GEMM
+        # is issued; restored at once).
+        matmul = torch.backends.cuda.matmul
+        saved = matmul.allow_fp16_reduced_precision_reduction, matmul.allow_bf16_reduced_precision_reduction
+        matmul.allow_fp16_reduced_precision_reduction = False
+        matmul.allow_bf16_reduced_precision_reduction = False
+        try:
+            if bias is None:
+                torch.mm(x, w, out=out)
+            else:
+                torch.addmm(bias, x, w, out=out)
+        finally:
+            matmul.allow_fp16_reduced_precision_reduction, matmul.allow_bf16_reduced_precision_reduction = (
+                saved
+            )
         return
     acc = torch.mm(x, w, out_dtype=torch.float32) if x.is_cuda else x.float() @ w.float()
     if bias is not None:
