@@ -68,38 +68,4 @@ def __dir__():
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DType",
-    "Format",
-    "FORMATS",
-    "get_format",
-    "GemLiteLinear",
-    "helper",
-    "set_autotune",
-    "get_autotune",
-    "cache_config",
-    "load_config",
-    "reset_config",
-    "set_deterministic",
-    "is_deterministic",
-    "__version__",
-    # public GemLite's names
-    "GemLiteLinearTriton",
-    "forward_functional",
-    "GEMLITE_ACC_DTYPE",
-    "set_acc_dtype",
-    "set_autotune_setting",
-    "set_packing_bitwidth",
-    "set_kernel_caching",
-    "enable_tma",
-    "enable_warp_specialize",
-    "set_native_atomic_bfp16",
-    "set_ptx_fp4_pack",
-    "enable_cudagraph_autotune",
-    "set_fast_nvfp4",
-    "auto_detect_ptx_fp4_pack",
-    "enable_activation_scaling",
-    "core",
-    "bitpack",
-    "compat",
-]
+__all__ = ["DType", "Format", "FORMATS", "get_format", "__version__", *_LAZY]

@@ -348,11 +348,12 @@ FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
 M_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
+# M -> its bucket, by table lookup (the hot path asks on every call).
+_BUCKET_OF = tuple(next((b for b in M_BUCKETS if m <= b), 0) for m in range(M_BUCKETS[-1] + 1))
+
+
 def m_bucket(M: int) -> int:
     """The smallest of M_BUCKETS >= M; M > 4096 maps to 4096. Raises ValueError for M < 1."""
     if not isinstance(M, int) or isinstance(M, bool) or M < 1:
         raise ValueError(f"M: expected a positive int, got {M!r}")
-    for b in M_BUCKETS:
-        if M <= b:
-            return b
-    return M_BUCKETS[-1]
+    return _BUCKET_OF[M] if M <= M_BUCKETS[-1] else M_BUCKETS[-1]

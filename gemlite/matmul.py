@@ -28,7 +28,7 @@ import torch
 
 from gemlite import autotune
 from gemlite.dispatch import choose_matmul_type
-from gemlite.formats import FAMILIES, M_BUCKETS
+from gemlite.formats import FAMILIES, m_bucket
 from gemlite.kernels import interpreter_active
 from gemlite.kernels.plan import launch, plan
 from gemlite.layout import WeightLayout
@@ -40,18 +40,9 @@ __all__ = ["OUT_DTYPES", "matmul", "run"]
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INTERPRETER = interpreter_active()
 
-# M -> its autotune bucket, by table lookup (the hot path's only use of M besides the grid).
-_BUCKET = [0] * (M_BUCKETS[-1] + 1)
-for _m in range(1, len(_BUCKET)):
-    _BUCKET[_m] = next(b for b in M_BUCKETS if _m <= b)
-
 # (layout, bucket, out dtype, scale dtype, family or None) -> (generation, family, config)
 _CHOICES: dict[tuple, tuple] = {}
 _warned_untimed = False
-
-
-def _bucket(M: int) -> int:
-    return _BUCKET[M] if M < len(_BUCKET) else M_BUCKETS[-1]
 
 
 def _capturing(device: torch.device) -> bool:
@@ -62,7 +53,7 @@ def _choose(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family
     """(family, config) for this call; see the module docstring."""
     M = x.shape[0]
     scale_dtype = scales.dtype if layout.has_scales else None
-    key = (layout, _bucket(M), out_dtype, scale_dtype, family)
+    key = (layout, m_bucket(M), out_dtype, scale_dtype, family)
     forcing = autotune.forcing()
     if not forcing:
         hit = _CHOICES.get(key)

@@ -78,22 +78,19 @@ _FAMILIES = {
 
 
 @functools.cache
-def kernel_params(kernel) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(runtime parameter names in order, constexpr parameter names) of a @triton.jit kernel."""
-    fn = getattr(kernel, "fn", kernel)
-    runtime, constexprs = [], []
-    for p in inspect.signature(fn).parameters.values():
-        (constexprs if "constexpr" in str(p.annotation) else runtime).append(p.name)
-    return tuple(runtime), tuple(constexprs)
-
-
-@functools.cache
 def _param_order(kernel) -> tuple[tuple[bool, str], ...]:
-    """Every parameter in signature order as (is_constexpr, name)."""
+    """Every parameter of a @triton.jit kernel in signature order, as (is_constexpr, name)."""
     fn = getattr(kernel, "fn", kernel)
     return tuple(
         ("constexpr" in str(p.annotation), p.name) for p in inspect.signature(fn).parameters.values()
     )
+
+
+@functools.cache
+def kernel_params(kernel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(runtime parameter names in order, constexpr parameter names) of a @triton.jit kernel."""
+    order = _param_order(kernel)
+    return tuple(n for c, n in order if not c), tuple(n for c, n in order if c)
 
 
 try:
@@ -233,12 +230,12 @@ def write_mode(num_splits: int, out_dtype: torch.dtype) -> int:
 
 
 def rows_per_launch(family: str, config, M: int, K: int, N: int) -> int:
-    """Rows of x one launch may take so its split-K workspace stays under MAX_WORKSPACE_BYTES
-    (`plan` applies the same rule)."""
-    splits, _ = _FAMILIES[family].split(config, K)
-    if splits <= 1:
-        return M
-    return max(1, min(M, MAX_WORKSPACE_BYTES // (splits * N * 4)))
+    """Rows of x one launch may take so its split-K workspace stays under MAX_WORKSPACE_BYTES."""
+    return _rows(M, N, _FAMILIES[family].split(config, K)[0])
+
+
+def _rows(M: int, N: int, splits: int) -> int:
+    return M if splits <= 1 else max(1, min(M, MAX_WORKSPACE_BYTES // (splits * N * 4)))
 
 
 def _weight_strides(layout, W_q: torch.Tensor) -> tuple[int, int]:
@@ -286,7 +283,7 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     N = layout.out_features
     device = x.device
     tile_m = _FAMILIES[family].tile_m
-    rows = M if splits == 1 else max(1, min(M, MAX_WORKSPACE_BYTES // (splits * N * 4)))
+    rows = _rows(M, N, splits)
     out = (torch.zeros if mode == WRITE_ATOMIC_FINAL.value else torch.empty)(
         (M, N), dtype=out_dtype, device=device
     )
