@@ -144,6 +144,9 @@ class GemLiteLinear(nn.Module):
 
     #: The packing word `pack` uses when not told (`gemlite.set_packing_bitwidth` sets it): 8 or 32.
     PACKING_BITWIDTH = 32
+    #: How a helper's ``from_linear`` quantized the weight: "hqq" (the hqq package's optimizer, or an
+    #: hqq layer), "rtn" (gemlite's round-to-nearest rules), None (codes given by the caller). Not saved.
+    quantizer: str | None = None
 
     def __init__(
         self,
@@ -219,6 +222,9 @@ class GemLiteLinear(nn.Module):
         self._layout_key = ""  # WeightLayout.key(): the custom op's layout argument
         self._x_dtype = self.input_dtype.torch_dtype
         self._out_dtype = self.output_dtype.torch_dtype
+        # Eager launches kept per (M, family) by gemlite.matmul.run (its `Replay`s); they hold the
+        # layer's tensors, so they are dropped whenever those change (pack, load, device moves).
+        self._replays = _matmul.ReplayCache()
 
     # ----------------------------------------------------------------------------------------
     # Properties
@@ -462,22 +468,28 @@ class GemLiteLinear(nn.Module):
             raise ValueError(
                 f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}"
             )
-        W_q = self.W_q
+        buffers = self._buffers
+        try:
+            W_q, scales, zeros = buffers["W_q"], buffers["scales"], buffers["zeros"]
+            bias, locks = buffers["bias"], buffers["_locks"]
+        except KeyError:  # a tensor re-registered as a parameter by a caller
+            W_q, scales, zeros, bias, locks = self.W_q, self.scales, self.zeros, self.bias, self._locks
         if x.device != W_q.device:
             raise ValueError(
                 f"x: expected a tensor on {W_q.device} (the layer's device), got one on {x.device}"
             )
-        if x.device.type == "cpu" and not _INTERPRETER:
+        if not _INTERPRETER and not x.is_cuda:
             raise RuntimeError(
                 "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's "
                 "kernels need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU "
                 "(slowly), TRITON_INTERPRET=1 set in the environment before importing gemlite"
             )
+        two_d = x.dim() == 2
         y = _matmul.run(
-            x.reshape(-1, self.in_features), W_q, self.scales, self.zeros, self.bias, layout,
-            self._layout_key, self._out_dtype, matmul_type, self._locks,
+            x if two_d else x.reshape(-1, self.in_features), W_q, scales, zeros, bias, layout,
+            self._layout_key, self._out_dtype, matmul_type, locks, self._replays,
         )  # fmt: skip
-        return y.view(*x.shape[:-1], self.out_features)
+        return y if two_d else y.view(*x.shape[:-1], self.out_features)
 
     def forward_auto_no_warmup(self, x: torch.Tensor) -> torch.Tensor:
         """Public GemLite's name of `forward`."""
@@ -583,6 +595,7 @@ class GemLiteLinear(nn.Module):
 
     def _set_layout(self, layout: WeightLayout | None) -> None:
         self._layout = layout
+        self._replays.clear()
         self._layout_key = "" if layout is None else layout.key()
         if layout is not None:
             device = self.metadata.device
@@ -691,6 +704,7 @@ class GemLiteLinear(nn.Module):
                 out = t.to(device=out.device)
             return out
 
+        self._replays.clear()
         return super()._apply(keep_dtype, recurse)
 
     def extra_repr(self) -> str:

@@ -11,6 +11,13 @@ Two entry points:
   non-plain tensors is at work it calls ``torch.ops.gemlite.matmul``, whose fake implementation gives
   the output's shape and dtype, so the traced graph holds one opaque node. Both run the same code.
 
+Eager calls of a layer go one step further: `run` keeps, in a `ReplayCache` the layer owns, a
+`gemlite.kernels.plan.Replay` of each one-launch plan per (M, family); the next call with that M
+allocates its output and calls the compiled kernel's launcher with the kept arguments. A replay is
+used only while nothing it was made from has changed: the settings generation, the layer's tensors
+(the same objects), x's contiguity and 16-byte alignment; and not while a config is forced or a
+Triton launch hook (a profiler) is set.
+
 Launch choices are kept per (layout, M bucket, output dtype, scale dtype, forced family), tagged
 with the settings generation (`gemlite.settings`), and re-made only when the generation moves on:
 the hot path builds no config key string and takes no lock.
@@ -30,18 +37,32 @@ from gemlite import autotune
 from gemlite.dispatch import choose_matmul_type
 from gemlite.formats import FAMILIES, m_bucket
 from gemlite.kernels import interpreter_active
-from gemlite.kernels.plan import launch, plan
+from gemlite.kernels.plan import hooks_off, launch, plan
 from gemlite.layout import WeightLayout
 from gemlite.schemes.base import META_DTYPES
 from gemlite.settings import generation
 
-__all__ = ["OUT_DTYPES", "matmul", "run"]
+__all__ = ["OUT_DTYPES", "ReplayCache", "matmul", "run"]
 
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INTERPRETER = interpreter_active()
 
 # (layout, bucket, out dtype, scale dtype, family or None) -> (generation, family, config)
 _CHOICES: dict[tuple, tuple] = {}
+_MAX_REPLAYS = 64  # per weight: distinct M values kept (a generate() loop meets a handful)
+
+
+class ReplayCache(dict):
+    """The replays a weight's owner keeps for `run` ((M, family) -> entry). Copies and pickles of the
+    owner get an empty one: a replay holds the original's tensors and compiled launcher."""
+
+    def __deepcopy__(self, memo) -> ReplayCache:
+        return ReplayCache()
+
+    def __reduce__(self):
+        return (ReplayCache, ())
+
+
 _warned_untimed = False
 
 
@@ -93,15 +114,23 @@ def _warn_untimed(family: str, M: int, layout: WeightLayout) -> None:
     )
 
 
-def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family, locks=None):
+def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family, locks=None, replays=None):
     M = x.shape[0]
     if M == 0:
         return torch.empty((0, layout.out_features), dtype=out_dtype, device=x.device)
     x = x.contiguous()
+    gen = generation()
     fam, config = _choose(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks)
     out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks)
     for step in launches:
         step.run()
+    if replays is not None and len(launches) == 1 and not autotune.forcing():
+        replay = getattr(launches[0], "replay", None)
+        replay = replay(x, out) if replay is not None else None
+        if replay is not None:
+            if len(replays) >= _MAX_REPLAYS:
+                replays.clear()
+            replays[(M, family)] = (gen, (W_q, scales, zeros, bias, locks), replay)
     return out
 
 
@@ -134,12 +163,30 @@ def _matmul_fake(x, W_q, scales, zeros, bias, locks, layout, out_dtype, family):
 
 
 def run(
-    x, W_q, scales, zeros, bias, layout: WeightLayout, layout_key: str, out_dtype, family=None, locks=None
-):
+    x, W_q, scales, zeros, bias, layout: WeightLayout, layout_key: str, out_dtype, family=None, locks=None,
+    replays: dict | None = None,
+):  # fmt: skip
     """The hot path: x ``[M, K]`` already valid for `layout` (the caller checked it); see the module
-    docstring for when this goes through ``torch.ops.gemlite.matmul``."""
+    docstring for when this goes through ``torch.ops.gemlite.matmul``.
+
+    replays: a dict the caller keeps per weight (`GemLiteLinear` does), where eager calls leave a
+    `Replay` of their launch per (M, family) and find it again: see the module docstring."""
     if type(x) is torch.Tensor and not torch.compiler.is_compiling():
-        return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks)
+        if replays is not None:
+            hit = replays.get((x.shape[0], family))
+            if hit is not None:
+                gen, tensors, replay = hit
+                if (
+                    gen == generation()
+                    and tensors[0] is W_q and tensors[1] is scales and tensors[2] is zeros
+                    and tensors[3] is bias and tensors[4] is locks
+                    and x.is_contiguous()
+                    and (x.data_ptr() % 16 == 0) == replay.aligned
+                    and not autotune.forcing()
+                    and hooks_off()
+                ):  # fmt: skip
+                    return replay(x)
+        return _impl(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks, replays)
     return torch.ops.gemlite.matmul(x, W_q, scales, zeros, bias, locks, layout_key, out_dtype, family or "")
 
 

@@ -2,10 +2,10 @@
 
 Determinism (default on): every call with the same inputs returns bitwise the same output. Kernel
 families that split K across programs (GEMV, GEMV_REVSPLITK, GEMV_SPLITK with SPLIT_K > 1,
-GEMM_SPLITK with SPLIT_K > 1) then write fp32 partial sums to a workspace that a second kernel
-reduces in a fixed order. With ``set_deterministic(False)`` those paths may instead add partials with
-``tl.atomic_add`` into an fp32 buffer, whose summation order depends on scheduling; see
-``gemlite/kernels/common.py`` for exactly which paths do.
+GEMM_SPLITK with SPLIT_K > 1) then write fp32 partial sums to a workspace that the last program of
+each output tile adds in a fixed order, in the same launch. With ``set_deterministic(False)`` those
+paths may instead add partials with ``tl.atomic_add`` into an fp32 buffer, whose summation order
+depends on scheduling; see ``gemlite/kernels/common.py`` for exactly which paths do.
 
 Generation: a counter that every call which changes how a launch is chosen bumps
 (`set_deterministic` here; `gemlite.autotune.set_autotune`, `load_config`, `reset_config`). The hot

@@ -4,7 +4,8 @@
 
 For each M: the time per call of `calls` back-to-back eager calls synchronised once at the end
 (gemlite, F.linear on an fp16 weight of the same shape), and a breakdown of gemlite's call: the
-layer's checks and reshape, the launch choice, the plan (allocations, arguments), the Triton launch.
+kept replay alone (what a layer's repeated call runs after its checks), and a planned call (no
+replay) split into the launch choice, the plan (allocations, arguments) and the launch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     p.add_argument("--N", type=int, default=4096)
     p.add_argument("--M", default="1,4")
     p.add_argument("--calls", type=int, default=10000)
+    p.add_argument("--profile", action="store_true", help="cProfile the layer's calls (top 12 by own time)")
     a = p.parse_args()
     lin = torch.nn.Linear(a.K, a.N, bias=False, dtype=torch.float16, device="cuda")
     w = lin.weight.detach().clone()
@@ -58,12 +60,27 @@ def _report(a, layer, w, M: int) -> None:
     t_plan = _per_call_us(lambda: plan(fam, x, *tensors, cfg, layer._locks), a.calls)
     _, launches = plan(fam, x, *tensors, cfg, layer._locks)
     t_launch = _per_call_us(lambda: [s.run() for s in launches], a.calls)
+    t_planned = _per_call_us(lambda: gm._impl(x, *tensors, None, layer._locks), a.calls)
+    hit = layer._replays.get((M, None))
+    t_replay = _per_call_us(lambda: hit[2](x), a.calls) if hit is not None else float("nan")
     print(
         f"{a.helper} K={a.K} N={a.N} M={M} ({fam} {cfg.short()}): gemlite {t_gl:.1f} us/call, "
-        f"F.linear {t_lin:.1f} us/call, ratio {t_gl / t_lin:.2f}; choose {t_choose:.1f}, "
-        f"plan {t_plan:.1f}, launch {t_launch:.1f} ({len(launches)} launch(es))",
+        f"F.linear {t_lin:.1f} us/call, ratio {t_gl / t_lin:.2f}; replay alone {t_replay:.1f} "
+        f"({'kept' if hit is not None else 'NOT kept'}); planned call {t_planned:.1f} = choose "
+        f"{t_choose:.1f} + plan {t_plan:.1f} + launch {t_launch:.1f} ({len(launches)} launch(es))",
         flush=True,
     )
+    if a.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(a.calls):
+            layer(x)
+        prof.disable()
+        torch.cuda.synchronize()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
 if __name__ == "__main__":

@@ -103,12 +103,17 @@ except ImportError:  # pragma: no cover - a CPU-only torch
     _raw_stream = None
 
 
-def _hooks_off() -> bool:
+def _no_hook(hook) -> bool:
+    # Triton 3.6+ keeps each hook as a HookChain (an empty chain: no hook); older ones None or a callable.
+    return hook is None or (type(getattr(hook, "calls", None)) is list and not hook.calls)
+
+
+def hooks_off() -> bool:
     """No launch hooks are set (profilers set them and need Triton's own launch path)."""
-    if _knobs is None or _raw_stream is None:
+    if _knobs is None:
         return False
     runtime = _knobs.runtime
-    return runtime.launch_enter_hook is None and runtime.launch_exit_hook is None
+    return _no_hook(runtime.launch_enter_hook) and _no_hook(runtime.launch_exit_hook)
 
 
 @dataclass(eq=False)
@@ -174,7 +179,12 @@ class KernelLaunch:
     def run(self) -> None:
         first = self.args[0]
         static = self.static
-        if static is None or not (isinstance(first, torch.Tensor) and first.is_cuda) or not _hooks_off():
+        if (
+            static is None
+            or _raw_stream is None
+            or not (isinstance(first, torch.Tensor) and first.is_cuda)
+            or not hooks_off()
+        ):
             self._run_triton()
             return
         device = first.device.index
@@ -196,6 +206,91 @@ class KernelLaunch:
         return self.kernel[self.grid](
             *self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
         )
+
+    def replay(self, x: torch.Tensor, out: torch.Tensor) -> Replay | None:
+        """A `Replay` of this launch (which has run) for new x of the same shape; None when it is not
+        replayable: not on a GPU, launch hooks set, or its compiled kernel not kept."""
+        static = self.static
+        if static is None or _raw_stream is None or not x.is_cuda or not hooks_off():
+            return None
+        compiled = static.compiled.get((x.device.index, _spec(self.args, static)))
+        if compiled is None:
+            return None
+        runtime = static.runtime
+        ws = self.args[runtime.index("ws_ptr")] if "ws_ptr" in runtime else out
+        return Replay(self, compiled, x, out, ws)
+
+
+_X, _OUT, _WS = 0, 1, 2  # the per-call tensors of a Replay
+
+
+class Replay:
+    """A layer's one-launch plan for one M, launched again for each new x: the eager hot path.
+
+    Everything but x, the output and the split-K workspace is the same on every call of a layer
+    with the same M (the weight tensors, the lock counters, sizes, strides, grid, compiled kernel), so
+    a call allocates out (and the workspace), puts the three into the kept argument list and calls
+    the compiled kernel's launcher: no plan, no launch choice, no specialization key. The caller
+    (`gemlite.matmul.run`) keeps replays per layer and M and uses one only while its settings
+    generation is current, the layer's tensors are the same objects, x is contiguous with the same
+    16-byte alignment, no config is forced and no launch hook is set.
+    """
+
+    __slots__ = (
+        "args", "slots", "launch", "prefix", "shape", "out_dtype", "out_zeroed", "ws_shape",
+        "ws_zeroed", "device", "aligned",
+    )  # fmt: skip
+
+    def __init__(self, step: KernelLaunch, compiled, x: torch.Tensor, out: torch.Tensor, ws: torch.Tensor):
+        static = step.static
+        roles = {id(x): _X, id(out): _OUT}
+        if ws is not out:
+            roles[id(ws)] = _WS
+        self.slots = tuple((i, roles[id(a)]) for i, a in enumerate(step.args) if id(a) in roles)
+        self.args = [*step.args, *static.const_values]
+        self.device = x.device
+        self.aligned = x.data_ptr() % 16 == 0
+        self.shape = tuple(out.shape)
+        self.out_dtype = out.dtype
+        self.out_zeroed = static.mode == WRITE_ATOMIC_FINAL.value
+        self.ws_shape = tuple(ws.shape) if ws is not out else None
+        self.ws_zeroed = static.mode == WRITE_ATOMIC.value
+        grid = (*step.grid, 1, 1)[:3]
+        run = compiled.run
+        meta = (compiled.packed_metadata, None, None, None)  # metadata, launch metadata, hooks
+        # Triton's CUDA launcher object only allocates scratch memory (none for these kernels) before
+        # calling its C entry point; call that directly when there is nothing to allocate.
+        launcher = getattr(run, "launch", None)
+        if (
+            launcher is not None
+            and getattr(run, "global_scratch_size", 1) == 0
+            and getattr(run, "profile_scratch_size", 1) == 0
+            and hasattr(run, "launch_cooperative_grid")
+            and hasattr(run, "launch_pdl")
+        ):
+            self.launch = launcher
+            flags = (run.launch_cooperative_grid, run.launch_pdl, None, None)  # + no scratch buffers
+            self.prefix = (*grid, (compiled.function, *flags, *meta))
+        else:
+            self.launch = run
+            self.prefix = (*grid, (compiled.function, *meta))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        device = self.device
+        out = (torch.zeros if self.out_zeroed else torch.empty)(
+            self.shape, dtype=self.out_dtype, device=device
+        )
+        per_call = [x, out, out]
+        if self.ws_shape is not None:
+            per_call[_WS] = (torch.zeros if self.ws_zeroed else torch.empty)(
+                self.ws_shape, dtype=torch.float32, device=device
+            )
+        args = self.args.copy()
+        for i, role in self.slots:
+            args[i] = per_call[role]
+        gx, gy, gz, tail = self.prefix
+        self.launch(gx, gy, gz, _raw_stream(device.index), *tail, *args)
+        return out
 
 
 def lock_count(N: int) -> int:

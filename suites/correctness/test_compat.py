@@ -237,7 +237,8 @@ def test_layer_attributes_of_public_gemlite(device: str) -> None:
     assert layer.unpack_mask == 15 and layer.acc_dtype is DType.FP32 and layer.compute_dtype == torch.float16
     assert layer.meta_dtype is DType.FP16 and not layer.meta_is_channelwise
     assert layer.orig_shape.tolist() == [N, K] and float(layer.meta_scale) == 0.0
-    assert layer.device == torch.device(device) and layer.signature == (K, N, 4, G)
+    assert layer.device == layer.W_q.device and layer.device.type == torch.device(device).type
+    assert layer.signature == (K, N, 4, G)
     assert A16W16(device, torch.float16).from_linear(float_linear()).meta_dtype is DType.INT32
     with pytest.raises(AttributeError, match="W_group_mode"):
         layer.W_group_mode = 4  # behaviour follows from the format, not from a mode integer
