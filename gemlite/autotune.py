@@ -108,8 +108,11 @@ def _cfg(**kw) -> Config:
 #
 # Evidence: `tools/config_sweep.py` on the H200 (2026-12-01, triton 3.6, fp16, A16W4_HQQ_INT g128
 # unless named), the fastest of a grid per shape (K x N, M):
-# * GEMV, M = 1: BN64 BK128 SK16 w1 wins 4096x14336 (22.9 us), 14336x4096 (23.3 us), 8192x28672 with SK8
-#   (74.8 us); BN32 BK128 SK16 w4 wins 4096x1024 (5.6 us); SK >= 8 beats SK 1 by 1.3-3.2x.
+# * GEMV, M = 1, after its grouped sum (2026-12-02; 54-config grid BN 32/64/128 x BK 64/128 x SK 4/8/16 x
+#   w 1/2/4): BN64 BK128 SK8 w4 wins 4096x14336 (17.9 us) and 8192x28672 (57.0 us), BN32 BK128 SK16 w2
+#   14336x4096 (18.8 us), BN64 BK128 SK16 w4 28672x8192 (58.4 us), BN32 BK128 SK16 w4 4096x1024 and
+#   8192x1024 (5.4 / 6.9 us), BN32 BK128 SK8 w2 4096x4096 (8.1 us); A16W2 g128: BN64 BK128 SK8 w4
+#   4096x14336 (17.1 us), BN128 BK64 SK16 w1 8192x28672 (51.4 us). The runners-up are within 2-4%.
 # * GEMV_SPLITK, A16W8_INT8, M = 1: BN16 BK256 SK1 w4 (4096x14336, 20.0 us) and BN8 BK1024 SK1 w4
 #   (14336x4096, 20.2 us); splitting K is slower for unpacked weights.
 # * GEMM_SPLITK: M = 16: BM16 BN128 BK64/128 SK8 s3 (38.1 / 40.2 us); M = 64: BM64 BN64 BK64 SK4 s3
@@ -120,17 +123,17 @@ def _cfg(**kw) -> Config:
 # ------------------------------------------------------------------------------------------------
 
 _GEMV_FAST = [
-    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=1),
-    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=4),
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=2),
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=4),
-    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
-    _cfg(BLOCK_N=64, BLOCK_K=64, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
     _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
 ]
 _GEMV_MAX_EXTRA = [
-    _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
-    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=32, num_warps=1),
-    _cfg(BLOCK_N=256, BLOCK_K=128, SPLIT_K=4, num_warps=8),
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
+    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=64, SPLIT_K=16, num_warps=1),
 ]
 _REV_FAST = [
     _cfg(BLOCK_N=256, BLOCK_K=64, num_warps=4),
@@ -256,8 +259,10 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
 
     Rules: GEMV families reduce one activation row per program (BLOCK_M == 1) and read whole packed
     words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
-    BLOCK_K >= 16; a K tile must not straddle two scale groups, so BLOCK_K divides a grouped layout's
-    group size; families without a K split take SPLIT_K == 1.
+    BLOCK_K >= 16; the weight scheme says which K tiles its scale groups allow (`k_tile_problem`: a
+    tile must not straddle two groups, so BLOCK_K divides the group size; MX/NVFP4 groups may also run
+    inside a tile); families without a K split take SPLIT_K == 1. Dynamic activation formats: no
+    DEQUANT=1 (a 16-bit cuBLAS product would not multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
@@ -274,11 +279,17 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
         return f"{family} has no SPLIT_K parameter: it must be 1, got {config.SPLIT_K}"
     if config.DEQUANT and family != "GEMM":
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
-    if layout.is_grouped and layout.group_size % config.BLOCK_K != 0:
-        return (
-            f"{family}: a K step of {config.BLOCK_K} would straddle scale groups of {layout.group_size} "
-            f"(it must divide the group size)"
-        )
+    if layout.act.is_dynamic:
+        if config.DEQUANT:
+            return (
+                f"{layout.format.name} quantizes its activations: DEQUANT=1 (a 16-bit cuBLAS product) "
+                "would not multiply its codes"
+            )
+        if family in ("GEMM", "GEMM_SPLITK") and config.BLOCK_K < 32:
+            return f"{family}: an 8-bit tl.dot takes BLOCK_K >= 32, got {config.BLOCK_K}"
+    problem = layout.scheme.k_tile_problem(layout, config.BLOCK_K)  # e.g. groups straddled
+    if problem is not None:
+        return f"{family}: {problem}"
     return None
 
 
@@ -349,7 +360,8 @@ def config_key(M: int, layout, out_dtype: torch.dtype, scale_dtype: torch.dtype 
     """The cache key within a family: everything that changes which config is fastest.
 
     M bucket, N, K, resolved group size, weight kind and bits, packing word, zero-point mode, scale
-    dtype, activation (compute) dtype, output dtype, and whether determinism forbids atomics.
+    dtype, activation (compute) dtype, output dtype, whether determinism forbids atomics, and for
+    dynamic activation formats the activation quantization (``xq=int8``; weight-only keys unchanged).
     """
     spec = layout.spec
     return ",".join(
@@ -365,6 +377,7 @@ def config_key(M: int, layout, out_dtype: torch.dtype, scale_dtype: torch.dtype 
             f"act={_dt(layout.compute_dtype)}",
             f"out={_dt(out_dtype)}",
             f"det={int(is_deterministic())}",
+            *((f"xq={layout.act.kind.value}",) if layout.act.is_dynamic else ()),
         )
     )
 

@@ -160,7 +160,17 @@ def group_modes(layout: WeightLayout) -> tuple[int, int]:
 
 
 def layer_meta_args(layout: WeightLayout, output_dtype: DType, scales: torch.Tensor) -> list[int]:
-    """The 12 ``meta_args`` of a packed layer (`GemLiteLinear.get_meta_args`)."""
+    """The 12 ``meta_args`` of a packed layer (`GemLiteLinear.get_meta_args`).
+
+    Raises NotImplementedError for a dynamic-activation layer: `forward_functional` would run these
+    arguments as a weight-only product (no activation quantization), a different result than the
+    layer's, so the functional path of those formats waits for a later release."""
+    if layout.act.is_dynamic:
+        raise NotImplementedError(
+            f"get_meta_args: {layout.format.name} quantizes its activations at run time; GemLite's "
+            f"functional path (gemlite.core.forward_functional) for dynamic activation formats is {_LATER} "
+            "(call the layer itself)"
+        )
     w_group_mode, channel_scale_mode = group_modes(layout)
     meta_dtype = DType.from_torch(scales.dtype) if layout.has_scales else DType.INT32
     bits = layout.spec.bits

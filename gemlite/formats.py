@@ -301,6 +301,18 @@ FORMATS: dict[str, Format] = {
             WeightSpec(WeightKind.MXFP4, 4, group_size=MX_GROUP),
             ActSpec(ActKind.MXFP8, MX_GROUP),
         ),
+        # GemLite's A8W8_MXFP_dynamic / A8W4_MXFP_dynamic with post_scale=True (its default): the MX
+        # weights meet e4m3 activations with one fp32 scale per token, applied after the dot.
+        Format(
+            "A8W8_MXFP_post_scale_dynamic",
+            WeightSpec(WeightKind.MXFP8, 8, group_size=MX_GROUP),
+            _PER_TOKEN_FP8,
+        ),
+        Format(
+            "A8W4_MXFP_post_scale_dynamic",
+            WeightSpec(WeightKind.MXFP4, 4, group_size=MX_GROUP),
+            _PER_TOKEN_FP8,
+        ),
         Format(
             "A4W4_MXFP_dynamic",
             WeightSpec(WeightKind.MXFP4, 4, group_size=MX_GROUP),

@@ -18,11 +18,13 @@ float16 or bfloat16; otherwise float16 (GemLite would compute in fp32, which gem
 (a ``device:`` ValueError on a machine without that device). ``from_hqqlinear`` keeps the hqq layer's
 own device, as GemLite does.
 
-Formats of public GemLite that gemlite does not run yet (dynamic activations, MXFP, NVFP4) have
-their processor names here too; constructing one raises NotImplementedError naming the format, so a
-client probing for them (``hasattr``) finds them and gets a clear error when it uses one.
+Formats of public GemLite that gemlite does not run yet (MX/NVFP4 dynamic activations) have their
+processor names here too; constructing one raises NotImplementedError naming the format, so a client
+probing for them (``hasattr``) finds them and gets a clear error when it uses one. Dynamic INT8/FP8
+activations (``A8W8_*_dynamic``, ``block_quant=True``, ``A8W{4,2}_HQQ_INT_dynamic``, ``A8W158_INT_dynamic``)
+quantize x per token (or per 1 x 128 block) in the layer's forward (`gemlite.schemes.activation`).
 
-Quantization rules are in `gemlite.quantize`.
+Quantization rules are in `gemlite.quantize` (MXFP8/MXFP4/NVFP4: `gemlite.schemes.mx`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,20 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from gemlite.formats import FORMATS, M_BUCKETS, DType, Format
+from gemlite.formats import FORMATS, M_BUCKETS, DType, Format, WeightKind
 from gemlite.linear import GemLiteLinear
-from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize_ternary
+from gemlite.quantize import (
+    hqq_optimizer_available,
+    quantize_8bit_blocks,
+    quantize_fp8,
+    quantize_hqq,
+    quantize_hqq_optimized,
+    quantize_int8,
+    quantize_ternary,
+)
+from gemlite.schemes.mx import quantize_mx, quantize_nvfp4
 
 __all__ = [
     "A16W16",
@@ -54,16 +66,19 @@ __all__ = [
     "patch_model",
     "warmup",
     "DEFAULT_BATCH_SIZES",
-    # public GemLite's processors of formats planned for a later release (NotImplementedError)
+    # dynamic activations (quantized per token in the forward)
     "A8W8_dynamic",
     "A8W8_int8_dynamic",
     "A8W8_INT8_dynamic",
     "A8W8_fp8_dynamic",
     "A8W8_FP8_dynamic",
+    "A8W8_INT8_block_dynamic",
+    "A8W8_FP8_block_dynamic",
     "A8Wn_HQQ_INT_dynamic",
     "A8W4_HQQ_INT_dynamic",
     "A8W2_HQQ_INT_dynamic",
     "A8W158_INT_dynamic",
+    # public GemLite's processors of formats planned for a later release (NotImplementedError)
     "A16Wn_MXFP",
     "A16W8_MXFP",
     "A16W4_MXFP",
@@ -226,6 +241,7 @@ class A16W16(_Processor):
         dtype = self._act_dtype(linear.weight.dtype)
         weight = linear.weight.detach().to(_usable_device(self.device), dtype, copy=True)
         layer = self._pack(None, n, k, weight, None, None, self._bias_of(linear), dtype)
+        layer.quantizer = "rtn"  # one rounding to the activation dtype
         if del_orig:
             _free_linear(linear)
         return layer
@@ -288,7 +304,7 @@ class A16W8(_Processor):
 
     @property
     def _codes_dtype(self) -> torch.dtype:
-        return torch.int8 if self.format.name == "A16W8_INT8" else torch.float8_e4m3fn
+        return torch.int8 if self.format.weight.kind is WeightKind.INT8 else torch.float8_e4m3fn
 
     def from_linear(self, linear_layer: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
         """Quantize a float ``nn.Linear`` (see `gemlite.quantize`) and pack it; the bias is kept.
@@ -303,6 +319,7 @@ class A16W8(_Processor):
         """
         _check_linear(linear_layer)
         layer = self.from_weights(linear_layer.weight, self._bias_of(linear_layer))
+        layer.quantizer = "rtn"
         if del_orig:
             _free_linear(linear_layer)
         return layer
@@ -349,8 +366,11 @@ class A16W8(_Processor):
             if weight.dtype not in _FLOAT_WEIGHTS:
                 raise TypeError(f"weight: expected a float16, bfloat16 or float32 weight, got {weight.dtype}")
             dtype = self._act_dtype(weight.dtype)
-            quantize = quantize_int8 if self.format.name == "A16W8_INT8" else quantize_fp8
-            weight, scales = quantize(weight.to(_usable_device(self.device)))
+            spec, weight = self.format.weight, weight.to(_usable_device(self.device))
+            if spec.block_n > 1:  # the _block_dynamic formats: one scale per block_n x group_size block
+                weight, scales = quantize_8bit_blocks(weight, spec.kind is WeightKind.FP8, spec.block_n)
+            else:
+                weight, scales = (quantize_int8 if spec.kind is WeightKind.INT8 else quantize_fp8)(weight)
         else:
             if weight.dtype != self._codes_dtype:
                 raise TypeError(f"weight: {name} takes {self._codes_dtype} codes, got {weight.dtype}")
@@ -394,6 +414,108 @@ class A16W8_FP8(A16W8):
 
 
 # --------------------------------------------------------------------------------------------
+# Dynamic 8-bit activations x 8-bit channel-wise weights
+# --------------------------------------------------------------------------------------------
+
+
+class A8W8_dynamic(A16W8):
+    """Activations quantized per token at run time x 8-bit channel-wise weights (public GemLite's
+    ``A8W8_dynamic``): INT8 x INT8 (``fp8=False``, int32 accumulation) or e4m3 x e4m3
+    (``fp8=torch.float8_e4m3fn``, fp32 accumulation), ``y = (x_q @ W_q.T) * s_x[m] * s_w[n] + b``.
+
+    The weights are quantized (or taken) exactly as `A16W8`'s (``s_w = amax / 127`` or ``/ 448`` per
+    output channel, fp32); each row of x gets ``s_x = max(amax / 127, 1e-6)`` (or ``/ 448``) and its codes
+    in the layer's forward (`gemlite.schemes.activation`). x stays fp16/bf16 for the caller: the layer
+    takes ``dtype`` activations and returns ``dtype`` outputs.
+
+    Args:
+        device, dtype: as for every processor (module docstring).
+        fp8: False or None (INT8), or torch.float8_e4m3fn (FP8).
+        fp32_scale: GemLite's storage choice; gemlite keeps fp32 scales. A bool; no effect.
+        block_quant: 128x128 weight blocks with 1x128 activation blocks, DeepSeek-style (the
+            ``A8W8_INT8_block_dynamic`` / ``A8W8_FP8_block_dynamic`` formats): weight scales per block
+            (``from_weights`` takes them as ``[ceil(N / 128), K / 128]``), activation scales per 128 inputs
+            of a row, both applied to each K tile's product inside the K loop. in_features must be a
+            multiple of 128 (ValueError at pack time); out_features may end in a partial block.
+    """
+
+    format = FORMATS["A8W8_INT8_dynamic"]
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp8: torch.dtype | bool | None = False,
+        fp32_scale: bool = True,
+        block_quant: bool = False,
+    ) -> None:
+        super().__init__(device, dtype, fp8 or None, fp32_scale, False)
+        if not isinstance(block_quant, bool):
+            raise TypeError(f"block_quant: expected a bool, got {type(block_quant).__name__} {block_quant!r}")
+        self.block_quant = block_quant
+        kind = "INT8" if self.format.weight.kind is WeightKind.INT8 else "FP8"
+        self.format = FORMATS[f"A8W8_{kind}_block_dynamic" if block_quant else f"A8W8_{kind}_dynamic"]
+
+
+class A8W8_int8_dynamic(A8W8_dynamic):
+    """Per-token INT8 activations x INT8 channel-wise weights (`A8W8_dynamic` with ``fp8=False``)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp32_scale: bool = True,
+        block_quant: bool = False,
+    ) -> None:
+        super().__init__(device, dtype, False, fp32_scale, block_quant)
+
+
+class A8W8_fp8_dynamic(A8W8_dynamic):
+    """Per-token e4m3 activations x e4m3 channel-wise weights (`A8W8_dynamic` with an FP8 ``fp8``)."""
+
+    format = FORMATS["A8W8_FP8_dynamic"]
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = True,
+        block_quant: bool = False,
+    ) -> None:
+        if not fp8:
+            raise TypeError(f"fp8: A8W8_fp8_dynamic needs an FP8 dtype (torch.float8_e4m3fn), got {fp8!r}")
+        super().__init__(device, dtype, fp8, fp32_scale, block_quant)
+
+
+A8W8_INT8_dynamic = A8W8_int8_dynamic
+A8W8_FP8_dynamic = A8W8_fp8_dynamic
+
+
+class A8W8_INT8_block_dynamic(A8W8_int8_dynamic):
+    """`A8W8_INT8_dynamic` with ``block_quant=True``: the processor named after its format (gemlite's
+    name; public GemLite spells it ``A8W8_INT8_dynamic(block_quant=True)``, which works too)."""
+
+    def __init__(
+        self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None, fp32_scale: bool = True
+    ) -> None:
+        super().__init__(device, dtype, fp32_scale, block_quant=True)
+
+
+class A8W8_FP8_block_dynamic(A8W8_fp8_dynamic):
+    """`A8W8_FP8_dynamic` with ``block_quant=True`` (see `A8W8_INT8_block_dynamic`)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = True,
+    ) -> None:
+        super().__init__(device, dtype, fp8, fp32_scale, block_quant=True)
+
+
+# --------------------------------------------------------------------------------------------
 # HQQ integer weights
 # --------------------------------------------------------------------------------------------
 
@@ -415,10 +537,16 @@ class _HQQ(_Processor):
         )  # fmt: skip
 
     def from_linear(
-        self, linear: nn.Linear, del_orig: bool = True, group_size: int | None = 128
+        self,
+        linear: nn.Linear,
+        del_orig: bool = True,
+        group_size: int | None = 128,
+        optimize: bool | None = None,
     ) -> GemLiteLinear:
-        """Quantize a float ``nn.Linear`` with min-max round-to-nearest per group and pack it
-        (gemlite only: public GemLite quantizes through the hqq package, see `from_hqqlinear`).
+        """Quantize a float ``nn.Linear`` per group along K and pack it: with hqq's half-quadratic
+        optimizer when the `hqq` package is installed (as public GemLite does, through ``HQQLinear``),
+        else by min-max round-to-nearest (`gemlite.quantize`). The layer's ``quantizer`` attribute says
+        which ran: ``"hqq"`` or ``"rtn"``.
 
         Scales and zeros are stored in the activation dtype; the bias is kept.
 
@@ -426,21 +554,30 @@ class _HQQ(_Processor):
             linear: the float layer.
             del_orig: drop the linear's weight and bias afterwards (set to None).
             group_size: inputs per group (must divide in_features); None = channel-wise.
+            optimize: None: hqq's optimizer if installed (`gemlite.quantize.hqq_optimizer_available`),
+                else round-to-nearest; True: hqq's optimizer (ImportError without hqq); False:
+                round-to-nearest (the rule `reference/` checks bit for bit).
 
         Raises:
             TypeError / ValueError: not an nn.Linear, a non-finite weight, a group size the kernels
-                cannot run or that does not divide in_features, a missing device.
+                cannot run or that does not divide in_features, a missing device, optimize not a bool.
+            ImportError: ``optimize=True`` without the `hqq` package.
         """
         _check_linear(linear)
+        if optimize is not None and not isinstance(optimize, bool):
+            raise TypeError(f"optimize: expected None or a bool, got {type(optimize).__name__} {optimize!r}")
         n, k = linear.weight.shape
         dtype = self._act_dtype(linear.weight.dtype)
         layer = self._layer(group_size, n, k, dtype)  # validates group_size before quantizing
-        codes, scales, zeros = quantize_hqq(
+        use_hqq = hqq_optimizer_available() if optimize is None else optimize
+        quantize = quantize_hqq_optimized if use_hqq else quantize_hqq
+        codes, scales, zeros = quantize(
             linear.weight.detach().to(_usable_device(self.device)),
             self.format.weight.bits,
             group_size,
             scale_dtype=dtype,
         )
+        layer.quantizer = "hqq" if use_hqq else "rtn"
         layer.pack(
             codes,
             scales,
@@ -543,6 +680,7 @@ class _HQQ(_Processor):
                 "from_hqqlinear: needs the `hqq` package (pip install hqq, or gemlite[hqq])"
             ) from None
         layer = self._from_hqq_parts(hqq_layer)
+        layer.quantizer = "hqq"
         cleanup_linear(hqq_layer, del_orig)
         return layer
 
@@ -619,6 +757,90 @@ class A16W1_HQQ_INT(_FixedHQQ):
     format = FORMATS["A16W1_HQQ_INT"]
 
 
+class A8Wn_HQQ_INT_dynamic(_HQQ):
+    """Activations quantized per token to e4m3 at run time x ``W_nbits``-bit HQQ codes (public GemLite's
+    ``A8Wn_HQQ_INT_dynamic``; the weights, their quantizer and every ``from_*`` method as `A16W4_HQQ_INT`'s).
+
+    NOTE (design). Casting each dequantized weight ``(q - z) * s`` to e4m3 for an fp8 dot, as public
+    GemLite does, puts typical LLM weights (~1e-2) in e4m3's subnormal range (below 2**-6, spacing 2**-9):
+    a relative error of ~5-20% per weight on top of the 4-bit quantization. gemlite feeds the dot the
+    codes themselves instead: ``q`` (0..15) and ``q - z`` for an integer zero are exact e4m3 values, the
+    e4m3 x e4m3 products are exact, and each K tile's fp32 product ``P`` gets its group's scale and float
+    zero as ``(P - z * sum_k x_q) * s`` in fp32 (``gemlite/kernels/gemm.py``): no weight is ever rounded,
+    and the only error beyond the reference's is fp32 accumulation (``harness/numerics.py``,
+    "zero-points accumulated apart"). The activations' own e4m3 rounding is the format's (the golden's).
+
+    Args:
+        device, dtype: as for every processor (module docstring).
+        packing_bitwidth: word of the packed codes, 8 or 32, or None (`GemLiteLinear.PACKING_BITWIDTH`).
+        post_scale, fp32_scale: GemLite's kernel and storage choices; gemlite keeps the scales as given
+            (fp16/bf16/fp32) and picks where they apply. Bools; no effect.
+        fp8: the activation codes' dtype: torch.float8_e4m3fn (others: a later release).
+        W_nbits: 4 or 2 (8-bit codes are not exact in e4m3).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        packing_bitwidth: int | None = None,
+        dtype: torch.dtype | None = None,
+        post_scale: bool = False,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = False,
+        W_nbits: int | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        if isinstance(W_nbits, bool) or W_nbits not in (4, 2):
+            raise ValueError(
+                f"W_nbits: expected 4 or 2 (e4m3 holds integer codes up to 16 exactly), got {W_nbits!r}"
+            )
+        if packing_bitwidth is not None and (
+            isinstance(packing_bitwidth, bool) or packing_bitwidth not in (8, 32)
+        ):
+            raise ValueError(f"packing_bitwidth: expected 8, 32 or None, got {packing_bitwidth!r}")
+        for name, flag in (("post_scale", post_scale), ("fp32_scale", fp32_scale)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        if fp8 != torch.float8_e4m3fn:
+            if isinstance(fp8, torch.dtype) and fp8.is_floating_point and fp8.itemsize == 1:
+                raise NotImplementedError(f"fp8: {fp8} activations are planned for a later release")
+            raise TypeError(f"fp8: expected torch.float8_e4m3fn, got {fp8!r}")
+        self._packing_bitwidth = packing_bitwidth
+        self.packing_bitwidth, self.post_scale = packing_bitwidth, post_scale
+        self.fp8, self.fp32_scale = fp8, fp32_scale
+        self.format = FORMATS[f"A8W{W_nbits}_HQQ_INT_dynamic"]
+
+
+class A8W4_HQQ_INT_dynamic(A8Wn_HQQ_INT_dynamic):
+    """Per-token e4m3 activations x 4-bit HQQ codes (`A8Wn_HQQ_INT_dynamic` with ``W_nbits=4``)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        packing_bitwidth: int | None = None,
+        dtype: torch.dtype | None = None,
+        post_scale: bool = False,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = False,
+    ) -> None:
+        super().__init__(device, packing_bitwidth, dtype, post_scale, fp8, fp32_scale, W_nbits=4)
+
+
+class A8W2_HQQ_INT_dynamic(A8Wn_HQQ_INT_dynamic):
+    """Per-token e4m3 activations x 2-bit HQQ codes (`A8Wn_HQQ_INT_dynamic` with ``W_nbits=2``)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        packing_bitwidth: int | None = None,
+        dtype: torch.dtype | None = None,
+        post_scale: bool = False,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        fp32_scale: bool = False,
+    ) -> None:
+        super().__init__(device, packing_bitwidth, dtype, post_scale, fp8, fp32_scale, W_nbits=2)
+
+
 class A16Wn(_Processor):
     """Public GemLite's ``A16Wn``: fp16/bf16 activations x ``W_nbits``-bit grouped integer weights, the
     bit width given per call (what torchao's ``UIntxWeightOnlyConfig`` and hqq's gemlite backend use).
@@ -659,11 +881,15 @@ class A16Wn(_Processor):
         proc._packing_bitwidth = self.packing_bitwidth
         return proc
 
+    def _mx(self, W_nbits, group_size, zeros) -> A16Wn_MXFP:
+        """GemLite's ``quant_type="MXFP"``: the codes and e8m0 scales of `A16Wn_MXFP` (groups of 32)."""
+        if group_size != 32:
+            raise ValueError(f"group_size: MXFP weights have groups of 32, got {group_size!r}")
+        if zeros is not None:
+            raise ValueError(f"zeros: MXFP weights take no zeros, got {type(zeros).__name__}")
+        return A16Wn_MXFP(self.device, self.dtype, W_nbits)
+
     def _check_args(self, group_size, quant_type) -> None:
-        if quant_type == "MXFP":
-            raise NotImplementedError(
-                "quant_type: MXFP weights (A16W8_MXFP / A16W4_MXFP) are planned for a later release"
-            )
         if quant_type != "INT":
             raise ValueError(f"quant_type: expected 'INT' or 'MXFP', got {quant_type!r}")
         if group_size is not None and (
@@ -685,8 +911,10 @@ class A16Wn(_Processor):
     ) -> GemLiteLinear:
         """Pack uint8 codes ``[N, K]`` with ``W = (W_q - zeros) * scales`` per group of `group_size`
         (= in_features: channel-wise). scales/zeros: ``N * K / group_size`` values in any shape; zeros
-        may also be a Python int or None. Raises as `GemLiteLinear.pack`; NotImplementedError for
-        ``quant_type="MXFP"`` (a later release)."""
+        may also be a Python int or None. ``quant_type="MXFP"``: MX codes and e8m0 scales
+        (`A16Wn_MXFP.from_weights`; group_size 32, zeros None). Raises as `GemLiteLinear.pack`."""
+        if quant_type == "MXFP":
+            return self._mx(W_nbits, group_size, zeros).from_weights(W_q, scales, bias)
         self._check_args(group_size, quant_type)
         layer = self._hqq(W_nbits).from_weights(W_q, scales, zeros, bias)
         if group_size is not None and layer.group_size != group_size:
@@ -707,7 +935,9 @@ class A16Wn(_Processor):
         quant_type: str = "INT",
     ) -> GemLiteLinear:
         """As `from_weights` for codes already packed in GemLite's layout (``[N, K / e]`` uint8 or
-        int32 words; see `A16W4_HQQ_INT.from_packed_weights`)."""
+        int32 words; see `A16W4_HQQ_INT.from_packed_weights`; MXFP4: ``[N, K / 2]`` uint8)."""
+        if quant_type == "MXFP":
+            return self._mx(W_nbits, group_size, zeros).from_packed_weights(W_q, scales, bias)
         self._check_args(group_size, quant_type)
         layer = self._hqq(W_nbits).from_packed_weights(W_q, scales, zeros, bias)
         if group_size is not None and layer.group_size != group_size:
@@ -755,6 +985,7 @@ class A16W158_INT(_Processor):
         dtype = self._act_dtype(linear.weight.dtype)
         weight_t, scale = quantize_ternary(linear.weight.detach().to(_usable_device(self.device)))
         layer = self._from_ternary(weight_t, scale, self._bias_of(linear), dtype)
+        layer.quantizer = "rtn"  # absmean scale, W / s rounded to {-1, 0, 1}
         if del_orig:
             _free_linear(linear)
         return layer
@@ -809,6 +1040,14 @@ class A16W158_INT(_Processor):
         return self._pack(None, n, k, codes, scales, 1, bias, dtype)
 
 
+class A8W158_INT_dynamic(A16W158_INT):
+    """Activations quantized per token to int8 at run time x BitNet b1.58 ternary weights: an int8 x
+    int8 dot of the codes and ``t = q - 1``, exact in int32, then ``* s_x[m] * weight_scale`` in fp32.
+    Constructor and methods as `A16W158_INT`'s."""
+
+    format = FORMATS["A8W158_INT_dynamic"]
+
+
 def _one_number(name: str, value) -> float:
     """A finite Python float from a float/int or a 1-element real tensor (TypeError/ValueError)."""
     if isinstance(value, torch.Tensor):
@@ -820,6 +1059,264 @@ def _one_number(name: str, value) -> float:
     if not torch.isfinite(torch.tensor(float(value))):
         raise ValueError(f"{name}: expected a finite number, got {value}")
     return float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Microscaled weights: MXFP8 / MXFP4 (e8m0 scale per 32), NVFP4 (e4m3 per 16 + a tensor scale)
+# --------------------------------------------------------------------------------------------
+
+
+class _MX(_Processor):
+    """What the microscaled processors share; the formats' rules are `gemlite.schemes.mx`'s.
+
+    ``from_linear`` quantizes a float weight by the reference's rules (`gemlite.schemes.mx.quantize_mx`,
+    `quantize_nvfp4`: scales from each group's amax, codes rounded to nearest, ties to even).
+    Pre-quantized codes come with their scales; the scale BYTES are taken bit for bit (e8m0 as
+    ``torch.float8_e8m0fnu`` or ``uint8``, NVFP4's e4m3 as ``torch.float8_e4m3fn`` or ``uint8``).
+    ``dtype=None`` means float16 for pre-quantized codes (GemLite's default), the float weight's dtype
+    (fp16/bf16) for ``from_linear``.
+    """
+
+    def _quantize(self, weight: torch.Tensor):
+        kind = self.format.weight.kind
+        if kind is WeightKind.NVFP4:
+            return quantize_nvfp4(weight, "linear")
+        codes, scale_bytes = quantize_mx(weight, "e4m3" if kind is WeightKind.MXFP8 else "e2m1")
+        return codes, scale_bytes, None
+
+    def from_linear(self, linear_layer: nn.Linear, del_orig: bool = True) -> GemLiteLinear:
+        """Quantize a float ``nn.Linear`` (fp16/bf16/fp32 weight, in_features a multiple of 32) and pack
+        it; the bias is kept. Raises TypeError/ValueError for a non-float, non-finite or misshapen weight."""
+        _check_linear(linear_layer)
+        weight = linear_layer.weight.detach().to(_usable_device(self.device))
+        n, k = weight.shape
+        dtype = self._act_dtype(weight.dtype)
+        codes, scales, tensor_scale = self._quantize(weight)
+        layer = self._pack(None, n, k, codes, scales, tensor_scale, self._bias_of(linear_layer), dtype)
+        layer.quantizer = "rtn"
+        if del_orig:
+            _free_linear(linear_layer)
+        return layer
+
+    def _from_codes(self, W_q, scales, tensor_scale, bias, packed: bool) -> GemLiteLinear:
+        W_q, scales, bias, tensor_scale = _data(W_q), _data(scales), _data(bias), _data(tensor_scale)
+        if not isinstance(W_q, torch.Tensor):
+            raise TypeError(f"W_q: expected a torch.Tensor, got {type(W_q).__name__}")
+        if W_q.dim() != 2:
+            raise ValueError(
+                f"W_q: expected a 2-D tensor [N, K] (packed: [N, K // 2]), got shape {tuple(W_q.shape)}"
+            )
+        if not isinstance(packed, bool):
+            raise TypeError(f"packed: expected a bool, got {type(packed).__name__}")
+        n, k = W_q.shape
+        W_q, scales, bias, tensor_scale = (self._to_device(t) for t in (W_q, scales, bias, tensor_scale))
+        pack_kw = {}
+        if packed:
+            if self.format.weight.kind is WeightKind.MXFP8:
+                raise ValueError("packed: MXFP8 codes are one e4m3 byte each, never packed; use packed=False")
+            if W_q.dtype != torch.uint8:
+                raise TypeError(
+                    "W_q: packed e2m1 codes are uint8 bytes [N, K // 2] (two per byte, the even k in the low "
+                    f"nibble), got {W_q.dtype}"
+                )
+            k *= 2
+            W_q = W_q.contiguous()
+            if GemLiteLinear.PACKING_BITWIDTH == 32 and sys.byteorder == "little" and W_q.shape[1] % 4 == 0:
+                W_q = W_q.view(torch.int32)  # the same bits as 32-bit words: code k at bit 4 * (k % 8)
+            pack_kw["packed"] = True
+        return self._pack(None, n, k, W_q, scales, tensor_scale, bias, self._act_dtype(None), **pack_kw)
+
+
+class A16Wn_MXFP(_MX):
+    """fp16/bf16 activations x OCP MX weights, one e8m0 scale per 32 inputs (public GemLite's
+    ``A16Wn_MXFP``): ``W_nbits=8`` MXFP8 (e4m3 codes, `A16W8_MXFP`), ``4`` MXFP4 (e2m1, `A16W4_MXFP`).
+
+    Args:
+        device, dtype: as for every processor (module docstring; ``dtype=None``: see `_MX`).
+        W_nbits: 8 or 4.
+    """
+
+    format = FORMATS["A16W4_MXFP"]
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        W_nbits: int | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        if isinstance(W_nbits, bool) or W_nbits not in (8, 4):
+            raise ValueError(f"W_nbits: MXFP weights are 8-bit (MXFP8) or 4-bit (MXFP4), got {W_nbits!r}")
+        self.format = FORMATS["A16W8_MXFP" if W_nbits == 8 else "A16W4_MXFP"]
+
+    def from_weights(
+        self, W_q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None, packed: bool = False
+    ) -> GemLiteLinear:
+        """Pack pre-quantized MX codes.
+
+        Args:
+            W_q: ``[N, K]`` codes: float8_e4m3fn (MXFP8) or uint8 e2m1 indices 0..15 (MXFP4); with
+                ``packed=True`` (MXFP4) uint8 bytes ``[N, K // 2]``, the even k in the low nibble.
+            scales: ``N * K / 32`` e8m0 scales in row-major group order, any shape: torch.float8_e8m0fnu or
+                uint8 bytes, reinterpreted bit for bit (byte 127 is 2**0).
+            bias: ``[N]`` float, or None.
+            packed: see W_q.
+
+        Raises:
+            TypeError / ValueError: as `GemLiteLinear.pack` (the message names the argument).
+        """
+        return self._from_codes(W_q, scales, None, bias, packed)
+
+    def from_packed_weights(
+        self, W_q_packed: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> GemLiteLinear:
+        """`from_weights` with ``packed=True``: MXFP4 codes as checkpoints store them, ``[N, K // 2]``
+        uint8."""
+        return self._from_codes(W_q_packed, scales, None, bias, True)
+
+
+class A16W8_MXFP(A16Wn_MXFP):
+    """fp16/bf16 activations x MXFP8 weights (e4m3 codes, e8m0 scale per 32 inputs)."""
+
+    def __init__(self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None) -> None:
+        super().__init__(device, dtype, 8)
+
+
+class A16W4_MXFP(A16Wn_MXFP):
+    """fp16/bf16 activations x MXFP4 weights (e2m1 codes, e8m0 scale per 32 inputs)."""
+
+    def __init__(self, device: str | torch.device = "cuda:0", dtype: torch.dtype | None = None) -> None:
+        super().__init__(device, dtype, 4)
+
+
+class A16W4_NVFP(_MX):
+    """fp16/bf16 activations x NVFP4 weights: e2m1 codes, one e4m3 scale per 16 inputs and an fp32 tensor
+    scale, ``W = e2m1(q) * s_g / meta_scale`` (``meta_scale = 448 * 6 / amax(W)`` for weights quantized
+    by `from_linear`; ModelOpt checkpoints store its reciprocal as ``weight_scale_2``)."""
+
+    format = FORMATS["A16W4_NVFP"]
+
+    def from_weights(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        scales: torch.Tensor | None = None,
+        meta_scale=None,
+        packed: bool = False,
+    ) -> GemLiteLinear:
+        """Pack pre-quantized NVFP4 codes (public GemLite's argument order).
+
+        Args:
+            weight: ``[N, K]`` uint8 e2m1 indices 0..15, or with ``packed=True`` uint8 bytes ``[N, K // 2]``
+                (the even k in the low nibble).
+            bias: ``[N]`` float, or None.
+            scales: ``N * K / 16`` e4m3 group scales, any shape: torch.float8_e4m3fn or uint8 bytes
+                (reinterpreted bit for bit).
+            meta_scale: the tensor scale (a positive float or 1-element tensor, stored as fp32).
+            packed: see weight.
+
+        Raises:
+            TypeError / ValueError: as `GemLiteLinear.pack` (the message names the argument).
+        """
+        if meta_scale is None:
+            raise ValueError(
+                "meta_scale: NVFP4 weights need their tensor scale (W = e2m1(q) * s_g / meta_scale), got None"
+            )
+        return self._from_codes(weight, scales, meta_scale, bias, packed)
+
+    def from_packed_weights(
+        self, weight_packed: torch.Tensor, bias: torch.Tensor | None = None, scales=None, meta_scale=None
+    ) -> GemLiteLinear:
+        """`from_weights` with ``packed=True``: codes as checkpoints store them, ``[N, K // 2]`` uint8."""
+        return self.from_weights(weight_packed, bias, scales, meta_scale, packed=True)
+
+
+class A8Wn_MXFP_dynamic(_MX):
+    """Activations quantized at run time x MX weights (public GemLite's ``A8Wn_MXFP_dynamic``).
+
+    ``post_scale=True`` (GemLite's default): each row of x becomes e4m3 codes with one fp32 scale
+    (``amax / 448``, `gemlite.schemes.activation`), multiplied by the MX weight in a bf16 dot (both
+    operands exact in bf16) and scaled after it: the formats A8W8_MXFP_post_scale_dynamic /
+    A8W4_MXFP_post_scale_dynamic. ``post_scale=False`` (MXFP8 activations, an e8m0 scale per 32
+    inputs: A8W8_MXFP_dynamic / A8W4_MXFP_dynamic) is a later release (NotImplementedError).
+
+    Args:
+        device, dtype: as for every processor (``dtype=None``: see `_MX`); x stays fp16/bf16 for the
+            caller, the layer quantizes it.
+        post_scale: see above.
+        fp8: the activation codes' dtype: torch.float8_e4m3fn.
+        W_nbits: 8 (MXFP8 weights) or 4 (MXFP4).
+    """
+
+    format = FORMATS["A8W4_MXFP_post_scale_dynamic"]
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        post_scale: bool = True,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+        W_nbits: int | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        if isinstance(W_nbits, bool) or W_nbits not in (8, 4):
+            raise ValueError(f"W_nbits: MXFP weights are 8-bit (MXFP8) or 4-bit (MXFP4), got {W_nbits!r}")
+        if not isinstance(post_scale, bool):
+            raise TypeError(f"post_scale: expected a bool, got {type(post_scale).__name__} {post_scale!r}")
+        if fp8 != torch.float8_e4m3fn:
+            raise TypeError(f"fp8: the activation codes are torch.float8_e4m3fn, got {fp8!r}")
+        if not post_scale:
+            raise NotImplementedError(
+                f"post_scale: MXFP8 activations (an e8m0 scale per 32 inputs, A8W{W_nbits}_MXFP_dynamic) are "
+                "planned for a later release of gemlite; post_scale=True quantizes x per token to e4m3"
+            )
+        self.post_scale, self.fp8 = post_scale, fp8
+        self.format = FORMATS[f"A8W{W_nbits}_MXFP_post_scale_dynamic"]
+
+    def from_weights(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, scales=None, packed: bool = False
+    ) -> GemLiteLinear:
+        """Pack pre-quantized MX weights (public GemLite's argument order): ``weight`` and ``scales`` as in
+        `A16Wn_MXFP.from_weights` (MXFP8 float8_e4m3fn codes or MXFP4 e2m1 indices / packed bytes; e8m0
+        scales as float8_e8m0fnu or uint8), ``bias`` ``[N]`` or None. Use `from_linear` to quantize a float
+        layer. Raises as `GemLiteLinear.pack`; ValueError without scales."""
+        if scales is None:
+            raise ValueError(
+                "scales: pre-quantized MX weights need their e8m0 scales (use from_linear to quantize)"
+            )
+        return self._from_codes(weight, scales, None, bias, packed)
+
+    def from_packed_weights(
+        self, weight_packed: torch.Tensor, bias: torch.Tensor | None = None, scales=None
+    ) -> GemLiteLinear:
+        """`from_weights` with ``packed=True`` (MXFP4 codes ``[N, K // 2]`` uint8)."""
+        return self.from_weights(weight_packed, bias, scales, packed=True)
+
+
+class A8W8_MXFP_dynamic(A8Wn_MXFP_dynamic):
+    """Dynamic activations x MXFP8 weights (`A8Wn_MXFP_dynamic` with ``W_nbits=8``)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        post_scale: bool = True,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+    ) -> None:
+        super().__init__(device, dtype, post_scale, fp8, 8)
+
+
+class A8W4_MXFP_dynamic(A8Wn_MXFP_dynamic):
+    """Dynamic activations x MXFP4 weights (`A8Wn_MXFP_dynamic` with ``W_nbits=4``)."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        dtype: torch.dtype | None = None,
+        post_scale: bool = True,
+        fp8: torch.dtype = torch.float8_e4m3fn,
+    ) -> None:
+        super().__init__(device, dtype, post_scale, fp8, 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -836,7 +1333,7 @@ class _Later:
         raise NotImplementedError(
             f"{type(self).__name__}: {self._what} is planned for a later release of gemlite; this release "
             "runs the weight-only formats (A16W16, A16Wn / A16W{8,4,2,1}_HQQ_INT, A16W8_INT8, A16W8_FP8, "
-            "A16W158_INT)"
+            "A16W158_INT, A16W8_MXFP, A16W4_MXFP, A16W4_NVFP)"
         )
 
 
@@ -846,22 +1343,6 @@ def _later(name: str, what: str) -> type:
     )
 
 
-A8W8_dynamic = _later("A8W8_dynamic", "dynamic INT8/FP8 activations x 8-bit weights")
-A8W8_int8_dynamic = _later("A8W8_int8_dynamic", "dynamic INT8 activations x INT8 weights")
-A8W8_INT8_dynamic = A8W8_int8_dynamic
-A8W8_fp8_dynamic = _later("A8W8_fp8_dynamic", "dynamic FP8 activations x FP8 weights")
-A8W8_FP8_dynamic = A8W8_fp8_dynamic
-A8Wn_HQQ_INT_dynamic = _later("A8Wn_HQQ_INT_dynamic", "dynamic FP8 activations x HQQ integer weights")
-A8W4_HQQ_INT_dynamic = _later("A8W4_HQQ_INT_dynamic", "dynamic FP8 activations x 4-bit HQQ weights")
-A8W2_HQQ_INT_dynamic = _later("A8W2_HQQ_INT_dynamic", "dynamic FP8 activations x 2-bit HQQ weights")
-A8W158_INT_dynamic = _later("A8W158_INT_dynamic", "dynamic INT8 activations x ternary weights")
-A16Wn_MXFP = _later("A16Wn_MXFP", "MXFP weights")
-A16W8_MXFP = _later("A16W8_MXFP", "MXFP8 weights")
-A16W4_MXFP = _later("A16W4_MXFP", "MXFP4 weights")
-A16W4_NVFP = _later("A16W4_NVFP", "NVFP4 weights")
-A8Wn_MXFP_dynamic = _later("A8Wn_MXFP_dynamic", "dynamic MXFP8 activations x MXFP weights")
-A8W8_MXFP_dynamic = _later("A8W8_MXFP_dynamic", "dynamic MXFP8 activations x MXFP8 weights")
-A8W4_MXFP_dynamic = _later("A8W4_MXFP_dynamic", "dynamic MXFP8 activations x MXFP4 weights")
 A4W4_MXFP_dynamic = _later("A4W4_MXFP_dynamic", "dynamic MXFP4 activations x MXFP4 weights")
 A4W4_NVFP_dynamic = _later("A4W4_NVFP_dynamic", "dynamic NVFP4 activations x NVFP4 weights")
 
@@ -888,18 +1369,36 @@ def _processor_for(processor, device, dtype) -> _Processor:
     )
 
 
-def _convert(proc: _Processor, linear: nn.Module, group_size: int | None) -> GemLiteLinear:
+def _convert(
+    proc: _Processor, linear: nn.Module, group_size: int | None, optimize: bool | None = None
+) -> GemLiteLinear:
     if not isinstance(linear, nn.Linear):  # an hqq HQQLinear (patch_model)
         if not isinstance(proc, (_HQQ, A16Wn)):
             raise TypeError(f"processor: {type(proc).__name__} cannot convert an hqq HQQLinear")
         return proc.from_hqqlinear(linear)
     if isinstance(proc, _HQQ):
-        return proc.from_linear(linear, del_orig=True, group_size=group_size)
+        return proc.from_linear(linear, del_orig=True, group_size=group_size, optimize=optimize)
     if isinstance(proc, A16Wn):
         raise TypeError(
             "processor: A16Wn takes pre-quantized tensors; pass e.g. A16W4_HQQ_INT to quantize a model"
         )
     return proc.from_linear(linear, del_orig=True)
+
+
+def _empty_layer(proc: _Processor, linear: nn.Module, group_size: int | None) -> GemLiteLinear:
+    """An unpacked layer with the constructor arguments `proc` would give `linear`'s weight: what
+    ``load_state_dict`` fills with a saved layer (`patch_model` with ``quantize=False``)."""
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(
+            f"quantize: False builds layers for nn.Linear modules only, got {type(linear).__name__}"
+        )
+    if isinstance(proc, A16Wn):
+        raise TypeError("processor: A16Wn takes its bit width per call; pass e.g. A16W4_HQQ_INT")
+    n, k = linear.weight.shape
+    dtype = proc._act_dtype(linear.weight.dtype)
+    _usable_device(proc.device)
+    layer = proc._layer(group_size if isinstance(proc, _HQQ) else None, n, k, dtype)
+    return layer.to(proc.device)
 
 
 def _hqq_linear_type():
@@ -916,9 +1415,17 @@ def patch_model(
     processor,
     skip_modules: Sequence[str] = DEFAULT_SKIP_MODULES,
     group_size: int | None = DEFAULT_GROUP_SIZE,
+    *,
+    optimize: bool | None = None,
+    quantize: bool = True,
 ) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` of `model` (and every hqq ``HQQLinear``, for HQQ
     processors, when hqq is installed) whose name contains none of `skip_modules`.
+
+    To reload a patched model saved with ``model.state_dict()`` (e.g. ``safetensors.torch.save_file``):
+    build the same model skeleton on a real device, ``patch_model(skeleton, device, processor,
+    skip_modules, group_size, quantize=False)`` (empty layers, nothing quantized), then
+    ``skeleton.load_state_dict(saved)``; the layers come back bit for bit.
 
     Args:
         model: any module; its nn.Linear children (at any depth) are swapped for GemLiteLinear layers.
@@ -927,17 +1434,25 @@ def patch_model(
             be fp16/bf16) or instance (used as is), e.g. ``A16W4_HQQ_INT``.
         skip_modules: substrings of qualified module names (``"model.layers.0.mlp.up_proj"``) to leave alone.
         group_size: for HQQ processors: inputs per group, None = channel-wise (GemLite's default 64).
-            Float layers are quantized by gemlite's min-max round-to-nearest (`gemlite.quantize`), not
-            by hqq's optimizer as GemLite's patch_model does; to use that, quantize with hqq first and
-            patch the HQQLinear layers.
+        optimize: for HQQ processors (`A16W4_HQQ_INT.from_linear`): None quantizes with hqq's
+            optimizer when the hqq package is installed (as GemLite's patch_model does), else by
+            round-to-nearest; True / False force one. Each layer's ``quantizer`` says which ran.
+        quantize: False swaps in empty layers with the constructor arguments the processor would
+            use (no weight is read or quantized; only nn.Linear shapes and dtypes), to load a saved
+            state_dict into.
 
     Returns:
         `model` (patched in place). The float layers' tensors are freed as they are converted.
 
     Raises:
-        TypeError: `processor` is not a processor; a float32 layer met with a processor class.
+        TypeError: `processor` is not a processor; a float32 layer met with a processor class;
+            optimize or quantize not a bool.
         ValueError: a layer the kernels cannot run (its name is in the message; add it to skip_modules).
     """
+    if optimize is not None and not isinstance(optimize, bool):
+        raise TypeError(f"optimize: expected None or a bool, got {type(optimize).__name__}")
+    if not isinstance(quantize, bool):
+        raise TypeError(f"quantize: expected a bool, got {type(quantize).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if isinstance(skip_modules, str):
@@ -966,7 +1481,10 @@ def patch_model(
         else:
             proc = _processor_for(processor, device, None)
         try:
-            layer = _convert(proc, linear, group_size)
+            if quantize:
+                layer = _convert(proc, linear, group_size, optimize)
+            else:
+                layer = _empty_layer(proc, linear, group_size)
         except (ValueError, NotImplementedError) as e:
             raise type(e)(
                 f"patch_model: cannot convert {name!r} ({e}); add it to skip_modules to keep it as is"
@@ -978,36 +1496,17 @@ def patch_model(
 
 
 class _Progress:
-    """A progress bar: tqdm when installed, else one rewritten line on stderr."""
+    """warmup's progress bar on stderr (tqdm); prints nothing when not `enabled`."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, desc="gemlite warmup", file=sys.stderr)
+        self._bar = tqdm(total=total, desc="gemlite warmup", file=sys.stderr, disable=not enabled)
 
     def step(self, what: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.set_postfix_str(what)
-            self._bar.update(1)
-        else:
-            sys.stderr.write(f"\rgemlite warmup: {self.done}/{self.total} {what}    ")
-            sys.stderr.flush()
+        self._bar.set_postfix_str(what, refresh=False)
+        self._bar.update(1)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()
 
 
 def warmup(
@@ -1032,7 +1531,7 @@ def warmup(
         dtype: the activation dtype (default: the instance's, else torch.float16).
         device: for a processor class (default ``"cuda:0"``). With an instance, `device` and `dtype` must be
             None or equal to the instance's own.
-        progress: show a progress bar on stderr (tqdm if installed).
+        progress: show a progress bar on stderr (tqdm).
 
     Returns:
         The number of forward calls run.
@@ -1067,7 +1566,7 @@ def warmup(
         with torch.no_grad():
             for n, k in shape_list:
                 linear = nn.Linear(k, n, bias=False, device=target, dtype=act)
-                layer = _convert(proc, linear, group_size)
+                layer = _convert(proc, linear, group_size, optimize=False)  # timing needs no optimizer
                 for m in batches:
                     x = torch.randn(m, k, device=target, dtype=layer.input_dtype.torch_dtype)
                     layer(x)

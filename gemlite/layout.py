@@ -36,7 +36,7 @@ from gemlite.formats import (
     format_of,
 )
 from gemlite.packing import WORD_BITS
-from gemlite.schemes import check_format, weight_scheme
+from gemlite.schemes import act_scheme, check_format, weight_scheme
 from gemlite.schemes.base import K_MULTIPLE
 
 COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
@@ -194,10 +194,16 @@ class WeightLayout:
         """Scales multiply the fp32 accumulator per output column (see the scheme's `post_scale`)."""
         return self.scheme.post_scale(self)
 
+    @property
+    def act_scheme(self):
+        """The `gemlite.schemes.activation` scheme of this layout's activations (NONE: used as given)."""
+        return act_scheme(self.format.act.kind)
+
     @functools.cached_property
     def constexprs(self) -> dict:
-        """The weight-layout constants the kernels are compiled with (computed once per layout)."""
-        return self.scheme.constexprs(self)
+        """The layout constants the kernels are compiled with (computed once per layout): the weight
+        scheme's and the activation scheme's (``X_QUANT``)."""
+        return {**self.scheme.constexprs(self), **self.act_scheme.constexprs(self)}
 
     # ---- serialization --------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from gemlite import autotune, compat
 from gemlite import matmul as _matmul
-from gemlite.formats import FAMILIES, DType, Format
+from gemlite.formats import FAMILIES, FORMATS, DType, Format
 from gemlite.kernels import interpreter_active
 from gemlite.kernels.plan import lock_count
 from gemlite.layout import WeightLayout
@@ -179,19 +179,33 @@ class GemLiteLinear(nn.Module):
         self.output_dtype = _as_dtype("output_dtype", output_dtype, OUTPUT_DTYPES)
         # Let the kernels refuse sizes they cannot run (K not a multiple of 32, a group size that is
         # not a multiple of 32) now rather than at pack time: a trial layout of the default format.
+        # A group size only a fixed-group format has (NVFP4's 16) is tried with that format instead.
         if self.W_nbits == 16:
-            trial = infer_format(16, None, None)
+            trials = [infer_format(16, None, None)]
         else:
             g = None if self.group_size == self.in_features else self.group_size
-            trial = infer_format(self.W_nbits, torch.uint8, None).with_group_size(g)
-        WeightLayout(
-            trial,
-            self.in_features,
-            self.out_features,
-            self.group_size,
-            32 if self.W_nbits < 16 else 16,
-            self.input_dtype.torch_dtype,
-        )
+            trials = [infer_format(self.W_nbits, torch.uint8, None).with_group_size(g)]
+            trials += [
+                f for f in FORMATS.values()
+                if f.weight.bits == self.W_nbits and f.weight.group_size == g and not f.act.is_dynamic
+                and f.weight.kind is not trials[0].weight.kind
+            ]  # fmt: skip
+        errors: list[Exception] = []
+        for trial in trials:
+            try:
+                WeightLayout(
+                    trial,
+                    self.in_features,
+                    self.out_features,
+                    self.group_size,
+                    32 if self.W_nbits < 16 else 16,
+                    self.input_dtype.torch_dtype,
+                )
+                break
+            except (ValueError, NotImplementedError) as exc:
+                errors.append(exc)
+        else:
+            raise errors[0]  # the default format's reason
         if acc_dtype is not None and acc_dtype not in (DType.FP32, torch.float32):
             if acc_dtype in (DType.FP16, torch.float16, DType.INT32, torch.int32):
                 raise NotImplementedError(

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
+from harness import git
 from harness.perf_cases import ROOT, Case
 from harness.perf_report import HOST_GOAL, geomean, md_table
 from harness.perf_run import FakeMeasurer, GpuMeasurer, Measurement, RunSettings, fake_gpu, write_json_atomic
@@ -67,11 +68,7 @@ def ab_order(index: int, rounds: int) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _git(repo: Path, *args: str) -> str:
-    r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
-    if r.returncode:
-        raise RuntimeError(f"git {' '.join(args)} failed: {r.stderr.strip() or r.stdout.strip()}")
-    return r.stdout.strip()
+_git = git.run
 
 
 def resolve_ref(repo: Path, ref: str) -> str:

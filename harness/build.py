@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gemlite.formats import WeightKind
+from gemlite.formats import ActKind, WeightKind, Zeros
 from harness.case import Case
-from harness.numerics import DEQ_COMPUTE, DEQ_EXACT, Golden, Precision, golden_from_dequantized
+from harness.numerics import DEQ_COMPUTE, DEQ_EXACT, Golden, Precision, exact_diff, golden_from_dequantized
 from harness.support import (
     AUTO,
     DISTRIBUTIONS,
@@ -213,8 +213,15 @@ def precision(case: Case, layout=None, config=None) -> Precision:
     layout = case.layout() if layout is None else layout
     config = case.config if config is None else config
     family = launched_family(case, layout)
+    tile_u = 0.0
     if layout.spec.kind is WeightKind.FLOAT:
         deq = DEQ_EXACT
+    elif layout.act.is_dynamic:
+        # 8-bit activations meet the weights' exact codes and every scale applies in fp32 (no DEQUANT
+        # path); Hopper's fp8 tile sums are charged `tile_u` (harness.numerics).
+        deq = torch.float32
+        if layout.act.kind is ActKind.FP8 and family not in GEMV_FAMILIES and not interpreter_active():
+            tile_u = (128 if config is None else config.BLOCK_K) * 2.0**-13
     elif config is not None and config.DEQUANT:
         deq = DEQ_COMPUTE
     elif config is None and family == "GEMM" and not interpreter_active():
@@ -224,8 +231,9 @@ def precision(case: Case, layout=None, config=None) -> Precision:
     else:
         deq = DEQ_COMPUTE
     return Precision(
-        out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype], deq_dtype=deq
-    )
+        out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype], deq_dtype=deq,
+        deq_exact=case.support.exact_weights, tile_u=tile_u,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -300,4 +308,61 @@ def golden(case: Case, ops: Operands) -> Golden:
 
     y = ref.linear(case.fmt, ops.x, ops.qw, bias=ops.bias)
     W = ref.dequantize_weight(ops.qw)
-    return golden_from_dequantized(ops.x, W, ops.bias, y=y.to(torch.float64), W_float=ops.W_float)
+    x = ops.x
+    if case.fmt.act.is_dynamic:
+        # The bound's magnitudes are those of what the kernel multiplies: the quantized activations
+        # (the reference's codes times its scales; `activation_diff` checks gemlite's are the same).
+        x = ref.dequantize_activation(ref.quantize_activation(case.fmt.act, ops.x))
+    W_acc = _unfolded_weight(ops.qw) if zeros_apart(case) else None
+    return golden_from_dequantized(
+        x, W, ops.bias, y=y.to(torch.float64), W_float=ops.W_float, W_acc=W_acc
+    )
+
+
+def zeros_apart(case: Case, layout=None) -> bool:
+    """Whether the run of `case` accumulates the zero-points apart from the codes
+    (``s * (sum x q - z * sum x)``), so the bound charges its accumulator ``S_acc`` (`harness.numerics`):
+    the GEMV families' grouped sums of pre-scaled packed codes with zeros (``gemlite/kernels/gemv.py``),
+    and the tensor-core families with 8-bit activations and float zeros (``gemlite/kernels/gemm.py``)."""
+    layout = case.layout() if layout is None else layout
+    if not layout.is_packed or layout.post_scale or layout.zero_mode is Zeros.NONE:
+        return False
+    if launched_family(case, layout) in GEMV_FAMILIES:
+        return True
+    return layout.act.is_dynamic and layout.zero_mode is Zeros.FLOAT
+
+
+def _unfolded_weight(qw) -> torch.Tensor:
+    """``|s| (|q| + |z|)`` per weight element [N, K] (float64) of an HQQ / ternary `QuantizedWeight`."""
+    q = qw.codes.double()
+    N, K = q.shape
+    s = qw.scales.double().reshape(N, -1)
+    g = K // s.shape[1]
+    z = qw.zeros
+    if isinstance(z, torch.Tensor):
+        z_full = z.double().reshape(N, -1).abs().repeat_interleave(g, dim=1)
+    else:
+        z_full = abs(float(z or 0))
+    return s.abs().repeat_interleave(g, dim=1) * (q + z_full)
+
+
+def activation_diff(case: Case, ops: Operands, layer) -> str | None:
+    """Dynamic activation formats: gemlite's quantizer (the launch a forward runs before its matmul,
+    ``gemlite.kernels.plan.quantize_activation``) on ``ops.x`` against ``reference.quantize_activation``,
+    codes and scales compared bitwise (`harness.numerics.exact_diff`: no tie tolerance, the kernel
+    rounds the exact quotient). None when both agree or the format has no activation quantization."""
+    if not case.fmt.act.is_dynamic:
+        return None
+    import reference as ref
+    from gemlite.kernels.plan import quantize_activation
+
+    codes, scales = quantize_activation(ops.x, layer.layout.act_scheme, case.fmt.act.group_size)
+    want = ref.quantize_activation(case.fmt.act, ops.x)
+    diffs = [
+        exact_diff(codes, want.codes.to(codes.device), what="activation codes"),
+        exact_diff(
+            scales.reshape(want.scales.shape), want.scales.to(scales.device), what="activation scales"
+        ),
+    ]
+    diffs = [d for d in diffs if d is not None]
+    return "\n".join(diffs) if diffs else None

@@ -21,12 +21,13 @@ import datetime as _dt
 import math
 import os
 import platform
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import git
 from harness.numerics import SAFETY
+from harness.perf_report import md_table
 
 #: How many passing cases closest to the bound the report lists.
 CLOSEST_SHOWN = 5
@@ -128,18 +129,7 @@ class Meta:
 
 def _commit() -> str:
     """The repository's HEAD (short hash), or "unknown" outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent.parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+    return git.commit(short=True)[0]
 
 
 @dataclass(frozen=True)
@@ -225,6 +215,7 @@ def render(records: Iterable[Record], meta: Meta, family_order: tuple[str, ...] 
     rows = summarize(records, family_order)
     failed = [r for r in records if not r.ok]
     verdict = "PASS" if not failed and meta.tests_failed == 0 else "FAIL"
+    tests = f"{meta.tests_passed} passed, {meta.tests_failed} failed, {meta.tests_skipped} skipped"
     out = [
         "# gemlite correctness report",
         "",
@@ -236,17 +227,21 @@ def render(records: Iterable[Record], meta: Meta, family_order: tuple[str, ...] 
         "(fp16/bf16 on pre-scaled tensor-core and DEQUANT paths, fp32 on GEMV and post-scaled paths, none",
         "for A16W16) and of the fp32 accumulator; eta = half the subnormal spacing).",
         "",
-        "| | |",
-        "|---|---|",
-        f"| verdict | **{verdict}** |",
-        f"| date | {meta.date} |",
-        f"| device | {meta.device} |",
-        f"| profile / gemlite autotune mode | {meta.profile} / {meta.autotune} |",
-        f"| torch / triton / python | {meta.torch} / {meta.triton} / {meta.python} |",
-        f"| commit | {meta.commit} |",
-        f"| TRITON_INTERPRET / TRITON_DEFAULT_FP_FUSION | {int(meta.interpreter)} / {meta.fp_fusion} |",
-        f"| cases | {len(records)} run, {len(failed)} failed |",
-        f"| tests | {meta.tests_passed} passed, {meta.tests_failed} failed, {meta.tests_skipped} skipped |",
+        md_table(
+            ["", ""],
+            [
+                ["verdict", f"**{verdict}**"],
+                ["date", meta.date],
+                ["device", meta.device],
+                ["profile / gemlite autotune mode", f"{meta.profile} / {meta.autotune}"],
+                ["torch / triton / python", f"{meta.torch} / {meta.triton} / {meta.python}"],
+                ["commit", meta.commit],
+                ["TRITON_INTERPRET / TRITON_DEFAULT_FP_FUSION", f"{meta.interpreter:d} / {meta.fp_fusion}"],
+                ["cases", f"{len(records)} run, {len(failed)} failed"],
+                ["tests", tests],
+            ],
+            "ll",
+        ),
         "",
         "## Results by format and kernel family",
         "",
@@ -254,19 +249,22 @@ def render(records: Iterable[Record], meta: Meta, family_order: tuple[str, ...] 
         "the unquantized product (quantization + kernel error); SQNR vs golden: against the golden",
         "(kernel error only).",
         "",
-        "| format | family | cases | failed | worst bound ratio | max rel error | MAE "
-        "| SQNR vs float (min, dB) | SQNR vs golden (min, dB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        out.append(
-            f"| {row.label} | {row.family} | {row.cases} | {row.failed} "
-            f"| {_num(row.worst_bound_ratio, '.3g')} "
-            f"| {_num(row.max_rel_error, '.2e')} | {_num(row.mean_mae, '.2e')} "
-            f"| {_num(row.min_sqnr_float_db, '.1f')} | {_num(row.min_sqnr_golden_db, '.1f')} |"
-        )
-    if not rows:
-        out.append("| (no cases recorded) | | | | | | | | |")
+    headers = [
+        "format", "family", "cases", "failed", "worst bound ratio", "max rel error", "MAE",
+        "SQNR vs float (min, dB)", "SQNR vs golden (min, dB)",
+    ]  # fmt: skip
+    table = [
+        [
+            row.label, row.family, str(row.cases), str(row.failed), _num(row.worst_bound_ratio, ".3g"),
+            _num(row.max_rel_error, ".2e"), _num(row.mean_mae, ".2e"), _num(row.min_sqnr_float_db, ".1f"),
+            _num(row.min_sqnr_golden_db, ".1f"),
+        ]
+        for row in rows
+    ]  # fmt: skip
+    if not table:
+        table.append(["(no cases recorded)"] + [""] * 8)
+    out.append(md_table(headers, table, "ll" + "r" * 7))
     passing = [r for r in records if r.ok and not math.isnan(r.bound_ratio)]
     closest = sorted(passing, key=lambda r: r.bound_ratio, reverse=True)[:CLOSEST_SHOWN]
     out += ["", "## Closest to the bound (passing)", ""]

@@ -48,6 +48,10 @@ class Mutant:
 
 
 _COMMON = "gemlite/kernels/common.py"
+_ACT_QUANT = "gemlite/kernels/act_quant.py"
+# The activation quantizer's own tests (codes and scales bitwise, ties, NaN/zero rows) and the drawn
+# dynamic-format cases, whose judge also compares the codes (harness.build.activation_diff).
+_ACT_TESTS = ("suites/correctness/test_activation_quant.py", "suites/correctness/test_formats.py")
 # The path matrix (`harness.strategies.path_cases`): test ids name the scale mode, the path and the
 # settings, so -k selects the cases that run a mutant's path.
 _PATHS = ("suites/correctness/test_paths.py",)
@@ -284,12 +288,22 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_PATHS,
     ),
     Mutant(
-        "gemv_fp16_dequant",
-        "GEMV dequantizes to the activation dtype instead of fp32 (the weights rounded to fp16/bf16 "
-        "before the CUDA-core FMAs: the precision GEMV documents is lost)",
+        "gemv_grouped_zero_fp16",
+        "GEMV's grouped sum adds the zero-point term's x in fp16 (rounded row sums: the fp32 precision "
+        "GEMV documents is lost)",
         "gemlite/kernels/gemv.py",
-        "            POST_SCALE,\n            tl.float32,\n        )\n        acc += tl.sum",
-        "            POST_SCALE,\n            x_ptr.dtype.element_ty,\n        )\n        acc += tl.sum",
+        "        p = p - zero[None, :] * tl.sum(x, axis=1)\n",
+        "        p = p - zero[None, :] * tl.sum(x.to(tl.float16), axis=1).to(tl.float32)\n",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_grouped_field_scale",
+        "GEMV's grouped sum pre-scales x by the field's bit position instead of where the field sits "
+        "after the shift (the high codes of a word, shifted down to bit 0, come out 2**-20 too small)",
+        "gemlite/kernels/gemv.py",
+        "    inv = ((127 - left) << 23)",
+        "    inv = ((127 - pos) << 23)",
         focus="pre and GEMV",
         tests=_PATHS,
     ),
@@ -367,5 +381,158 @@ MUTANTS: tuple[Mutant, ...] = (
         ".to(compute_dtype)",
         focus="hqq and of32 and GEMV",
         tests=_PATHS,
+    ),
+    # ---- dynamic activation quantization (gemlite/kernels/act_quant.py, the X_QUANT epilogue) ----------
+    Mutant(
+        "act_scale_per_tensor",
+        "activation scale per tensor instead of per token: the quantizer's amax runs over all of x",
+        _ACT_QUANT,
+        "    for k0 in range(0, K, BLOCK_K):\n"
+        "        x = tl.load(x_row + k0 + offs, mask=k0 + offs < K, other=0.0).to(tl.float32)\n",
+        "    for k0 in range(0, K * tl.num_programs(0), BLOCK_K):\n"
+        "        x = tl.load(x_ptr + k0 + offs, mask=k0 + offs < K * tl.num_programs(0), other=0.0)"
+        ".to(tl.float32)\n",
+        focus="test_codes_and_scales or dynamic",
+        tests=_ACT_TESTS,
+    ),
+    Mutant(
+        "act_scale_twice",
+        "activation scale applied twice in the GEMM epilogue (acc * s_x * s_x)",
+        "gemlite/kernels/gemm.py",
+        "acc = acc.to(tl.float32) * tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]",
+        "xs = tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]\n"
+        "        acc = acc.to(tl.float32) * xs * xs",
+        focus="dynamic and GEMM",
+    ),
+    Mutant(
+        "gemv_act_scale_dropped",
+        "GEMV families never apply the activation scale (the integer-code product is returned)",
+        "gemlite/kernels/gemv.py",
+        "acc_n = acc_n * tl.load(xs_ptr + pid_m)",
+        "acc_n = acc_n",
+        focus="dynamic and GEMV",
+    ),
+    Mutant(
+        "act_round_trunc",
+        "rounding mode: INT8 activation codes truncated toward zero instead of rounded",
+        _ACT_QUANT,
+        "return tl.minimum(whole + tl.where(q - whole >= 0.5, 1.0, 0.0), INT8_MAX)",
+        "return tl.minimum(whole, INT8_MAX)",
+        focus="int8 and (dynamic or activation_quant)",
+        tests=_ACT_TESTS,
+    ),
+    Mutant(
+        "act_round_half_even",
+        "rounding mode: INT8 activation ties rounded to even (torch.round) instead of away from zero",
+        _ACT_QUANT,
+        "return tl.minimum(whole + tl.where(q - whole >= 0.5, 1.0, 0.0), INT8_MAX)",
+        "up = (q - whole > 0.5) | ((q - whole == 0.5) & (whole % 2.0 == 1.0))\n"
+        "    return tl.minimum(whole + tl.where(up, 1.0, 0.0), INT8_MAX)",
+        focus="ties",
+        tests=("suites/correctness/test_activation_quant.py",),
+    ),
+    Mutant(
+        "act_double_rounding",
+        "activation quotient rounded twice (to fp32, then to the code): no round-to-odd step",
+        _ACT_QUANT,
+        "bits = tl.where(inexact_even, bits + tl.where(remainder > 0.0, 1, -1), bits)",
+        "bits = tl.where(inexact_even, bits, bits)",
+        focus="below_a_tie",
+        tests=("suites/correctness/test_activation_quant.py",),
+    ),
+    Mutant(
+        "act_e4m3_toward_zero",
+        "rounding mode: FP8 activation codes rounded toward zero instead of to nearest even",
+        _ACT_QUANT,
+        "    v = (a + magic) - magic\n",
+        "    v = (a + magic) - magic\n    v = tl.where(v > a, v - magic * 1.1920928955078125e-07, v)\n",
+        focus="fp8 and (dynamic or activation_quant)",
+        tests=_ACT_TESTS,
+    ),
+    Mutant(
+        "act_no_scale_floor",
+        "no 1e-6 floor on the activation scale: an all-zero row divides 0 by 0",
+        _ACT_QUANT,
+        "    s = tl.maximum(s, SCALE_FLOOR)\n",
+        "",
+        focus="all_zero_row",
+        tests=_ACT_TESTS,
+    ),
+    Mutant(
+        "block_act_scale_index",
+        "1 x 128 activation blocks: every K tile of GEMM/GEMM_SPLITK takes the row's first block scale",
+        "gemlite/kernels/gemm.py",
+        "xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP",
+        "xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP)",
+        focus="block and GEMM",
+    ),
+    Mutant(
+        "block_weight_scale_unused",
+        "128 x 128 weight blocks on GEMV: the block scale is never applied (the codes are used as weights)",
+        _COMMON,
+        "return (int8_to_f32(codes) * scale).to(DTYPE)",
+        "return int8_to_f32(codes).to(DTYPE)",
+        focus="INT8_block and GEMV",
+    ),
+    Mutant(
+        "act_nonfinite_ignored",
+        "rows with Inf are quantized as finite ones (only NaN poisons the scale): wrong finite codes",
+        _ACT_QUANT,
+        "bad = bad | ((x != x) | (ax == float(\"inf\"))).to(tl.int32)",
+        "bad = bad | (x != x).to(tl.int32)",
+        focus="nonfinite",
+        tests=("suites/correctness/test_activation_quant.py",),
+    ),
+    # ---- microscaled weights (MXFP8, MXFP4, NVFP4: gemlite/schemes/mx.py, common.dequantize_mx) --------
+    Mutant(
+        "e8m0_bias",
+        "e8m0 scale bias off by one: byte b decoded as 2**(b - 126), every MX weight twice too large",
+        _COMMON,
+        "return tl.where(e == 0, E8M0_SUBNORMAL_BITS, e << 23).to(tl.float32, bitcast=True)",
+        "return tl.where(e == 0, E8M0_SUBNORMAL_BITS, (e + 1) << 23).to(tl.float32, bitcast=True)",
+        focus="A16W4_MXFP or A16W8_MXFP",
+    ),
+    Mutant(
+        "nvfp4_tensor_scale_dropped",
+        "NVFP4's tensor scale dropped: W = e2m1(q) * s_g instead of e2m1(q) * s_g / ts",
+        _COMMON,
+        "return b.to(tl.float8e4nv, bitcast=True).to(tl.float32) * (1.0 / tl.load(z_ptr))",
+        "return b.to(tl.float8e4nv, bitcast=True).to(tl.float32)",
+        focus="A16W4_NVFP",
+    ),
+    Mutant(
+        "mx_nibble_order",
+        "e2m1 pairs stored in swapped nibble order (the even k in the high nibble of each byte)",
+        "gemlite/schemes/mx.py",
+        "            w_q = pack_codes(canonical.codes, 4, layout.word_bits).t().contiguous()",
+        "            swapped = canonical.codes.reshape(-1, 2).flip(-1).reshape(canonical.codes.shape)\n"
+        "            w_q = pack_codes(swapped.contiguous(), 4, layout.word_bits).t().contiguous()",
+        focus="A16W4_MXFP",
+    ),
+    Mutant(
+        "e2m1_sign_bit",
+        "e2m1 sign read from bit 2 instead of bit 3 (the magnitude's top bit flips signs)",
+        _COMMON,
+        "    bits = bits | ((codes & 8) << 28)",
+        "    bits = bits | ((codes & 4) << 29)",
+        focus="A16W4_NVFP",
+    ),
+    Mutant(
+        "mx_gemv_group",
+        "GEMV reads the MX scale of its K step's first word for every word of the step",
+        "gemlite/kernels/gemv.py",
+        "(k0 + offs_r * E)[:, None, None], K,",
+        "(k0 + offs_r * 0)[:, None, None], K,",
+        focus="mx and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "e2m1_ties_down",
+        "e2m1 quantization breaks ties toward zero (public GemLite's threshold rule), not to even",
+        "gemlite/schemes/mx.py",
+        "        + (a >= 0.75)\n        + (a > 1.25)\n        + (a >= 1.75)\n",
+        "        + (a > 0.75)\n        + (a > 1.25)\n        + (a > 1.75)\n",
+        focus="quantizers or e2m1",
+        tests=("suites/correctness/test_mx.py",),
     ),
 )

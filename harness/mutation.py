@@ -40,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabulate import tabulate
+
 from harness.mutants import MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,24 +300,20 @@ def run_mutant(
 
 
 def render_table(outcomes: list[MutantOutcome]) -> str:
-    """A plain-text table: mutant, bug, verdict, the first test that failed and how, seconds."""
-    rows = [("mutant", "planted bug", "verdict", "caught by (how)", "s")]
+    """A plain-text table (tabulate's "simple"): mutant, bug (cut at 60 characters), verdict, the
+    first test that failed and how, seconds."""
+    rows = []
     for o in outcomes:
         if o.by:
             by = f"{o.by.split('::', 1)[-1]} ({o.how})"
         else:
             by = o.detail[:60] if o.verdict == "out of sync" else "-"
-        rows.append((o.mutant.name, o.mutant.bug, o.verdict, by, f"{o.seconds:.0f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    widths[1] = min(widths[1], 60)
-
-    def line(r):
-        bug = r[1] if len(r[1]) <= widths[1] else r[1][: widths[1] - 3] + "..."
-        cells = (r[0], bug, r[2], r[3], r[4])
-        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), sep, *(line(r) for r in rows[1:])])
+        bug = o.mutant.bug if len(o.mutant.bug) <= 60 else o.mutant.bug[:57] + "..."
+        rows.append((o.mutant.name, bug, o.verdict, by, f"{o.seconds:.0f}"))
+    return tabulate(
+        rows, headers=("mutant", "planted bug", "verdict", "caught by (how)", "s"), tablefmt="simple",
+        colalign=("left", "left", "left", "left", "right"), disable_numparse=True,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,14 @@ is left is rounding inside the kernel, which can be bounded element by element (
     codes ``q`` / ``q - z`` (integers below 256, exact in fp16, bf16 and fp32) to the dot and multiply the
     fp32 accumulator by the fp32 channel scale once: ``u_deq = u_fp32``, on every family but DEQUANT;
   - A16W16 feeds the stored fp16/bf16 weight itself: no rounding at all, ``u_deq = eta_deq = 0``.
+  - MXFP8 / MXFP4 weights are ``value(q) * 2**(b - 127)`` with a value of at most 4 significant bits
+    (e4m3, e2m1): every path computes that product exactly in fp32 and it stays exact when rounded to
+    fp16/bf16, as long as it lies in the dtype's normal range. So ``u_deq = 0`` on every path and only
+    the underflow term ``eta_deq`` of the dtype the path rounds to remains (`Precision.deq_exact`).
+    NVFP4's ``e2m1(q) * s_g * (1 / ts)`` is not exact (ts is no power of two: ``1 / ts`` and the product
+    are two fp32 roundings, then the one to the dot dtype): it is charged like a pre-scaled weight
+    (``u_compute`` on tensor-core paths, ``u_fp32`` on GEMV, where the third fp32 rounding fits in
+    the slack of ``c`` as for HQQ's ``(q - z) * s``).
 
   So fp32 scales and an fp32 bias that the README says are kept are checked at fp32 precision wherever
   the arithmetic keeps them (GEMV, post-scaled layouts, fp32 output): a kernel or a `pack` that rounds
@@ -42,6 +50,13 @@ is left is rounding inside the kernel, which can be bounded element by element (
 * ``eta_out`` / ``eta_deq``: half the subnormal spacing of the output / ``deq_dtype``. A relative bound
   says nothing when a value underflows (a dequantized weight of 1e-6 in fp16 is subnormal and keeps
   only an absolute accuracy of 2**-25), so each rounding is ``u * |v| + eta``.
+* Zero-points accumulated apart: a kernel that sums ``s * (sum_k x_k q_k - z * sum_k x_k)`` instead of
+  ``sum_k x_k (q_k - z) s`` (the GEMV families' grouped sums of pre-scaled packed codes; the tensor-core
+  families with 8-bit activations and float zeros, ``gemlite/kernels/gemm.py``) rounds sums whose terms
+  are ``|x_k| |q_k| |s|`` and ``|x_k| |z| |s|``, which cancel in the result: its fp32 accumulation error
+  is bounded by the same ``(K + 1) u_acc`` times ``S_acc = sum_k |x_k| (|q_k| + |z|) |s| + |b|``
+  (`Golden.acc_magnitude`, >= S) instead of S. Every product stays exact (codes of at most 8 bits
+  times an fp16/bf16/e4m3 x), so no other term changes.
 
 The safety factor ``c`` (`SAFETY`) is 2, which makes the bound rigorous to first order whether the
 hardware truncates or rounds:
@@ -74,8 +89,20 @@ reduction led by a "massive activation" (`harness.build`); an fp32 scale or bias
 ~10**2-10**3 times above it on the fp32 paths. The mutation session (`harness.mutation`) is the proof
 that the suite catches them.
 
-A format whose accumulator is narrower than fp32 (Hopper's FP8 tensor cores keep ~14 bits when they
-accumulate) will need its own ``u_acc``: a `Precision` with that accumulator.
+Dynamic 8-bit activations (``harness.build.golden``: x is the reference's dequantized activation codes,
+so the magnitudes are those of what the kernel multiplies). INT8 x INT8 accumulates exactly in int32:
+only the conversion to fp32 and the two scales round, inside the ``(K + 1) u_acc S`` term. An e4m3 x e4m3
+(or e4m3 x HQQ code) dot has exact products; under the interpreter it sums them in fp32. Hopper's fp8
+tensor cores do not: each k = 32 MMA step aligns its addends (the 32 products and the running partial)
+to the largest and keeps about 13 bits below it, truncating (DeepSeek-V3 technical report, section
+3.3.2: "around 14 bits"; Fasi, Higham, Mikaitis, Pranesh 2021 for the truncating alignment). gemlite
+promotes each ``tl.dot`` tile of BLOCK_K products to the fp32 accumulator (``max_num_imprecise_acc =
+BLOCK_K``, ``gemlite/kernels/common.py``), so a tile's sum is off by at most BLOCK_K / 32 steps x 33
+truncations x ``2**-13`` of its largest partial, below ``BLOCK_K * 2**-13 * sum_tile |x w|``; summed over
+the tiles, ``tile_u * S`` with ``tile_u = BLOCK_K * 2**-13`` (`Precision.tile_u`, set by
+``harness.build.precision`` for fp8 dots on a GPU only). Loose (2**-6 of S at BLOCK_K = 128), but the
+bugs of this path (a scale applied twice or per tensor, a wrong rounding mode) are caught on CPU, where
+``tile_u = 0``, and by the exact comparison of the activation codes.
 
 Pack/unpack, codes and scales are not rounded anywhere and are compared exactly (`exact_diff`,
 `assert_exact`, which raises `ExactMismatch`). A broken bound raises `BoundViolation` (`check_output`):
@@ -170,6 +197,10 @@ class Precision:
         docstring): `DEQ_COMPUTE` (default: the compute dtype, tensor-core pre-scaled and DEQUANT paths),
         torch.float32 (GEMV's fp32 dequantization; post-scaled layouts, whose only weight rounding is
         the fp32 channel scale), or `DEQ_EXACT` (A16W16: no rounding).
+    deq_exact: the dequantized weights are exact in `weight_dtype` within its normal range (MXFP8,
+        MXFP4): ``u_deq = 0``, ``eta_deq`` kept.
+    tile_u: relative error of a tensor-core tile sum that is not fp32 (Hopper fp8 MMA: ``BLOCK_K *
+        2**-13``, module docstring), charged once on the accumulator's magnitude; 0 for exact or fp32 sums.
     """
 
     out_dtype: torch.dtype
@@ -177,6 +208,8 @@ class Precision:
     acc_dtype: torch.dtype = torch.float32
     safety: float = SAFETY
     deq_dtype: torch.dtype | str = DEQ_COMPUTE
+    deq_exact: bool = False
+    tile_u: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("out_dtype", "compute_dtype", "acc_dtype"):
@@ -189,6 +222,8 @@ class Precision:
                 f"deq_dtype: expected {DEQ_COMPUTE!r}, {DEQ_EXACT!r} or a floating-point dtype, "
                 f"got {self.deq_dtype!r}"
             )
+        if not (0.0 <= self.tile_u < 1.0):
+            raise ValueError(f"tile_u: expected a relative error in [0, 1), got {self.tile_u}")
         if not (1.0 <= self.safety <= 16.0):
             raise ValueError(f"safety: expected a small factor in [1, 16], got {self.safety}")
 
@@ -206,7 +241,7 @@ class Precision:
     @property
     def u_deq(self) -> float:
         dtype = self.weight_dtype
-        return 0.0 if dtype is None else unit_roundoff(dtype)
+        return 0.0 if dtype is None or self.deq_exact else unit_roundoff(dtype)
 
     @property
     def eta_deq(self) -> float:
@@ -220,13 +255,20 @@ class Precision:
     def describe(self, K: int) -> str:
         """The bound in words, with its constants: what a failure message prints."""
         dtype = self.weight_dtype
-        u_deq = "0 (weights exact)" if dtype is None else _u_label(dtype, self.u_deq)
+        if dtype is None:
+            u_deq = "0 (weights exact)"
+        elif self.deq_exact:
+            u_deq = f"0 (weights exact in {str(dtype).removeprefix('torch.')} within its normal range)"
+        else:
+            u_deq = _u_label(dtype, self.u_deq)
         text = (
             f"|y - y*| <= {self.safety:g} * (u_out*|y*| + eta_out + u_deq * S_W + eta_deq * sum_k|x_k| "
             f"+ (K+1)*u_acc * (S_W + |b|)) with S_W = sum_k|x_k W_k|, "
             f"u_out={_u_label(self.out_dtype, self.u_out)}, u_deq={u_deq}, "
             f"u_acc={_u_label(self.acc_dtype, self.u_acc)}, K={K}"
         )
+        if self.tile_u:
+            text += f", + tile_u * S_acc, tile_u={self.tile_u:.3g} (fp8 tensor-core tile sums)"
         return text
 
 
@@ -242,6 +284,9 @@ class Golden:
         weight the quantized one came from.
     bias_abs: ``|b|`` [1, N], or None without a bias: the part of `magnitude` that no weight rounding
         touches (``S_W = magnitude - bias_abs``).
+    acc_magnitude: ``S_acc`` [M, N] for kernels that accumulate zero-points apart (module docstring):
+        ``sum_k |x_k| |W_acc,k| + |b|`` with ``|W_acc| = |s| (|q| + |z|)``; None: the accumulator's terms
+        are those of `magnitude`.
     """
 
     y: torch.Tensor
@@ -250,9 +295,10 @@ class Golden:
     K: int
     y_float: torch.Tensor | None = None
     bias_abs: torch.Tensor | None = None
+    acc_magnitude: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for name in ("y", "magnitude", "x_abs_sum", "y_float", "bias_abs"):
+        for name in ("y", "magnitude", "x_abs_sum", "y_float", "bias_abs", "acc_magnitude"):
             t = getattr(self, name)
             if t is None:
                 continue
@@ -265,6 +311,8 @@ class Golden:
             raise ValueError(f"x_abs_sum: expected shape ({shape[0]}, 1), got {tuple(self.x_abs_sum.shape)}")
         if self.y_float is not None and tuple(self.y_float.shape) != shape:
             raise ValueError(f"y_float: expected shape {shape}, got {tuple(self.y_float.shape)}")
+        if self.acc_magnitude is not None and tuple(self.acc_magnitude.shape) != shape:
+            raise ValueError(f"acc_magnitude: expected shape {shape}, got {tuple(self.acc_magnitude.shape)}")
         if self.bias_abs is not None and tuple(self.bias_abs.shape) != (1, shape[1]):
             raise ValueError(f"bias_abs: expected shape (1, {shape[1]}), got {tuple(self.bias_abs.shape)}")
         if self.K < 1:
@@ -278,6 +326,7 @@ def golden_from_dequantized(
     *,
     y: torch.Tensor | None = None,
     W_float: torch.Tensor | None = None,
+    W_acc: torch.Tensor | None = None,
 ) -> Golden:
     """Build a `Golden` from the activations and the DEQUANTIZED weight (both taken exactly in float64).
 
@@ -286,6 +335,8 @@ def golden_from_dequantized(
     bias: [N] or None.
     y: the golden output if already computed (``reference.linear``); else ``x @ W.T + b`` in float64.
     W_float: [N, K] the float weight before quantization, for the SQNR against the unquantized product.
+    W_acc: [N, K] ``|s| (|q| + |z|)`` when the kernel accumulates the zero-points apart (module
+        docstring), for `Golden.acc_magnitude`; None otherwise.
     Raises ValueError on shape mismatches.
     """
     if x.dim() != 2 or W.dim() != 2 or x.shape[1] != W.shape[1]:
@@ -303,6 +354,11 @@ def golden_from_dequantized(
             y = y + b64
     if b64 is not None:
         magnitude = magnitude + b64.abs()
+    acc_magnitude = None
+    if W_acc is not None:
+        acc_magnitude = x64.abs() @ W_acc.to(device=x.device, dtype=torch.float64).abs().T
+        if b64 is not None:
+            acc_magnitude = acc_magnitude + b64.abs()
     y_float = None
     if W_float is not None:
         y_float = x64 @ W_float.to(device=x.device, dtype=torch.float64).T
@@ -315,6 +371,7 @@ def golden_from_dequantized(
         K=x.shape[1],
         y_float=y_float,
         bias_abs=None if b64 is None else b64.abs().reshape(1, N),
+        acc_magnitude=acc_magnitude,
     )
 
 
@@ -323,7 +380,8 @@ def error_bound(golden: Golden, precision: Precision) -> torch.Tensor:
     p = precision
     S = golden.magnitude
     S_w = S if golden.bias_abs is None else (S - golden.bias_abs).clamp_min(0.0)
-    inner = p.u_deq * S_w + (golden.K + 1) * p.u_acc * S + p.eta_deq * golden.x_abs_sum
+    S_acc = S if golden.acc_magnitude is None else golden.acc_magnitude
+    inner = p.u_deq * S_w + ((golden.K + 1) * p.u_acc + p.tile_u) * S_acc + p.eta_deq * golden.x_abs_sum
     return p.safety * (p.u_out * golden.y.abs() + underflow_unit(p.out_dtype) + inner)
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from gemlite.formats import Format, WeightKind, WeightSpec, Zeros, get_format
 
 try:
-    from gemlite.schemes import weight_scheme
+    from gemlite.schemes import act_scheme, weight_scheme
 except ModuleNotFoundError as e:  # an A/B base revision older than gemlite.schemes: see `weight_bytes`
     if e.name != "gemlite.schemes":
         raise
-    weight_scheme = None
+    act_scheme = weight_scheme = None
 
 __all__ = [
     "REFERENCES",
@@ -525,24 +525,19 @@ def weight_bytes(fmt: Format, K: int, N: int, scale_bytes: int = 2) -> int:
     by `_weight_bytes_without_scheme`.
     """
     w = fmt.weight
-    if weight_scheme is None or w.kind in _NO_SCHEME_YET or w.block_n > 1:
+    if weight_scheme is None or w.block_n > 1:
         return _weight_bytes_without_scheme(w, K, N, scale_bytes)
     return weight_scheme(w.kind).weight_bytes(w, K, N, scale_bytes)
 
 
-# TEMPORARY: the weight kinds gemlite.schemes has no scheme for yet, and the block-scaled 8-bit
-# variant (block_n > 1), whose INT8/FP8 scheme would count channel-wise scales. Each goes when its
-# scheme exists and owns its byte count.
-_NO_SCHEME_YET = (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4)
-
-
+# TEMPORARY: the block-scaled 8-bit variant (block_n > 1), whose INT8/FP8 scheme would count
+# channel-wise scales, is counted here until its scheme exists and owns its byte count.
 def _weight_bytes_without_scheme(w: WeightSpec, K: int, N: int, scale_bytes: int) -> int:
     """TEMPORARY: the perf harness's own byte formulas, from before the schemes owned the count.
 
-    Used for the kinds in `_NO_SCHEME_YET` and block-scaled INT8/FP8 (MX scales: one e8m0 byte per
-    32 inputs; NVFP4: one e4m3 byte per 16 inputs plus an fp32 tensor scale; block-scaled: one fp32
-    scale per 128 x 128 block), and for every kind when the gemlite imported predates
-    ``gemlite.schemes`` (the base revision of an A/B run, whose worker runs this harness).
+    Used for block-scaled INT8/FP8 (one fp32 scale per 128 x 128 block), and for every kind when the
+    gemlite imported predates ``gemlite.schemes`` (the base revision of an A/B run, whose worker runs
+    this harness; such a revision runs no microscaled format).
     """
     total = math.ceil(N * K * w.bits / 8)
     if w.kind is WeightKind.HQQ:
@@ -557,10 +552,6 @@ def _weight_bytes_without_scheme(w: WeightSpec, K: int, N: int, scale_bytes: int
             total += N * 4
     elif w.kind is WeightKind.TERNARY:
         total += N * 4
-    elif w.kind in (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4):
-        total += N * (K // w.group_size)
-        if w.kind is WeightKind.NVFP4:
-            total += 4
     return total
 
 
@@ -572,7 +563,10 @@ def case_flops(case: Case) -> int:
 def case_bytes(case: Case) -> int:
     """Minimum HBM traffic of one call: the weight read once, x read once, y written once.
 
-    gemlite cases: `weight_bytes` + M*K*2 (fp16/bf16 x) + M*N*2 (y in the activation dtype).
+    gemlite cases: `weight_bytes` + the activation operand + M*N*2 (y in the activation dtype). The
+    activation operand is M*K*2 (fp16/bf16 x) for weight-only formats; a dynamic format's activation
+    scheme counts its own (``gemlite.schemes.activation``: x read once by the quantizer, plus the
+    int8/e4m3 codes written and read back and the fp32 row scales).
     References: from their element sizes (plus fp8 per-row scales of x and W).
     """
     M, N, K = case.M, case.N, case.K
@@ -583,4 +577,8 @@ def case_bytes(case: Case) -> int:
     if entry is None:
         raise ValueError(f"case: gemlite case {case.case_id} carries no format entry")
     act = _ACT_DTYPES[entry.act_dtype]
-    return weight_bytes(entry.format, K, N, scale_bytes=act) + M * K * act + M * N * act
+    fmt = entry.format
+    x_bytes = M * K * act
+    if act_scheme is not None and fmt.act.is_dynamic:
+        x_bytes = act_scheme(fmt.act.kind).act_bytes(M, K, act, fmt.act.group_size)
+    return weight_bytes(fmt, K, N, scale_bytes=act) + x_bytes + M * N * act

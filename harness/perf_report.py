@@ -29,6 +29,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tabulate import tabulate
+
 from harness.gpu import SPECS
 
 __all__ = [
@@ -50,27 +52,16 @@ HOST_GOAL = 1.5
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
-    """A GitHub-markdown table. align: one char per column, "l" or "r" (default: first l, rest r)."""
+    """A GitHub-markdown table (tabulate's "pipe" format; cells as given, never re-parsed as numbers).
+    align: one char per column, "l" or "r" (default: first l, rest r)."""
     align = align or ("l" + "r" * (len(headers) - 1))
     if len(align) != len(headers) or any(len(r) != len(headers) for r in rows):
         raise ValueError("md_table: every row and `align` need one entry per header")
-    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells) -> str:
-        return (
-            "| "
-            + " | ".join(
-                str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(cells, widths, align)
-            )
-            + " |"
-        )
-
-    sep = (
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align))
-        + "|"
-    )
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+    colalign = ["right" if a == "r" else "left" for a in align]
+    return tabulate(
+        [[str(c) for c in r] for r in rows], headers=[str(h) for h in headers], tablefmt="pipe",
+        colalign=colalign, disable_numparse=True,
+    )  # fmt: skip
 
 
 def geomean(values: Iterable[float]) -> float | None:

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import time
 import traceback
@@ -50,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import git
 from harness.gpu import SPECS, GpuInfo
 from harness.perf_cases import ROOT, SUITES_DIR, Case, case_bytes, case_flops
 from harness.timing import (
@@ -298,27 +298,7 @@ def git_commit(root: Path = ROOT) -> tuple[str, bool | None]:
     """(commit sha, dirty) of the working tree, read-only git; ("unknown", None) without git.
 
     GEMLITE_PERF_COMMIT overrides the sha (a GPU machine may get the tree without .git)."""
-    override = os.environ.get("GEMLITE_PERF_COMMIT")
-    if override:
-        return override, None
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout.strip()
-        return sha, bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
+    return git.commit(root)
 
 
 def _versions() -> dict:

@@ -41,6 +41,7 @@ if __name__ == "__main__" and _wants_interpreter(sys.argv[1:]):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from harness.build import (  # noqa: E402
+    activation_diff,
     build_layer,
     case_settings,
     golden,
@@ -74,6 +75,8 @@ class CaseResult:
         reloaded layer's output against the original's (None: bitwise equal, or no round trip).
     reload_comparison: with ``case.state_dict`` and atomics (not bitwise reproducible), the reloaded
         layer's output judged under the bound; None otherwise.
+    act_diff: dynamic activation formats: how gemlite's activation codes / scales differ from the
+        reference's (`harness.build.activation_diff`); None when they are bitwise equal (or no such format).
     """
 
     case: Case
@@ -82,11 +85,12 @@ class CaseResult:
     y_golden: torch.Tensor
     reload_diff: str | None = None
     reload_comparison: Comparison | None = None
+    act_diff: str | None = None
 
     @property
     def ok(self) -> bool:
         reload_ok = self.reload_comparison is None or self.reload_comparison.ok
-        return self.comparison.ok and self.reload_diff is None and reload_ok
+        return self.comparison.ok and self.reload_diff is None and reload_ok and self.act_diff is None
 
 
 def run_case(case: Case, device: str | torch.device, *, autotune: str | bool = False) -> CaseResult:
@@ -122,7 +126,10 @@ def run_case(case: Case, device: str | torch.device, *, autotune: str | bool = F
             reload_comparison = compare_output(
                 y_reloaded, gold, prec, repro=line, context=context + " (reloaded from its state_dict)"
             )
-    return CaseResult(case, comparison, y, gold.y, reload_diff, reload_comparison)
+    act_diff = activation_diff(case, ops, layer)
+    if act_diff is not None:
+        act_diff = f"{act_diff}\nreproduce: {line}"
+    return CaseResult(case, comparison, y, gold.y, reload_diff, reload_comparison, act_diff)
 
 
 def _default_device() -> str:
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(result.reload_comparison.message())
     elif case.state_dict:
         print("state_dict round trip: the reloaded layer gives the same output, bit for bit")
+    if result.act_diff is not None:
+        print(f"activation quantization differs from the reference's\n{result.act_diff}")
     if args.show and result.y.numel() <= 256:
         torch.set_printoptions(precision=6, linewidth=160)
         print("y  =", result.y.float().cpu())

@@ -25,7 +25,7 @@ import math
 from hypothesis import strategies as st
 
 from gemlite.autotune import Config, configs, illegal_reason
-from gemlite.formats import M_BUCKETS
+from gemlite.formats import FORMATS, M_BUCKETS
 from harness.case import Case, pinned
 from harness.profiles import Profile
 from harness.support import AUTO, BIAS_KINDS, DISTRIBUTIONS, FAMILIES, PACKED_INPUT_DTYPES, SUPPORT
@@ -233,8 +233,10 @@ def fit_to_family(case: Case, profile: Profile) -> Case:
 #: One weight per scale mode the kernels have (`WeightLayout.post_scale`, ``PRE_SCALE``): no scales
 #: (A16W16), pre-scaled (grouped HQQ; channel-wise HQQ with float zeros: ``(q - z) * s`` per weight),
 #: post-scaled (channel-wise HQQ with integer or no zeros, INT8, FP8, ternary: exact codes, the
-#: channel scale on the fp32 accumulator). No layout is both: ``PRE_SCALE = has_scales and not
-#: POST_SCALE``. Names say the mode ("dense", "pre", "post") for ``-k`` selections.
+#: channel scale on the fp32 accumulator), microscaled (MXFP8, MXFP4, NVFP4: a scale per group of 32 /
+#: 16 inputs inside the K tile, neither PRE_SCALE nor POST_SCALE). No layout is both pre- and
+#: post-scaled: ``PRE_SCALE = has_scales and not POST_SCALE``. Names say the mode ("dense", "pre",
+#: "post", "mx") for ``-k`` selections.
 PATH_VARIANTS: dict[str, dict] = {
     "dense": dict(format="A16W16"),
     "hqq4-g64-pre": dict(format="A16W4_HQQ_INT", group_size=64, zeros="float"),
@@ -245,6 +247,13 @@ PATH_VARIANTS: dict[str, dict] = {
     "int8-post": dict(format="A16W8_INT8"),
     "fp8-post": dict(format="A16W8_FP8"),
     "ternary-post": dict(format="A16W158_INT"),
+    # Microscaled weights ("mx"): scale groups of 32 / 16 inside every K tile (K = 160: a K tail too).
+    "mxfp8-mx": dict(format="A16W8_MXFP"),
+    "mxfp4-mx-w8": dict(format="A16W4_MXFP", packing_bitwidth=8),
+    "nvfp4-mx": dict(format="A16W4_NVFP"),
+    # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path.
+    "int8-dyn-post": dict(format="A8W8_INT8_dynamic"),
+    "fp8-dyn-post": dict(format="A8W8_FP8_dynamic"),
 }
 
 #: The kernel paths of the matrix: each family forced to a tile that splits K (a K tail too where the
@@ -275,7 +284,8 @@ def path_cases() -> list[tuple[str, Case]]:
     * each split-K family (`PATH_TILES`) x determinism on / off x every output dtype: the fixed-order
       reduction, and with ``set_deterministic(False)`` fp32 atomics into a workspace (fp16/bf16 out) or
       into the output (fp32 out);
-    * GEMM with a K tail and GEMM with DEQUANT=1, x every output dtype.
+    * GEMM with a K tail and GEMM with DEQUANT=1 (not for dynamic activation formats, whose codes a
+      16-bit cuBLAS product would not multiply), x every output dtype.
 
     Rotated through those (so that across the matrix each value meets each path): the bias (none, the
     activation dtype, fp32), the activation dtype, the scale dtype (fp32 wherever the output is fp32:
@@ -289,7 +299,7 @@ def path_cases() -> list[tuple[str, Case]]:
         grouped = variant.get("group_size") is not None
         K = 192 if grouped else 160
         rows = [(fam, det) for fam in _SPLIT_FAMILIES for det in (True, False)]
-        rows += [("GEMM", True), ("DEQUANT", True)]
+        rows += [("GEMM", True)] + ([] if FORMATS[variant["format"]].act.is_dynamic else [("DEQUANT", True)])
         for f, (path, det) in enumerate(rows):
             for o, out_dtype in enumerate(_OUTS):
                 t = v + f + o + (0 if det else 1)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gemlite.formats import BLOCK_QUANT, FORMATS, MX_GROUP, NVFP4_GROUP, Zeros
 from gemlite.formats import FAMILIES as MATMUL_TYPES
-from gemlite.formats import FORMATS, Zeros
 from gemlite.schemes import weight_scheme
 
 #: The kernel families (the vocabulary's) and "AUTO" for the layer's own dispatch.
@@ -148,6 +148,9 @@ class FormatSupport:
     output_dtypes: output dtype names; None means "the activation dtype only" (helpers that fix it).
     bias_kinds: which biases to draw (see `BIAS_KINDS`).
     packing_bitwidths: packing words for packed codes; (32,) for formats stored unpacked.
+    exact_weights: the dequantized weights are exact in every dtype a kernel rounds them to, within
+        its normal range (MXFP8/MXFP4: a <= 4-bit significand times a power of two), so the bound
+        charges them no relative rounding, only underflow (`harness.numerics.Precision.deq_exact`).
     """
 
     name: str
@@ -161,6 +164,7 @@ class FormatSupport:
     bias_kinds: tuple[str, ...] = BIAS_KINDS
     packing_bitwidths: tuple[int, ...] = (32,)
     representable: Callable = _as_is
+    exact_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in FORMATS:
@@ -220,10 +224,11 @@ def _build_gemlite_linear(case, ops):
 
 
 def _build_ternary(case, ops):
-    """``gemlite.helper.A16W158_INT(device, dtype).from_weights(weight {-1, 0, 1}, weight_scale, bias)``;
+    """``gemlite.helper.A16W158_INT`` / ``A8W158_INT_dynamic(device, dtype).from_weights(weight {-1, 0, 1},
+    weight_scale, bias)`` (the helper named by the case);
     for an output dtype the helper does not make (it outputs the activation dtype) or codes handed
     packed, ``GemLiteLinear(2, ...).pack(t + 1, scales, 1, bias, format=A16W158_INT)``."""
-    from gemlite.helper import A16W158_INT
+    from gemlite import helper
 
     qw = ops.qw
     scale = qw.scales.reshape(-1)
@@ -232,13 +237,75 @@ def _build_ternary(case, ops):
     if case.output_dtype != case.input_dtype or case.packed_input is not None:
         W_q, kwargs = _pack_arguments(case, qw)
         return _layer(case, 2).pack(W_q, qw.scales, 1, ops.bias, format=qw.fmt, **kwargs)
-    proc = A16W158_INT(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
+    proc = getattr(helper, case.format)(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
     return proc.from_weights(qw.codes.to(torch.int8) - 1, float(scale[0]), ops.bias)
+
+
+def _build_dynamic8(case, ops):
+    """``gemlite.helper.A8W8_INT8_dynamic`` / ``A8W8_FP8_dynamic`` (or their ``_block_dynamic``
+    processors) ``(device, dtype).from_weights(codes, bias, scales)`` (pre-quantized 8-bit codes, GemLite's
+    argument order); for an output dtype the helper does not make (it outputs the activation dtype),
+    ``GemLiteLinear(8, ...).pack(codes, scales, None, bias, format=...)``. The activations are quantized
+    by the layer itself, per token (or per 1 x 128 block), at run time."""
+    from gemlite import helper
+
+    qw = ops.qw
+    if case.output_dtype != case.input_dtype:
+        layer = _layer(case.replace(group_size=None), 8)
+        return layer.pack(qw.codes, qw.scales, None, ops.bias, format=qw.fmt)
+    proc = getattr(helper, case.format)(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
+    return proc.from_weights(qw.codes, ops.bias, qw.scales)
+
+
+def _build_dynamic_hqq(case, ops):
+    """``GemLiteLinear(bits, ...).pack(codes, scales, zeros, bias, format=A8W{4,2}_HQQ_INT_dynamic)`` (the
+    codes alone do not say that the layer quantizes its activations), codes handed packed with
+    ``case.packed_input``; with the activation dtype as output and plain codes, the helper
+    ``A8W{4,2}_HQQ_INT_dynamic(device, packing_bitwidth, dtype).from_weights(codes, scales, zeros, bias)``."""
+    from gemlite import helper
+
+    qw = ops.qw
+    if case.output_dtype != case.input_dtype or case.packed_input is not None:
+        W_q, kwargs = _pack_arguments(case, qw)
+        layer = _layer(case, qw.fmt.weight.bits)
+        return layer.pack(W_q, qw.scales, qw.zeros, ops.bias, format=qw.fmt, **kwargs)
+    proc = getattr(helper, case.format)(
+        device=qw.codes.device, packing_bitwidth=case.packing_bitwidth, dtype=DTYPES[case.input_dtype]
+    )
+    return proc.from_weights(qw.codes, qw.scales, qw.zeros, ops.bias)
+
+
+def _build_mx(case, ops):
+    """``gemlite.helper.A16W8_MXFP / A16W4_MXFP(device, dtype).from_weights(codes, scales, bias)`` and
+    ``A16W4_NVFP(...).from_weights(codes, bias, scales, meta_scale)``, the scales handed as the case's
+    ``scale_dtype``: the scale type itself (float8_e8m0fnu, float8_e4m3fn) or its raw uint8 bytes, which
+    gemlite must take bit for bit. For an output dtype the helpers do not make, another packing word or
+    codes handed packed: ``GemLiteLinear(bits, None, ...).pack(codes, scales, ts or None, bias,
+    format=...)``."""
+    from gemlite import helper
+
+    qw = ops.qw
+    scales = qw.scales.view(getattr(torch, case.scale_dtype))
+    nvfp4 = qw.tensor_scale is not None
+    if case.output_dtype != case.input_dtype or case.packed_input is not None or case.packing_bitwidth != 32:
+        W_q, kwargs = _pack_arguments(case, qw)
+        layer = _layer(case.replace(group_size=None), qw.fmt.weight.bits)  # the group is the format's
+        return layer.pack(W_q, scales, qw.tensor_scale, ops.bias, format=qw.fmt, **kwargs)
+    device, dtype = qw.codes.device, DTYPES[case.input_dtype]
+    if case.fmt.act.is_dynamic:  # A8W{8,4}_MXFP_dynamic(post_scale=True): e4m3 activations per token
+        processor = getattr(helper, case.format.replace("_post_scale", ""))
+        proc = processor(device=device, dtype=dtype, post_scale=True)
+        return proc.from_weights(qw.codes, ops.bias, scales)
+    proc = getattr(helper, case.format)(device=device, dtype=dtype)
+    if nvfp4:
+        return proc.from_weights(qw.codes, ops.bias, scales, qw.tensor_scale)
+    return proc.from_weights(qw.codes, scales, ops.bias)
 
 
 _HQQ_GROUPS = (32, 64, 128, 256, None)
 _HQQ_ZEROS = (Zeros.FLOAT, Zeros.INT, Zeros.NONE)
 _META = ("float16", "bfloat16", "float32")
+_E8M0 = ("uint8", "float8_e8m0fnu")  # MX scales: raw bytes (GemLite's usual form) or torch's e8m0 type
 _CHANNEL_META = ("float32", "float16", "bfloat16")  # INT8/FP8 channel scales: fp32 is the usual form
 
 #: Every format the suite runs, with what may be drawn for it. Later releases add entries here.
@@ -268,6 +335,58 @@ SUPPORT: dict[str, FormatSupport] = {
         # The helper stores the scale in fp32.
         FormatSupport(
             "A16W158_INT", _build_ternary, _quantize_reference, (None,), (Zeros.INT,), ("float32",)
+        ),
+        # Microscaled weights: scales drawn as their own type or as raw uint8 bytes.
+        FormatSupport(
+            "A16W8_MXFP", _build_mx, _quantize_reference, (MX_GROUP,), (Zeros.NONE,), _E8M0,
+            exact_weights=True,
+        ),
+        FormatSupport(
+            "A16W4_MXFP", _build_mx, _quantize_reference, (MX_GROUP,), (Zeros.NONE,), _E8M0,
+            packing_bitwidths=(32, 8), exact_weights=True,
+        ),
+        FormatSupport(
+            "A16W4_NVFP", _build_mx, _quantize_reference, (NVFP4_GROUP,), (Zeros.NONE,),
+            ("float8_e4m3fn", "uint8"), packing_bitwidths=(32, 8),
+        ),
+        # MX weights x e4m3 activations quantized per token by the layer (GemLite's post_scale=True).
+        *(
+            FormatSupport(
+                f"A8W{bits}_MXFP_post_scale_dynamic", _build_mx, _quantize_reference, (MX_GROUP,),
+                (Zeros.NONE,), _E8M0, packing_bitwidths=(32, 8) if bits == 4 else (32,), exact_weights=True,
+            )
+            for bits in (8, 4)
+        ),
+        # Dynamic activations: x is drawn in the activation dtype and quantized per token by the layer;
+        # the golden multiplies the reference's codes of the same x (harness.build.golden).
+        FormatSupport(
+            "A8W8_INT8_dynamic", _build_dynamic8, _quantize_channel, (None,), (Zeros.NONE,), _CHANNEL_META
+        ),
+        FormatSupport(
+            "A8W8_FP8_dynamic", _build_dynamic8, _quantize_channel, (None,), (Zeros.NONE,), _CHANNEL_META
+        ),
+        # 128 x 128 weight blocks, 1 x 128 activation blocks (K a multiple of 128; any N).
+        *(
+            FormatSupport(
+                name, _build_dynamic8, _quantize_channel, (BLOCK_QUANT,), (Zeros.NONE,), _CHANNEL_META
+            )
+            for name in ("A8W8_INT8_block_dynamic", "A8W8_FP8_block_dynamic")
+        ),
+        *(
+            FormatSupport(
+                f"A8W{bits}_HQQ_INT_dynamic",
+                _build_dynamic_hqq,
+                _quantize_hqq,
+                _HQQ_GROUPS,
+                _HQQ_ZEROS,
+                _META,
+                packing_bitwidths=(32, 8),
+                representable=_hqq_representable,
+            )
+            for bits in (4, 2)
+        ),
+        FormatSupport(
+            "A8W158_INT_dynamic", _build_ternary, _quantize_reference, (None,), (Zeros.INT,), ("float32",)
         ),
     )
 }

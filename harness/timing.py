@@ -142,9 +142,9 @@ def summarize(samples: Sequence[float]) -> Stats:
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"samples: every time must be finite and > 0, got {v}")
     s = sorted(values)
-    return Stats(
-        median=statistics.median(s), q1=quantile(s, 0.25), q3=quantile(s, 0.75), min=s[0], max=s[-1], n=len(s)
-    )
+    # "inclusive" is numpy's default linear interpolation; statistics.quantiles needs two points.
+    q1, _, q3 = statistics.quantiles(s, n=4, method="inclusive") if len(s) > 1 else (s[0], s[0], s[0])
+    return Stats(median=statistics.median(s), q1=q1, q3=q3, min=s[0], max=s[-1], n=len(s))
 
 
 def rotation_copies(bytes_per_copy: int, l2_bytes: int, cfg: TimingConfig) -> int:

@@ -3,12 +3,23 @@ epilogue) and the split-K reduction kernel. The host side (arguments, outputs, w
 mode a launch uses) is `gemlite.kernels.plan`.
 
 Numerics (all families):
-* Accumulation is fp32, always.
+* Accumulation is fp32; an int8 x int8 dot (INT8 activations) accumulates exactly in int32, converted
+  to fp32 once after the K loop.
+* Dynamic activations (``X_QUANT``, `gemlite.schemes.activation`): x arrives as int8 or e4m3 codes with
+  an fp32 scale per row, and the weight side feeds the dot its EXACT codes (int8, e4m3, or HQQ/ternary
+  ``q`` / ``q - zero_int``, integers of at most 4 bits, exact in e4m3 and int8). The row scale
+  multiplies the fp32 accumulator before the epilogue (linear, so split-K partials carry it too).
+  Grouped HQQ scales (and float zeros) are applied per K tile instead: the tile's fp32 product
+  ``P = x_q @ q`` becomes ``(P - z * sum_k x_q) * s`` before it joins the accumulator (``gemm.py``).
 * Grouped HQQ weights are dequantized as ``(q - z) * s`` in fp32 from the stored s and z, then cast
   once to the dot dtype (tensor-core families) or kept in fp32 (GEMV families, which use FMA).
 * "Post-scaled" layouts (INT8, FP8, TERNARY, channel-wise HQQ with integer/no zeros; see
   `WeightLayout.post_scale`) feed the exact codes (``q`` or ``q - z``) to the dot and multiply the
   fp32 accumulator by the per-column scale in the epilogue.
+* Microscaled weights (MXFP8, MXFP4, NVFP4; `gemlite.schemes.mx`) have groups of 32 / 16 inputs inside
+  a K tile: `dequantize_mx` gives ``value(q) * scale`` per (k, n) in fp32 (exact for the MX kinds: a
+  <= 4-bit significand times a power of two, so the cast to fp16/bf16 is exact too in range; NVFP4
+  multiplies by ``s_g * (1 / ts)``, two fp32 roundings), then the one cast to the dot dtype.
 * The epilogue then adds the bias in fp32 and casts once to the output dtype.
 
 Split-K. Families that split K over programs (GEMV and GEMM tiles with SPLIT_K > 1) finish in
@@ -39,6 +50,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from gemlite.schemes.activation import ActQuant
 from gemlite.schemes.base import KernelKind, ZeroMode
 
 
@@ -65,15 +77,41 @@ KIND_FLOAT = tl.constexpr(int(KernelKind.FLOAT))  # fp16/bf16 weight, used as is
 KIND_PACKED = tl.constexpr(int(KernelKind.PACKED))  # unsigned codes packed in words (HQQ, TERNARY)
 KIND_INT8 = tl.constexpr(int(KernelKind.INT8))  # int8 codes, one per byte
 KIND_FP8 = tl.constexpr(int(KernelKind.FP8))  # float8_e4m3fn codes, one per byte
+KIND_MXFP8 = tl.constexpr(int(KernelKind.MXFP8))  # e4m3 codes as bytes [N, K]; e8m0 scale per 32 inputs
+KIND_MXFP4 = tl.constexpr(int(KernelKind.MXFP4))  # e2m1 codes packed in words; e8m0 scale per 32 inputs
+KIND_NVFP4 = tl.constexpr(int(KernelKind.NVFP4))  # e2m1 codes packed in words; e4m3 per 16, fp32 tensor scale
 ZERO_NONE = tl.constexpr(int(ZeroMode.NONE))
 ZERO_INT = tl.constexpr(int(ZeroMode.INT))  # one integer for the whole tensor (runtime argument zero_int)
 ZERO_FLOAT = tl.constexpr(int(ZeroMode.FLOAT))  # a float per group, same layout as the scales
+# Activation operands (``X_QUANT``, numbered in gemlite.schemes.activation.ActQuant).
+XQ_NONE = tl.constexpr(int(ActQuant.NONE))  # fp16/bf16 x as given
+XQ_INT8 = tl.constexpr(int(ActQuant.INT8))  # int8 codes + fp32 row scales: int8 dot, int32 accumulator
+XQ_FP8 = tl.constexpr(int(ActQuant.FP8))  # e4m3 codes (uint8 bytes) + fp32 row scales: fp8 dot
 # Write modes (see the module docstring).
 WRITE_FINAL = tl.constexpr(0)
 WRITE_PARTIAL = tl.constexpr(1)
 WRITE_ATOMIC = tl.constexpr(2)
 WRITE_ATOMIC_FINAL = tl.constexpr(3)
 MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of the float 2**23
+E8M0_SUBNORMAL_BITS = tl.constexpr(0x00400000)  # the bits of 2**-127, e8m0's byte 0 (an fp32 subnormal)
+
+
+@triton.constexpr_function
+def is_packed(w_kind) -> bool:
+    """Codes bit-packed in words, read through the packed path: HQQ/ternary integers, e2m1 (MX, NVFP4)."""
+    return w_kind in (int(KernelKind.PACKED), int(KernelKind.MXFP4), int(KernelKind.NVFP4))
+
+
+@triton.constexpr_function
+def is_mx(w_kind) -> bool:
+    """Microscaled weights (MXFP8, MXFP4, NVFP4): scale groups of 32 / 16 inputs inside the K tile."""
+    return w_kind in (int(KernelKind.MXFP8), int(KernelKind.MXFP4), int(KernelKind.NVFP4))
+
+
+@triton.constexpr_function
+def mx_group(w_kind) -> int:
+    """Inputs per scale of a microscaled kind (gemlite.formats: MX_GROUP 32, NVFP4_GROUP 16)."""
+    return 16 if w_kind == int(KernelKind.NVFP4) else 32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,11 +133,28 @@ def int8_to_f32(codes):
 
 @triton.jit
 def dot_acc(a, b, acc):
-    """acc += a @ b with fp32 accumulation (bf16 operands upcast only under the interpreter)."""
+    """acc += a @ b with fp32 accumulation (bf16 operands upcast only under the interpreter; int8
+    operands: int32)."""
     if INTERPRETED and a.dtype == tl.bfloat16:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    elif a.dtype == tl.float8e4nv:
+        # NOTE: by default Triton lets Hopper's fp8 MMA accumulate over the whole K loop in the tensor
+        # core, which keeps only ~14 bits of the running sum (DeepSeek-V3 report, section 3.3.2): each
+        # tile's product is promoted to the fp32 accumulator instead (the interpreter computes in fp32).
+        return tl.dot(a, b, acc, max_num_imprecise_acc=a.shape[1])
+    elif a.dtype == tl.int8:
+        return tl.dot(a, b, acc, out_dtype=tl.int32)  # exact (Triton 3.6 takes no int32 acc otherwise)
     else:
         return tl.dot(a, b, acc)
+
+
+@triton.jit
+def act_operand(x, X_QUANT: tl.constexpr):
+    """An activation tile as the dot takes it: e4m3 codes reinterpreted from their bytes, else as loaded."""
+    if X_QUANT == XQ_FP8:
+        return x.to(tl.float8e4nv, bitcast=True)
+    else:
+        return x
 
 
 @triton.jit
@@ -132,7 +187,7 @@ def load_codes(
     int32 word's sign extension. A tile narrower than a word (BLOCK_K < E) reads word ``k // E`` per
     code instead.
     """
-    if W_KIND == KIND_PACKED and BLOCK_K % ELEMS_PER_WORD == 0:
+    if is_packed(W_KIND) and BLOCK_K % ELEMS_PER_WORD == 0:
         offs_w = k0 // ELEMS_PER_WORD + tl.arange(0, BLOCK_K // ELEMS_PER_WORD)
         if MASK_K:
             mask = (offs_w < K // ELEMS_PER_WORD)[:, None] & mask_n[None, :]
@@ -148,7 +203,7 @@ def load_codes(
             mask = (offs_k < K)[:, None] & mask_n[None, :]
         else:
             mask = mask_n[None, :]
-        if W_KIND == KIND_PACKED:
+        if is_packed(W_KIND):
             ptrs = w_ptr + (offs_k // ELEMS_PER_WORD)[:, None] * stride_wk + offs_n[None, :] * stride_wn
             words = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
             shifts = ((offs_k % ELEMS_PER_WORD) * W_BITS)[:, None]
@@ -194,7 +249,8 @@ def dequantize(
     """Weight tile in DTYPE from raw codes (`load_codes`); scale/zero are fp32 rows broadcast over the
     tile's leading (K) axes.
 
-    POST_SCALE: return the exact ``q`` / ``q - zero_int`` (the scale comes in the epilogue).
+    POST_SCALE: return the exact ``q`` / ``q - zero_int`` (the scale comes in the epilogue; with dynamic
+    activations also the exact operand of the 8-bit dot, DTYPE int8 or e4m3).
     Otherwise ``(q - z) * s`` in fp32, then one cast to DTYPE (a no-op when DTYPE is fp32).
     """
     if W_KIND == KIND_FLOAT:
@@ -209,12 +265,119 @@ def dequantize(
             if ZERO_MODE == ZERO_FLOAT:
                 q = q - zero
             return (q * scale).to(DTYPE)
+    elif is_mx(W_KIND):
+        # MX / NVFP4: `dequantize_mx` (called by the kernel first) made the fp32 values; one cast.
+        return codes.to(DTYPE)
     elif W_KIND == KIND_INT8:
-        # Always post-scaled: int8 values are exact in fp16/bf16/fp32.
-        return int8_to_f32(codes).to(DTYPE)
+        # Post-scaled (channel-wise): int8 values are exact in fp16/bf16/fp32.
+        if DTYPE == tl.int8:
+            return codes.to(tl.int8)  # the bytes again (int8 activations: an int8 dot)
+        elif POST_SCALE:
+            return int8_to_f32(codes).to(DTYPE)
+        else:
+            return (int8_to_f32(codes) * scale).to(DTYPE)  # 128 x 128 blocks (GEMV: fp32)
     else:
-        # FP8: always post-scaled, e4m3 values are exact in fp16/bf16/fp32.
-        return codes.to(tl.float32).to(DTYPE)
+        # FP8, post-scaled (channel-wise): e4m3 values are exact in fp16/bf16/fp32.
+        if DTYPE == codes.dtype:
+            return codes  # e4m3 activations: an e4m3 dot
+        elif POST_SCALE:
+            return codes.to(tl.float32).to(DTYPE)
+        else:
+            return (codes.to(tl.float32) * scale).to(DTYPE)  # 128 x 128 blocks (GEMV: fp32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Microscaled weights (MXFP8, MXFP4, NVFP4; gemlite.schemes.mx): one scale per (k, n) inside the tile
+# ------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def e2m1_to_f32(codes):
+    """e2m1 indices (int32 0..15, bit 3 the sign) to their fp32 values, by bit construction.
+
+    The magnitude index m = code & 7 is 2 exponent bits and 1 mantissa bit: for m >= 2 the fp32 bits
+    are ``(m << 22) + (126 << 23)`` (exponent field m >> 1 moved to bias 127 - 1, mantissa bit on top),
+    m = 1 is 0.5 and m = 0 is 0; the sign bit moves from bit 3 to bit 31. Exact: no rounding anywhere.
+    """
+    m = codes & 7
+    bits = tl.where(m >= 2, (m << 22) + 0x3F000000, tl.where(m == 1, 0x3F000000, 0))
+    bits = bits | ((codes & 8) << 28)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def e8m0_to_f32(e):
+    """e8m0 bytes (int32 0..254) to ``2**(e - 127)``: the byte is the fp32 exponent field; byte 0, 2**-127,
+    is the fp32 subnormal with the mantissa's top bit set. Exact."""
+    return tl.where(e == 0, E8M0_SUBNORMAL_BITS, e << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def mx_scales(s_ptr, z_ptr, k, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr):
+    """fp32 scale of the group that holds input `k`, for every (k, n) of the broadcast of `k` with
+    offs_n / mask_n (0 where k >= K or n is masked): e8m0 ``2**(b - 127)`` (MXFP8, MXFP4), or NVFP4's
+    ``e4m3(s_g) * (1 / ts)`` with the tensor scale ts read from z_ptr (one fp32).
+
+    Scales are ``[K // G, N]`` bytes (N contiguous), G = `mx_group`. Scales are read as bytes (a masked
+    fp8 load cannot take ``other=0``) and decoded here.
+    """
+    G: tl.constexpr = mx_group(W_KIND)
+    ptrs = s_ptr.to(tl.pointer_type(tl.uint8)) + (k // G) * stride_sg + offs_n
+    b = tl.load(ptrs, mask=(k < K) & mask_n, other=0)
+    if W_KIND == KIND_NVFP4:
+        # NOTE: 1 / ts is rounded once (fp32), then s_g * (1 / ts) once more: the weight is not exact in
+        # the dot dtype anyway (ts is no power of two); the harness bound charges these roundings.
+        return b.to(tl.float8e4nv, bitcast=True).to(tl.float32) * (1.0 / tl.load(z_ptr))
+    else:
+        return e8m0_to_f32(b.to(tl.int32))
+
+
+@triton.jit
+def mx_values(codes, W_KIND: tl.constexpr):
+    """The element values (fp32, exact) of raw MX codes: e2m1 indices (int32) or e4m3 bytes."""
+    if W_KIND == KIND_MXFP8:
+        return codes.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        return e2m1_to_f32(codes)
+
+
+@triton.jit
+def dequantize_mx(
+    codes,
+    s_ptr,
+    z_ptr,
+    k0,
+    K,
+    offs_n,
+    mask_n,
+    stride_sg,
+    W_KIND: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """fp32 weight tile ``[BLOCK_K, BLOCK_N]`` of a microscaled layout from its raw codes (`load_codes`)
+    for K indices ``k0 .. k0 + BLOCK_K`` and N indices offs_n: ``value(code) * scale(k // G, n)``.
+
+    MXFP8 / MXFP4 values are exact in fp32 (a <= 4-bit significand times a power of two) and stay exact
+    when the caller casts them to fp16/bf16 (range permitting). A tile holds BLOCK_K // G groups: their
+    ``[BLOCK_K // G, BLOCK_N]`` scales are loaded once and broadcast over each group's G rows; a tile
+    narrower than a group reads one scale row.
+    """
+    G: tl.constexpr = mx_group(W_KIND)
+    GROUPS: tl.constexpr = BLOCK_K // G if BLOCK_K > G else 1
+    k_groups = k0 + G * tl.arange(0, GROUPS)
+    scale = mx_scales(s_ptr, z_ptr, k_groups[:, None], K, offs_n[None, :], mask_n[None, :], stride_sg, W_KIND)
+    if GROUPS > 1:
+        scale = tl.reshape(tl.broadcast_to(scale[:, None, :], (GROUPS, G, BLOCK_N)), (BLOCK_K, BLOCK_N))
+    return mx_values(codes, W_KIND) * scale
+
+
+@triton.jit
+def dequantize_mx_rows(codes, s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr):
+    """GEMV's fp32 ``[ROWS, E, BLOCK_N]`` tile of a microscaled layout: `k_rows` ``[ROWS, 1, 1]`` is the K
+    index of each row's first code; a word's E codes lie in one group (E divides G), so one scale per
+    (row, n), broadcast over the word."""
+    return mx_values(codes, W_KIND) * mx_scales(s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND)
 
 
 @triton.jit

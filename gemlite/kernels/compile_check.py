@@ -56,6 +56,25 @@ LAYOUTS = {
     "int8_fp16": (FORMATS["A16W8_INT8"], _F16, 8, None, _F32),
     "fp8_bf16": (FORMATS["A16W8_FP8"], _BF16, 8, None, _F32),
     "a16w16_fp16": (FORMATS["A16W16"], _F16, 16, None, _F32),
+    # microscaled weights (scales are bytes: the scheme's storage names their dtype)
+    "mxfp8_bf16": (FORMATS["A16W8_MXFP"], _BF16, 8, None, None),
+    "mxfp4_fp16": (FORMATS["A16W4_MXFP"], _F16, 32, None, None),
+    "nvfp4_bf16_w8": (FORMATS["A16W4_NVFP"], _BF16, 8, None, None),
+    "mxfp4_fp8_dyn_fp16": (FORMATS["A8W4_MXFP_post_scale_dynamic"], _F16, 32, None, None),
+    # dynamic activations (gemlite/kernels/act_quant.py runs first: its launch is compiled too)
+    "a8w8_int8_dyn_fp16": (FORMATS["A8W8_INT8_dynamic"], _F16, 8, None, _F32),
+    "a8w8_fp8_dyn_bf16": (FORMATS["A8W8_FP8_dynamic"], _BF16, 8, None, _F32),
+    "a8w4_g128_dyn_fp16": (FORMATS["A8W4_HQQ_INT_dynamic"], _F16, 32, None, _F16),
+    "a8w2_chan_int_dyn_bf16": (
+        FORMATS["A8W2_HQQ_INT_dynamic"].with_group_size(None).with_zeros(Zeros.INT),
+        _BF16,
+        8,
+        1,
+        _BF16,
+    ),
+    "a8w158_dyn_fp16": (FORMATS["A8W158_INT_dynamic"], _F16, 32, 1, _F32),
+    "a8w8_int8_block_fp16": (FORMATS["A8W8_INT8_block_dynamic"], _F16, 8, None, _F32),
+    "a8w8_fp8_block_bf16": (FORMATS["A8W8_FP8_block_dynamic"], _BF16, 8, None, _F32),
 }
 K_COMPILE, N_COMPILE = 4096, 4096  # shapes only matter through divisibility: real LLM-like sizes
 M_FOR_FAMILY = {"GEMV": 1, "GEMV_REVSPLITK": 1, "GEMV_SPLITK": 2, "GEMM_SPLITK": 16, "GEMM": 256}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gemlite.kernels.common import dequantize, load_codes, load_group_meta
+from gemlite.kernels.common import dequantize, dequantize_mx, is_mx, load_codes, load_group_meta
 
 
 @triton.jit
@@ -59,6 +59,8 @@ def dequant_kernel(
         if GROUP_SIZE > 0:
             group = k0 // GROUP_SIZE  # BLOCK_K divides GROUP_SIZE: one group per tile
         scale, zero = load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE)
+    if is_mx(W_KIND):  # MX / NVFP4: scale groups of 32 (16) inputs inside the tile
+        codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg, W_KIND, BLOCK_K, BLOCK_N)
     w = dequantize(codes, scale[None, :], zero[None, :], zero_int, W_KIND, ZERO_MODE, POST_SCALE, tl.float32)
     if POST_SCALE:
         w = w * scale[None, :]

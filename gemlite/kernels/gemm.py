@@ -9,6 +9,11 @@ bytes in flight); their partials are combined in the same launch (`common.write_
 SPLIT_K = 1 the tile is written once, deterministic by construction. Tiles are visited in grouped
 order (GROUP_M tile-rows share their weight columns while they are in L2), as in Triton's matmul
 tutorial.
+
+Dynamic activations (``X_QUANT``): x arrives as int8 / e4m3 codes and the weight tile as its exact
+codes, so the dot is int8 x int8 (int32 accumulator) or e4m3 x e4m3; per-row scales multiply the
+accumulator after the K loop, per-group weight scales (HQQ groups, 128 x 128 blocks) and per-block
+activation scales (``X_GROUP``) multiply each K tile's product in fp32 (``common.py``: numerics).
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
+    XQ_INT8,
+    XQ_NONE,
+    ZERO_FLOAT,
+    act_operand,
     dequantize,
+    dequantize_mx,
     dot_acc,
+    is_mx,
     load_codes,
     load_group_meta,
     write_result,
@@ -28,7 +39,8 @@ from gemlite.kernels.common import (
 @triton.jit
 def gemm_kernel(
     # Pointers
-    x_ptr,  # [M, K] activations, compute dtype
+    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT)
+    xs_ptr,  # fp32 activation scales (X_QUANT only): [M], or [M, K // X_GROUP]
     w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
@@ -55,6 +67,8 @@ def gemm_kernel(
     ZERO_MODE: tl.constexpr,
     POST_SCALE: tl.constexpr,  # scales multiply the accumulator (exact codes in the dot)
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
+    X_QUANT: tl.constexpr,  # common.XQ_*: how x is stored (the activation scheme's constant)
+    X_GROUP: tl.constexpr,  # K per activation scale (128: 1 x 128 blocks, applied per K tile); 0: per row
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
@@ -93,7 +107,10 @@ def gemm_kernel(
         scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
 
     # -- 3. walk this split's K tiles: load x, unpack + dequantize W, accumulate on tensor cores ------
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if X_QUANT == XQ_INT8 and not PRE_SCALE:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # int8 x int8: exact
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
         k_idx = k0 + offs_k
         if EVEN_K:
@@ -107,6 +124,14 @@ def gemm_kernel(
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
             )
+        if is_mx(W_KIND):
+            # MX / NVFP4: the tile holds BLOCK_K / 32 (16) scale groups (or lies inside one).
+            codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg,
+                                  W_KIND, BLOCK_K, BLOCK_N)  # fmt: skip
+        x = act_operand(x, X_QUANT)
+        if is_mx(W_KIND) and X_QUANT != XQ_NONE:
+            x = x.to(tl.bfloat16)  # e4m3 codes against MX weights (exact in bf16, not in e4m3): a bf16 dot
+        # Quantized activations meet the weight's exact codes (common.py: numerics).
         w = dequantize(
             codes,
             scale[None, :],
@@ -114,12 +139,30 @@ def gemm_kernel(
             zero_int,
             W_KIND,
             ZERO_MODE,
-            POST_SCALE,
-            x_ptr.dtype.element_ty,
+            POST_SCALE or X_QUANT != XQ_NONE,
+            x.dtype,
         )
-        acc = dot_acc(x, w, acc)
+        if PRE_SCALE and X_QUANT != XQ_NONE:
+            # HQQ groups (or 128 x 128 weight blocks) with 8-bit activations: this tile's exact-code
+            # product, then its group's zero (through the tile's row sums of x) and scale, in fp32.
+            # (A K tile lies in one group, and in one activation block.)
+            if X_QUANT == XQ_INT8:
+                part = dot_acc(x, w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)).to(tl.float32)
+            else:
+                part = dot_acc(x, w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32))
+            if ZERO_MODE == ZERO_FLOAT:
+                part = part - tl.sum(x.to(tl.float32), axis=1)[:, None] * zero[None, :]
+            if X_GROUP > 0:
+                xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP
+                part = part * tl.load(xs_blk, mask=mask_m, other=0.0)[:, None]
+            acc += part * scale[None, :]
+        else:
+            acc = dot_acc(x, w, acc)
 
-    # -- 4. epilogue: per-column scale, bias, cast, store (or this split's partial) --------------------
+    # -- 4. epilogue: per-row activation scale; per-column scale, bias, cast, store (or this split's
+    #       partial: scaling is linear, so each partial carries its rows' scales) -----------------------
+    if X_QUANT != XQ_NONE and X_GROUP == 0:
+        acc = acc.to(tl.float32) * tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
     offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     write_result(

@@ -23,16 +23,57 @@ from gemlite.kernels.common import (
     KIND_FP8,
     KIND_INT8,
     KIND_PACKED,
+    MAGIC_BITS,
+    XQ_NONE,
+    ZERO_FLOAT,
+    ZERO_INT,
+    act_operand,
     dequantize,
+    dequantize_mx_rows,
+    is_mx,
+    is_packed,
     load_group_meta,
     write_result,
 )
 
 
 @triton.jit
+def _grouped_partial(
+    words, x, scale, zero, zero_int, W_BITS: tl.constexpr, E: tl.constexpr, ZERO_MODE: tl.constexpr
+):
+    """One K step of a pre-scaled packed weight (HQQ) as a grouped sum: ``[ROWS, BLOCK_N]``
+    partials ``s * (sum_j x_j q_j - z * sum_j x_j)`` over each word's E codes (the step lies in one
+    scale group), instead of dequantizing every weight.
+
+    Code j of a word sits at bit ``W_BITS * j``. While the field ends at or below bit 23, masking it
+    in place and OR-ing in the bits of 2**23 gives the float ``2**23 + q * 2**(W_BITS * j)`` exactly
+    (one LOP3), and x_j is pre-multiplied by ``2**-(W_BITS * j)`` (exact: a power of two) to match;
+    higher fields are shifted down first. With the subtraction of 2**23 and the FMA with x that is
+    3 instructions per weight (4 for the shifted fields) where dequantizing takes 6. Every product
+    ``x * q`` is exact in fp32; the sums round, so the error bound charges the fp32 accumulator
+    ``sum_k |x_k| (|q_k| + |z|) |s|`` rather than ``sum_k |x_k| |q_k - z| |s|`` (harness/numerics.py).
+    (x below 2**-106 in magnitude, bf16 only, would lose bits to fp32 subnormals in the pre-scaling.)
+    """
+    offs_j = tl.arange(0, E)[None, :, None]
+    pos = offs_j * W_BITS
+    down = tl.where(pos + W_BITS <= 23, 0, pos)  # fields above bit 23 are shifted down to bit 0
+    left = pos - down  # where the field sits after that
+    field = ((1 << W_BITS) - 1) << left
+    v = (((words.to(tl.int32) >> down) & field) | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0
+    inv = ((127 - left) << 23).to(tl.float32, bitcast=True)  # 2**-left
+    p = tl.sum((x * inv) * v, axis=1)
+    if ZERO_MODE == ZERO_FLOAT:
+        p = p - zero[None, :] * tl.sum(x, axis=1)
+    elif ZERO_MODE == ZERO_INT:
+        p = p - zero_int * tl.sum(x, axis=1)
+    return scale[None, :] * p
+
+
+@triton.jit
 def gemv_kernel(
     # Pointers
-    x_ptr,  # [M, K] activations, compute dtype
+    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT)
+    xs_ptr,  # fp32 activation scales (X_QUANT only): [M], or [M, K // X_GROUP]
     w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
@@ -60,6 +101,8 @@ def gemv_kernel(
     ZERO_MODE: tl.constexpr,
     POST_SCALE: tl.constexpr,  # scales multiply the accumulator (exact codes)
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
+    X_QUANT: tl.constexpr,  # common.XQ_*: how x is stored (the activation scheme's constant)
+    X_GROUP: tl.constexpr,  # K per activation scale (128: 1 x 128 blocks); 0: one per row
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
@@ -98,10 +141,13 @@ def gemv_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         k_idx = k0 + k_in_tile
         if EVEN_K:
-            x = tl.load(x_row + k_idx).to(tl.float32)
+            x = tl.load(x_row + k_idx)
         else:
-            x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0).to(tl.float32)
-        if W_KIND == KIND_PACKED:
+            x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0)
+        x = act_operand(x, X_QUANT).to(tl.float32)
+        if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
+            x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP)
+        if is_packed(W_KIND):
             # One load per word ([ROWS, 1, BLOCK_N]); its E codes are cut out by a broadcast shift.
             rows = k0 // E + offs_r[:, None, None]
             ptrs = w_cols + rows * stride_wk
@@ -129,18 +175,28 @@ def gemv_kernel(
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
             )
-        w = dequantize(
-            codes,
-            scale[None, None, :],
-            zero[None, None, :],
-            zero_int,
-            W_KIND,
-            ZERO_MODE,
-            POST_SCALE,
-            tl.float32,
-        )
-        acc += tl.sum(x * w, axis=1)
+        if is_mx(W_KIND):
+            # MX / NVFP4: scale groups of 32 (16) inputs inside the step; a word's codes share one.
+            codes = dequantize_mx_rows(codes, s_ptr, z_ptr, (k0 + offs_r * E)[:, None, None], K,
+                                       offs_n[None, None, :], mask_n[None, None, :], stride_sg,
+                                       W_KIND)  # fmt: skip
+        if W_KIND == KIND_PACKED and PRE_SCALE:
+            acc += _grouped_partial(words, x, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE)
+        else:
+            w = dequantize(
+                codes,
+                scale[None, None, :],
+                zero[None, None, :],
+                zero_int,
+                W_KIND,
+                ZERO_MODE,
+                POST_SCALE,
+                tl.float32,
+            )
+            acc += tl.sum(x * w, axis=1)
     acc_n = tl.sum(acc, axis=0)
+    if X_QUANT != XQ_NONE and X_GROUP == 0:
+        acc_n = acc_n * tl.load(xs_ptr + pid_m)  # the row's activation scale (linear: partials too)
 
     # -- 4. write the row block (final) or this split's partial -------------------------------------
     offs_mn = pid_m.to(tl.int64) * N + offs_n

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gemlite.kernels import dequant, gemm, gemv
+from gemlite.kernels import act_quant, dequant, gemm, gemv
 from gemlite.kernels.common import WRITE_ATOMIC, WRITE_ATOMIC_FINAL, WRITE_FINAL, WRITE_PARTIAL
 from gemlite.settings import is_deterministic
 
@@ -371,6 +371,9 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     """
     if config.DEQUANT:
         return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    pre = []
+    if layout.act.is_dynamic:  # the matmul reads codes and row scales instead of x
+        x, x_scales, pre = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
     static = _static(family, layout, config, out_dtype, bias is not None, is_deterministic())
     kernel, runtime, meta = static.kernel, static.runtime, static.meta
     splits, k_per_split, mode = static.splits, static.k_per_split, static.mode
@@ -398,13 +401,14 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     for m0 in range(0, M, rows):
         x_rows, out_rows = (x, out) if rows == M else (x[m0 : m0 + rows], out[m0 : m0 + rows])
         m = x_rows.shape[0]
+        xs_rows = out_rows if not pre else x_scales if rows == M else x_scales[m0 : m0 + rows]
         ws_rows = ws[m0 : m0 + rows] if mode == WRITE_ATOMIC.value and rows != M else ws
         # Axis 0: one program per output tile (GEMV families: per row and BLOCK_N columns, rows
         # fastest, so the rows of one column block share its weight in L2); axis 1: one per K split.
         # Row chunks run one after another on the stream, so they share the lock counters.
         grid = ((_cdiv(m, config.BLOCK_M) if tile_m else m) * n_tiles, splits)
         named = {
-            "x_ptr": x_rows, "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,
+            "x_ptr": x_rows, "xs_ptr": xs_rows, "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,
             "b_ptr": bias if bias is not None else out_rows, "out_ptr": out_rows, "ws_ptr": ws_rows,
             "lock_ptr": locks, "M": m, "N": N, "K": K, "MN": m * N, "K_PER_SPLIT": k_per_split,
             "zero_int": layout.zero_int or 0,
@@ -412,7 +416,57 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         }  # fmt: skip
         args = tuple([named[name] for name in runtime])
         launches.append(KernelLaunch(kernel, grid, args, meta, config.num_warps, config.num_stages, static))
-    return out, launches
+    return out, pre + launches
+
+
+#: Where dynamic activation quantization runs, the one switch: "separate", a launch of
+#: `gemlite.kernels.act_quant` before the matmul's that writes int8 / e4m3 codes and fp32 row scales
+#: (``M * K`` bytes written and read back). The matmul kernels take codes + scales (``x_ptr``,
+#: ``xs_ptr``), so a quantizer fused into them would replace `_act_quant_plan` and nothing else.
+ACT_QUANT = "separate"
+_ACT_BLOCK_K = 1024  # K per step of the quantizer's two passes over a row (4 warps: 8 values a thread)
+
+
+@functools.lru_cache(maxsize=1024)
+def _act_static(x_quant: int, K: int, group: int) -> _Static:
+    if group:  # one program per 1 x group block
+        kernel = act_quant.quantize_groups_kernel
+        meta = {"X_QUANT": x_quant, "GROUP": group}
+    else:  # one program per row
+        kernel = act_quant.quantize_rows_kernel
+        meta = {"X_QUANT": x_quant, "BLOCK_K": min(_ACT_BLOCK_K, 1 << (K - 1).bit_length())}
+    runtime, constexprs = kernel_params(kernel)
+    return _Static(kernel, runtime, {n: meta[n] for n in constexprs}, 1, K, WRITE_FINAL.value)
+
+
+def _act_quant_plan(x, scheme, group: int | None = None):
+    """(codes [M, K], fp32 scales [M] (per token) or [M, K // group], [the quantizer's launch]) for x
+    ``[M, K]`` contiguous and an activation scheme of `gemlite.schemes.activation` (`ACT_QUANT`): one
+    program per row of x, or per 1 x group block (`gemlite.kernels.act_quant`). e4m3 codes are uint8
+    bytes (what the matmul kernels read)."""
+    M, K = x.shape
+    codes = torch.empty((M, K), dtype=scheme.kernel_dtype, device=x.device)
+    x_scales = torch.empty((M, K // group) if group else (M,), dtype=torch.float32, device=x.device)
+    static = _act_static(int(scheme.x_quant), K, group or 0)
+    named = {"x_ptr": x, "codes_ptr": codes, "scales_ptr": x_scales, "K": K, "stride_xm": K}
+    args = tuple(named[n] for n in static.runtime)
+    grid = (M, K // group) if group else (M,)
+    return codes, x_scales, [KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static)]
+
+
+def quantize_activation(
+    x: torch.Tensor, scheme, group: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the dynamic activation quantizer alone (what a dynamic format's forward runs first):
+    x ``[M, K]`` fp16/bf16 -> (codes ``[M, K]`` in ``scheme.code_dtype``, fp32 scales ``[M]``, or
+    ``[M, K // group]`` per 1 x group block); scheme is ``gemlite.schemes.act_scheme(kind)`` of a dynamic
+    kind. For tests, tools and the harness."""
+    x = x.contiguous()
+    codes, x_scales, steps = _act_quant_plan(x, scheme, group)
+    if x.shape[0] > 0:
+        for step in steps:
+            step.run()
+    return codes.view(scheme.code_dtype), x_scales
 
 
 @dataclass

@@ -10,11 +10,14 @@ module             weight kinds                          formats
 ``hqq``            HQQ                                   A16W{8,4,2,1}_HQQ_INT
 ``channelwise``    INT8, FP8                             A16W8_INT8, A16W8_FP8
 ``ternary``        TERNARY                               A16W158_INT
+``mx``             MXFP8, MXFP4, NVFP4                   A16W8_MXFP, A16W4_MXFP, A16W4_NVFP
 ``activation``     (activations) NONE                    every weight-only format
+``activation``     (activations) INT8, FP8 per token     A8W8_INT8_dynamic, A8W8_FP8_dynamic,
+                                                         A8W{4,2}_HQQ_INT_dynamic, A8W158_INT_dynamic
 =================  ====================================  ==================================
 
-Kinds of the vocabulary without a scheme here (MXFP8, MXFP4, NVFP4, block-scaled 8-bit, dynamic
-activations) are refused with NotImplementedError naming the kind.
+Kinds of the vocabulary without a scheme here (block-scaled 8-bit, MX/NVFP4 activations) are refused
+with NotImplementedError naming the kind.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from __future__ import annotations
 import torch
 
 from gemlite.formats import FORMATS, ActKind, Format, WeightKind
-from gemlite.schemes import activation, channelwise, dense, hqq, ternary
+from gemlite.schemes import activation, channelwise, dense, hqq, mx, ternary
 from gemlite.schemes.base import WeightScheme
 
 _WEIGHT: dict[WeightKind, WeightScheme] = {}
-for _scheme in (dense.SCHEME, hqq.SCHEME, channelwise.INT8, channelwise.FP8, ternary.SCHEME):
+_SCHEMES = (
+    dense.SCHEME, hqq.SCHEME, channelwise.INT8, channelwise.FP8, ternary.SCHEME, mx.MXFP8, mx.MXFP4, mx.NVFP4,
+)
+for _scheme in _SCHEMES:
     for _kind in _scheme.kinds:
         _WEIGHT[_kind] = _scheme
 _ACT = {s.kind: s for s in activation.SCHEMES}
@@ -56,10 +62,11 @@ def act_scheme(kind: ActKind):
 
 def check_format(fmt: Format) -> WeightScheme:
     """The weight scheme of `fmt`, after checking this release runs it (its weight kind and variant and
-    its activation scheme); NotImplementedError naming what is missing otherwise."""
+    its activation scheme); NotImplementedError naming what is missing otherwise, ValueError for
+    activations whose dot would not multiply the weight's codes exactly (`gemlite.schemes.activation`)."""
     scheme = weight_scheme(fmt.weight.kind)
     scheme.check_spec(fmt.weight)
-    act_scheme(fmt.act.kind)
+    act_scheme(fmt.act.kind).check_spec(fmt.act, fmt.weight)
     return scheme
 
 

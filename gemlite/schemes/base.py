@@ -38,6 +38,9 @@ class KernelKind(enum.IntEnum):
     PACKED = 1  # unsigned codes packed in words (HQQ, TERNARY)
     INT8 = 2  # int8 codes, one per byte
     FP8 = 3  # float8_e4m3fn codes, one per byte
+    MXFP8 = 4  # e4m3 codes (their bytes), one per byte; e8m0 scale per 32 inputs (gemlite.schemes.mx)
+    MXFP4 = 5  # e2m1 codes packed in words; e8m0 scale per 32 inputs
+    NVFP4 = 6  # e2m1 codes packed in words; e4m3 scale per 16 inputs and an fp32 tensor scale
 
 
 class ZeroMode(enum.IntEnum):
@@ -59,12 +62,15 @@ class Canonical:
     codes: ``[N, K]`` codes (or the fp16/bf16 weight itself for FLOAT).
     scales: ``[N, K // g]`` (``[N, 1]`` channel-wise), or None.
     zeros: ``[N, K // g]`` float tensor, a Python int (integer zero-point), or None.
+    tensor_scale: NVFP4 only: the fp32 tensor scale ``ts`` (``W = e2m1(q) * s_g / ts``), a 1-element
+        tensor; None for every other kind.
     """
 
     spec: WeightSpec
     codes: torch.Tensor
     scales: torch.Tensor | None
     zeros: torch.Tensor | int | None
+    tensor_scale: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,17 @@ class WeightScheme:
                 f"format: {spec.kind.name} weights with {spec.block_n}x{spec.group_size} blocks "
                 "(block-scaled) are planned for a later release of gemlite"
             )
+
+    def k_tile_problem(self, layout, block_k: int) -> str | None:
+        """Why a K tile of `block_k` inputs cannot run this layout, or None (`gemlite.autotune` legality).
+
+        Default: the kernels read one scale row per K tile, so a tile must not straddle two groups."""
+        if layout.is_grouped and layout.group_size % block_k != 0:
+            return (
+                f"a K step of {block_k} would straddle scale groups of {layout.group_size} "
+                "(it must divide the group size)"
+            )
+        return None
 
     def check_layout(self, layout) -> None:
         """Raise ValueError for a group size, word or zero-point this scheme's kernels cannot run."""

@@ -4,8 +4,9 @@
 layer through the public API, the float64 golden from ``reference``; the profile's autotune mode and
 the case's own settings), records the outcome for ``reports/correctness.md`` and fails the test, with
 the worst elements and a one-line reproducer, when the output breaks the error bound of
-`harness.numerics` (`BoundViolation`), a state_dict round trip does not give the same output back
-(`ExactMismatch`), or the run raises (`CaseRaised`). The mutation session counts exactly these as
+`harness.numerics` (`BoundViolation`), a state_dict round trip does not give the same output back or a
+dynamic format's activation codes / scales differ from the reference's (`ExactMismatch`), or the run
+raises (`CaseRaised`). The mutation session counts exactly these as
 catches.
 """
 
@@ -39,6 +40,10 @@ def judge(correctness_recorder, request, device):
                 f"{type(exc).__name__}: {exc}\nreproduce: {line}"
             ) from exc
         correctness_recorder.record(case, result.comparison, test)
+        if result.act_diff is not None:  # the activation codes first: a wrong code explains a wrong y
+            error = ExactMismatch(result.act_diff)
+            correctness_recorder.record_error(case, error, test, result.comparison.repro or "")
+            raise error
         if not result.comparison.ok:
             raise BoundViolation(result.comparison.message())
         if result.reload_diff is not None:

@@ -63,7 +63,7 @@ def layer4(**kw) -> GemLiteLinear:
             "in_features: K must be a multiple of 32, got 100",
         ),
         (dict(group_size=48), ValueError, "group_size: must divide in_features=128.*got 48"),
-        (dict(group_size=16), ValueError, "group_size: HQQ groups must .* multiple of 32"),
+        (dict(W_nbits=2, group_size=16), ValueError, "group_size: HQQ groups must .* multiple of 32"),
         (dict(group_size=0), ValueError, "group_size: expected a positive int, got 0"),
         (dict(group_size="64"), TypeError, "group_size"),
         (dict(input_dtype=DType.FP32), ValueError, "input_dtype: expected one of FP16, BF16, got FP32"),
@@ -87,6 +87,15 @@ def test_constructor_rejects(kwargs, exc, match) -> None:
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         GemLiteLinear(**args)
+
+
+def test_group_16_is_nvfp4s_and_refused_for_hqq_codes() -> None:
+    """4 bits in groups of 16 is NVFP4's layout: the constructor takes it, HQQ codes are refused at pack."""
+    layer = GemLiteLinear(4, 16, K, N)
+    codes = torch.zeros((N, K), dtype=torch.uint8)
+    scales = torch.ones((N, K // 16), dtype=torch.float16)
+    with pytest.raises(ValueError, match="group_size: HQQ groups must .* multiple of 32"):
+        layer.pack(codes, scales, torch.zeros_like(scales))
 
 
 def test_constructor_accepts_torch_dtypes_and_none_group() -> None:

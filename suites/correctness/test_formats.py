@@ -72,11 +72,12 @@ def _pins(name: str) -> list[Case]:
             pinned(name, group_size=128, K=2048, N=16, M=2, zeros="float", dist="massive", seed=14),
         ]
     out_fp32 = "float32" in SUPPORT[name].output_dtypes_for("bfloat16")
+    blocks = FORMATS[name].weight.block_n > 1  # 128 x 128 blocks: K a multiple of 128, N ragged
     return [
-        pinned(name, K=96, N=40, M=3, bias="input", seed=21),
+        pinned(name, K=128 if blocks else 96, N=40, M=3, bias="input", seed=21),
         pinned(
             name,
-            K=160,
+            K=256 if blocks else 160,
             N=33,
             M=17,
             input_dtype="bfloat16",

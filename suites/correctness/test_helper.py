@@ -4,6 +4,7 @@
 * ``from_linear`` layers equal, bitwise, layers built with ``from_weights`` from the reference's codes
   (so the layer holds exactly those codes), match the reference's golden under the kernel bound, and
   stay within the format's a priori quantization error of the float layer.
+* With hqq installed, ``from_linear`` of the HQQ helpers runs hqq's optimizer and says so (``quantizer``).
 * ``patch_model`` swaps the right modules; ``warmup`` runs.
 """
 
@@ -31,7 +32,15 @@ from gemlite.helper import (
     patch_model,
     warmup,
 )
-from gemlite.quantize import quantize_fp8, quantize_hqq, quantize_int8, quantize_ternary, round_half_away
+from gemlite.quantize import (
+    hqq_optimizer_available,
+    quantize_fp8,
+    quantize_hqq,
+    quantize_hqq_optimized,
+    quantize_int8,
+    quantize_ternary,
+    round_half_away,
+)
 from harness.numerics import Precision, compare_output, error_bound, golden_from_dequantized, unit_roundoff
 
 K, N, G = 128, 40, 64
@@ -184,7 +193,11 @@ def test_from_linear(name, processor, dtype, linear_dtype, bias: bool, device: s
     w = linear.weight.detach().clone()
     b = None if linear.bias is None else linear.bias.detach().clone()
     proc = processor(device=device, dtype=dtype)
-    layer = proc.from_linear(linear, group_size=G) if name.startswith("hqq") else proc.from_linear(linear)
+    # optimize=False: gemlite's round-to-nearest rule, which the reference holds bit for bit (hqq's
+    # optimizer, the default when hqq is installed, is judged in test_hqq_optimizer_in_from_linear).
+    hqq = name.startswith("hqq")
+    layer = proc.from_linear(linear, group_size=G, optimize=False) if hqq else proc.from_linear(linear)
+    assert layer.quantizer == "rtn"
     assert linear.weight is None and linear.bias is None  # del_orig=True frees the float layer
     assert layer.input_dtype.torch_dtype == dtype and layer.output_dtype.torch_dtype == dtype
     assert (layer.bias is not None) == bias
@@ -210,6 +223,52 @@ def test_from_linear(name, processor, dtype, linear_dtype, bias: bool, device: s
     assert excess <= 0, (
         f"{name}: output strays from the float layer by {excess:.3g} beyond the quantization bound"
     )
+
+
+@pytest.mark.interpreter
+@pytest.mark.skipif(not hqq_optimizer_available(), reason="hqq is not installed (nox -s tests installs it)")
+@pytest.mark.parametrize("bits", [4, 2])
+def test_hqq_optimizer_in_from_linear(bits: int, device: str) -> None:
+    """With hqq installed, the HQQ helpers' from_linear runs hqq's optimizer (as public GemLite does)
+    and says so; the layer holds exactly the optimizer's codes; the optimizer lowers the mean absolute
+    weight error it minimises against round-to-nearest on the same weight."""
+    linear = float_linear(True, torch.float16, device)
+    w, b = linear.weight.detach().clone(), linear.bias.detach().clone()
+    proc = HQQ_PROCESSORS[bits](device=device)
+    layer = proc.from_linear(copy.deepcopy(linear), group_size=G)
+    assert layer.quantizer == "hqq"
+    assert proc.from_linear(copy.deepcopy(linear), group_size=G, optimize=True).quantizer == "hqq"
+    codes, scales, zeros = quantize_hqq_optimized(w, bits, G, torch.float16)
+    x = activations(3, torch.float16, device)
+    assert torch.equal(layer(x), proc.from_weights(codes, scales, zeros, b)(x))
+    qw = ref.quantize_weight(FORMATS[f"A16W{bits}_HQQ_INT"].with_group_size(G), w)
+    rep = lambda t: t.double().repeat_interleave(G, dim=1)  # noqa: E731
+    hqq_err = (w.double() - (codes.double() - rep(zeros)) * rep(scales)).abs().mean()
+    rtn_err = (w.double() - ref.dequantize_weight(qw)).abs().mean()
+    assert hqq_err < rtn_err, (hqq_err.item(), rtn_err.item())
+
+
+def test_from_linear_without_hqq_rounds_to_nearest(monkeypatch) -> None:
+    import builtins
+
+    import gemlite.helper
+
+    real_import = builtins.__import__
+
+    def no_hqq(name, *args, **kwargs):
+        if name == "hqq" or name.startswith("hqq."):
+            raise ImportError("No module named 'hqq'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_hqq)
+    monkeypatch.setattr(gemlite.helper, "hqq_optimizer_available", lambda: False)
+    linear = float_linear(False, torch.float16, "cpu")
+    proc = A16W4_HQQ_INT(device="cpu")
+    assert proc.from_linear(copy.deepcopy(linear), group_size=G).quantizer == "rtn"
+    with pytest.raises(ImportError, match="quantize_hqq_optimized: needs the `hqq` package"):
+        proc.from_linear(copy.deepcopy(linear), group_size=G, optimize=True)
+    with pytest.raises(TypeError, match="optimize: expected None or a bool, got str"):
+        proc.from_linear(copy.deepcopy(linear), group_size=G, optimize="hqq")
 
 
 @pytest.mark.interpreter

@@ -9,6 +9,9 @@
 * Bad arguments to the public entry points raise errors that name the argument, what was expected
   and what was given; a processor left at its default CUDA device on a machine without CUDA says
   ``device:``.
+* A reduction whose running sum passes fp16's range (K = 1024) is exact in every family; 10,000
+  forward calls over 40 distinct M hold no more memory than the first; four threads calling forward
+  (and autotuning, on a GPU) at once get outputs within the bound, and the configs they settled.
 """
 
 from __future__ import annotations
@@ -472,3 +475,159 @@ def test_the_portable_lock_without_fcntl(tmp_path, monkeypatch) -> None:
         released = time.monotonic()
     t.join(10)
     assert acquired and acquired[0] >= released and not os.path.exists(path + ".lock")
+
+
+# --------------------------------------------------------------------------------------------
+# Long reductions, long runs, many threads
+# --------------------------------------------------------------------------------------------
+
+
+def _overflow_layer(device, bits: int):
+    """A weight whose running sums pass fp16's largest value (65504) while every output is small.
+
+    Row n: W = +15 on the first half of K, -15 on the second half except its last n inputs (-14), so
+    with x = 16 everywhere the sum climbs to 16 * 15 * K / 2 = 122880 at K = 1024 and comes back to
+    y[n] = 16 * n. Every product and partial sum is an integer below 2**24: exact in fp32, so the
+    output is exact; an fp16 accumulator would overflow to inf (and inf - inf = NaN).
+    """
+    k, n, g = 1024, 64, 128
+    w = torch.full((n, k), 15.0)
+    w[:, k // 2 :] = -15.0
+    for row in range(n):
+        if row:
+            w[row, k - row :] = -14.0
+    if bits == 16:
+        layer = GemLiteLinear(16, None, k, n).pack(w.half().to(device), None, None)
+    else:  # (q - z) * s with s = 1: codes 15 - 0 and 0 - 15 (zero 15 on the second half's groups)
+        z = torch.zeros(n, k // g)
+        z[:, (k // 2) // g :] = 15.0
+        codes = (w + z.repeat_interleave(g, dim=1)).to(torch.uint8)
+        s = torch.ones(n, k // g)
+        layer = GemLiteLinear(bits, g, k, n).pack(codes.to(device), s.half().to(device), z.half().to(device))
+    expected = 16.0 * torch.arange(n, dtype=torch.float32)
+    return layer, torch.full((2, k), 16.0, dtype=torch.float16, device=device), expected
+
+
+@pytest.mark.parametrize("bits", [4, 16], ids=["A16W4_HQQ_INT", "A16W16"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_long_reduction_past_fp16_range_is_exact(family: str, bits: int, device: str) -> None:
+    layer, x, expected = _overflow_layer(device, bits)
+    y = layer.forward_manual(x, family)
+    assert bool(torch.isfinite(y).all()), f"{family}: a partial sum overflowed"
+    assert torch.equal(y.float().cpu(), expected.expand(2, -1)), f"{family}: not exact"
+
+
+def test_many_forward_calls_do_not_grow_memory(device: str, monkeypatch) -> None:
+    """10,000 forward calls over 40 distinct M (every kept per-M choice and replay) hold no more memory
+    at the end than after the first pass.
+
+    On the CPU the kernels themselves are not run (the interpreter takes ~45 ms per launch, 10,000
+    launches would take 8 minutes): `KernelLaunch._run_triton` is stubbed after a first real pass, so
+    everything else runs as on a GPU (x checks, launch choice, plans, caches, output allocation). On
+    a GPU the kernels run too and CUDA memory is checked as well.
+    """
+    import tracemalloc
+
+    from gemlite.kernels import plan as kplan
+
+    layer = _layer(device)
+    ms = list(range(1, 41))
+    xs = {m: _x(m, device, seed=m) for m in ms}
+    first = {m: layer(xs[m]) for m in ms}
+    if device == "cpu":
+        monkeypatch.setattr(kplan.KernelLaunch, "_run_triton", lambda self: None)
+    calls = 10_000
+    for m in ms:  # one full pass with the stub (if any) before measuring
+        layer(xs[m])
+    cuda = device != "cpu"
+    if cuda:
+        torch.cuda.synchronize()
+        cuda_before = torch.cuda.memory_allocated()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(calls):
+            layer(xs[ms[i % len(ms)]])
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A leak of one small Python object per call (>= 32 bytes) would add >= 320 KB.
+    assert after - before < 64 * 1024, f"Python memory grew by {after - before} bytes over {calls} calls"
+    if cuda:
+        torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() == cuda_before
+        assert all(torch.equal(layer(xs[m]), first[m]) for m in ms)
+
+
+def test_concurrent_forward_and_autotune_from_threads(device: str, monkeypatch, clean_cache) -> None:
+    """Four threads call forward on their own layers (new autotune keys) and on one shared layer, at
+    several M, at once. Every output must be within the kernel bound of its float64 golden, and once the
+    threads are done a plain sequential call gives bitwise each thread's last output (the configs they
+    settled in the shared cache).
+
+    NOTE: the Triton interpreter is not thread-safe, so on the CPU the kernel launches themselves are
+    serialised (a lock around `KernelLaunch._run_triton`); everything around them (the x checks, the
+    launch choice and autotune cache under its lock, the per-layer choices, plans, replays, settings
+    generations) runs concurrently. On a GPU nothing is serialised and autotune "fast" times configs
+    while the other threads launch.
+    """
+    import threading
+
+    from gemlite.kernels import plan as kplan
+    from harness.numerics import Precision, compare_output, golden_from_dequantized
+
+    if device == "cpu":
+        launch_lock = threading.Lock()
+        run_triton = kplan.KernelLaunch._run_triton
+
+        def serialised(self):
+            with launch_lock:
+                return run_triton(self)
+
+        monkeypatch.setattr(kplan.KernelLaunch, "_run_triton", serialised)
+    else:
+        autotune.set_autotune("fast")
+
+    def layer_and_W64(seed: int, n: int):
+        gen = torch.Generator().manual_seed(seed)
+        codes = torch.randint(0, 16, (n, K), generator=gen, dtype=torch.uint8)
+        s = (torch.rand(n, K // G, generator=gen) * 0.01 + 0.001).half()
+        z = torch.randint(0, 16, (n, K // G), generator=gen).half()
+        W64 = (codes.double() - z.double().repeat_interleave(G, 1)) * s.double().repeat_interleave(G, 1)
+        return GemLiteLinear(4, G, K, n).pack(codes.to(device), s.to(device), z.to(device)), W64
+
+    shared = layer_and_W64(100, N)
+    own = [layer_and_W64(101 + t, 32 * (t + 1)) for t in range(4)]
+    ms = (1, 3, 16)
+    rounds = 3 if device == "cpu" else 50
+    results: dict[tuple[int, str, int], list[torch.Tensor]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work(t: int) -> None:
+        try:
+            start.wait()
+            for _ in range(rounds):
+                for which, (layer, _) in (("own", own[t]), ("shared", shared)):
+                    for m in ms:
+                        y = layer(_x(m, device, seed=m))
+                        results.setdefault((t, which, m), []).append(y)
+        except BaseException as e:  # reported below, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(600)
+    assert not errors, errors[0]
+    assert len(results) == 4 * 2 * len(ms)
+    for (t, which, m), ys in results.items():
+        layer, W64 = own[t] if which == "own" else shared
+        x = _x(m, device, seed=m)
+        golden = golden_from_dequantized(x, W64.to(device))
+        for y in ys:
+            precision = Precision(torch.float16, torch.float16)
+            cmp = compare_output(y, golden, precision, context=f"thread {t} {which} M={m}")
+            assert cmp.ok, cmp.message()
+        assert torch.equal(layer(x), ys[-1]), (t, which, m)

@@ -43,6 +43,22 @@ CASES = {
     "ternary": _case("A16W158_INT"),  # output = activation dtype: built by the A16W158_INT helper
     "ternary-f32-out": _case("A16W158_INT", output_dtype="float32"),  # built by pack(format=...)
     "w16-bf16": _case("A16W16", input_dtype="bfloat16"),
+    # dynamic activations: the metadata names the activation quantization too
+    "a8w8-int8": _case("A8W8_INT8_dynamic"),
+    "a8w8-fp8-f32-out": _case("A8W8_FP8_dynamic", output_dtype="float32"),
+    "a8w4-g64-float": _case("A8W4_HQQ_INT_dynamic", group_size=64, zeros="float"),
+    "a8w2-chan-int-word8": _case("A8W2_HQQ_INT_dynamic", group_size=None, zeros="int", packing_bitwidth=8),
+    "a8w158": _case("A8W158_INT_dynamic"),
+    "a8w8-fp8-block": _case("A8W8_FP8_block_dynamic", group_size=128, K=256),
+    "a8w8-int8-block-f32-out": _case(
+        "A8W8_INT8_block_dynamic", group_size=128, K=256, output_dtype="float32"
+    ),
+    # microscaled weights: scale bytes (and NVFP4's tensor scale) travel bit for bit
+    "mxfp8": _case("A16W8_MXFP"),
+    "mxfp4-bf16": _case("A16W4_MXFP", input_dtype="bfloat16"),
+    "nvfp4-f32-out": _case("A16W4_NVFP", output_dtype="float32"),
+    "a8w8-mxfp-post": _case("A8W8_MXFP_post_scale_dynamic"),
+    "a8w4-mxfp-post": _case("A8W4_MXFP_post_scale_dynamic"),
 }
 
 

@@ -31,7 +31,8 @@ def test_catalogue_covers_the_bug_classes():
         # paths only the drawn settings reach: atomics, K-tail masks, DEQUANT, row chunks, metadata,
         # packed input, and the precision of stored parameters
         "atomic_unscaled", "atomic_final_bias", "bias_before_scale", "gemm_k_tail_mask", "gemv_k_tail_mask",
-        "gemv_fp16_dequant", "dequant_post_scale", "dequant_group", "row_chunk_atomic_ws",
+        "gemv_grouped_zero_fp16", "gemv_grouped_field_scale", "dequant_post_scale", "dequant_group",
+        "row_chunk_atomic_ws",
         "metadata_zero_int", "packed_input_order", "bias_fp16", "channel_scales_fp16",
         "hqq_scales_compute_dtype",
     }  # fmt: skip

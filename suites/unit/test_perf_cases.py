@@ -22,6 +22,16 @@ from harness.perf_cases import (
 )
 
 ISSUE_LABELS = ["A16W4_HQQ_INT/g128", "A16W4_HQQ_INT/g64", "A16W2_HQQ_INT/g128", "A16W8_INT8", "A16W8_FP8"]
+ISSUE_LABELS += ["A16W8_MXFP", "A16W4_MXFP", "A16W4_NVFP"]  # issue "Kernels III"
+ISSUE_LABELS += [  # issue 10, "Kernels II": dynamic activations
+    "A8W8_INT8_dynamic",
+    "A8W8_FP8_dynamic",
+    "A8W8_INT8_block_dynamic",
+    "A8W8_FP8_block_dynamic",
+    "A8W4_HQQ_INT_dynamic/g128",
+    "A8W2_HQQ_INT_dynamic/g128",
+    "A8W158_INT_dynamic",
+]
 ISSUE_SHAPES = [
     (4096, 4096),
     (4096, 14336),
@@ -49,7 +59,7 @@ def test_shipped_suites_hold_the_issue_cases(name):
     assert list(s.ms) == ISSUE_M
     assert set(s.references) == set(REFERENCES)
     cases = s.cases()
-    assert sum(c.kind == "gemlite" for c in cases) == 5 * 9 * 12 + 2  # + A16W16, host subset only
+    assert sum(c.kind == "gemlite" for c in cases) == len(ISSUE_LABELS) * 9 * 12 + 2  # + A16W16, host only
     assert sum(c.kind == "ref" for c in cases) == 4 * 9 * 12
     assert len({c.case_id for c in cases}) == len(cases)
     for f in s.formats + s.host_formats:  # the label is the vocabulary's own
@@ -299,13 +309,23 @@ def test_host_subset_with_a_host_only_format(tmp_path):
 
 # Independent hand formulas of a stored weight's bytes (codes + scales + zeros), one per format the
 # suites time: packed codes bits/8 per element; HQQ: one fp16 scale and one fp16 zero per group of
-# g inputs; INT8/FP8: one fp32 scale per output channel; A16W16: the fp16 weight itself.
+# g inputs; INT8/FP8: one fp32 scale per output channel; A16W16: the fp16 weight itself; MX: one e8m0
+# byte per 32 inputs; NVFP4: one e4m3 byte per 16 inputs and the fp32 tensor scale.
 def _hand_bytes(label: str, K: int, N: int) -> int:
     hqq = {"A16W4_HQQ_INT/g128": (4, 128), "A16W4_HQQ_INT/g64": (4, 64), "A16W2_HQQ_INT/g128": (2, 128)}
+    hqq.update({"A8W4_HQQ_INT_dynamic/g128": (4, 128), "A8W2_HQQ_INT_dynamic/g128": (2, 128)})
+    if label in ("A8W8_INT8_dynamic", "A8W8_FP8_dynamic"):  # the weight of A16W8_INT8 / A16W8_FP8
+        return K * N + 4 * N
+    if label.endswith("_block_dynamic"):  # one fp32 scale per 128 x 128 block (the minimum traffic)
+        return K * N + -(-N // 128) * (K // 128) * 4
+    if label == "A8W158_INT_dynamic":  # 2-bit codes, the fp32 scale repeated per channel
+        return K * N // 4 + 4 * N
     if label in hqq:
         bits, g = hqq[label]
         return K * N * bits // 8 + 2 * 2 * N * (K // g)
-    return {"A16W8_INT8": K * N + 4 * N, "A16W8_FP8": K * N + 4 * N, "A16W16": 2 * K * N}[label]
+    mx = {"A16W8_MXFP": K * N + K * N // 32, "A16W4_MXFP": K * N // 2 + K * N // 32,
+          "A16W4_NVFP": K * N // 2 + K * N // 16 + 4}  # fmt: skip
+    return {"A16W8_INT8": K * N + 4 * N, "A16W8_FP8": K * N + 4 * N, "A16W16": 2 * K * N, **mx}[label]
 
 
 @pytest.mark.parametrize("name", ["h100", "h200"])
@@ -329,6 +349,9 @@ def test_weight_bytes_come_from_the_schemes(monkeypatch):
     # they give what the schemes give, so an A/B across the change reports the same bytes.
     formats = [f.with_group_size(64) for f in FORMATS.values() if f.weight.kind is WeightKind.HQQ]
     formats += list(FORMATS.values())
+    # (No revision without gemlite.schemes runs the microscaled formats: their scheme owns their bytes.)
+    microscaled = (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4)
+    formats = [f for f in formats if f.weight.kind not in microscaled]
     with_schemes = [weight_bytes(f, 4096, 14336) for f in formats]
     monkeypatch.setattr(perf_cases, "weight_scheme", None)
     assert [weight_bytes(f, 4096, 14336) for f in formats] == with_schemes
@@ -371,3 +394,12 @@ def test_case_identity_round_trip():
     assert "/" not in c.test_id and " " not in c.test_id
     back = Case.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back == c and back.entry.to_dict() == e.to_dict()
+
+
+def test_dynamic_formats_count_their_activation_operand():
+    """Dynamic activations: x read by the quantizer, the 8-bit codes written and read back, the fp32 row
+    scales written and read (gemlite.schemes.activation), on top of the weight and y."""
+    suite = load_suite(suite_path("h200"))
+    case = next(c for c in suite.cases() if c.case_id == "A8W8_FP8_dynamic 4096x14336 M16")
+    M, K, N = 16, 4096, 14336
+    assert case_bytes(case) == (K * N + 4 * N) + (M * K * 2 + 2 * M * K + 2 * M * 4) + M * N * 2

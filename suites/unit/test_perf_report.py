@@ -142,7 +142,7 @@ def test_peaks_follow_the_dot_dtype():
 def test_helpers():
     assert geomean([2.0, 8.0]) == pytest.approx(4.0) and geomean([]) is None and geomean([None, 0.0]) is None
     t = md_table(["a", "b"], [["x", "1"], ["yy", "22"]])
-    assert t.splitlines() == ["| a  |  b |", "|----|---:|", "| x  |  1 |", "| yy | 22 |"]
+    assert t.splitlines() == ["| a   |   b |", "|:----|----:|", "| x   |   1 |", "| yy  |  22 |"]  # tabulate
     with pytest.raises(ValueError):
         md_table(["a"], [["x", "y"]])
 
