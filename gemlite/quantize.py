@@ -66,6 +66,21 @@ def round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.where(is_tie, truncated + torch.sign(x), torch.round(x))
 
 
+def _check_hqq_args(weight, bits, group_size, scale_dtype) -> tuple[int, int, int, torch.dtype]:
+    """The checked arguments of the HQQ quantizers: (N, K, group size, scale dtype)."""
+    _check_weight(weight)
+    if isinstance(bits, bool) or bits not in HQQ_BITS:
+        raise ValueError(f"bits: HQQ codes are one of {HQQ_BITS} bits wide, got {bits!r}")
+    n, k = weight.shape
+    g = k if group_size is None else group_size
+    if isinstance(g, bool) or not isinstance(g, int) or g <= 0 or k % g != 0:
+        raise ValueError(f"group_size: expected a positive divisor of K={k} or None, got {group_size!r}")
+    scale_dtype = weight.dtype if scale_dtype is None else scale_dtype
+    if scale_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"scale_dtype: expected float16, bfloat16 or float32, got {scale_dtype}")
+    return n, k, g, scale_dtype
+
+
 def quantize_hqq(
     weight: torch.Tensor,
     bits: int,
@@ -100,16 +115,7 @@ def quantize_hqq(
         ValueError: bad shape, non-finite values, bits not in (8, 4, 2, 1), group_size not dividing K,
             a group minimum beyond the range of `scale_dtype`.
     """
-    _check_weight(weight)
-    if isinstance(bits, bool) or bits not in HQQ_BITS:
-        raise ValueError(f"bits: HQQ codes are one of {HQQ_BITS} bits wide, got {bits!r}")
-    n, k = weight.shape
-    g = k if group_size is None else group_size
-    if isinstance(g, bool) or not isinstance(g, int) or g <= 0 or k % g != 0:
-        raise ValueError(f"group_size: expected a positive divisor of K={k} or None, got {group_size!r}")
-    scale_dtype = weight.dtype if scale_dtype is None else scale_dtype
-    if scale_dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"scale_dtype: expected float16, bfloat16 or float32, got {scale_dtype}")
+    n, k, g, scale_dtype = _check_hqq_args(weight, bits, group_size, scale_dtype)
 
     max_code = (1 << bits) - 1
     groups = weight.float().reshape(n, k // g, g)  # exact: fp16/bf16 values are fp32 values
@@ -155,16 +161,7 @@ def quantize_hqq_optimized(
         ImportError: the `hqq` package is not installed (`hqq_optimizer_available`).
         TypeError / ValueError: as `quantize_hqq`.
     """
-    _check_weight(weight)
-    if isinstance(bits, bool) or bits not in HQQ_BITS:
-        raise ValueError(f"bits: HQQ codes are one of {HQQ_BITS} bits wide, got {bits!r}")
-    n, k = weight.shape
-    g = k if group_size is None else group_size
-    if isinstance(g, bool) or not isinstance(g, int) or g <= 0 or k % g != 0:
-        raise ValueError(f"group_size: expected a positive divisor of K={k} or None, got {group_size!r}")
-    scale_dtype = weight.dtype if scale_dtype is None else scale_dtype
-    if scale_dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"scale_dtype: expected float16, bfloat16 or float32, got {scale_dtype}")
+    n, k, g, scale_dtype = _check_hqq_args(weight, bits, group_size, scale_dtype)
     try:
         from hqq.core.quantize import Quantizer
     except ImportError:

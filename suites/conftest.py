@@ -23,3 +23,18 @@ pytest_plugins = ("harness.pytest_plugin",)
 def device() -> str:
     """Where gemlite tensors live in this run: "cuda" on a GPU machine, else "cpu" (interpreter)."""
     return DEVICE
+
+
+@pytest.fixture
+def no_hqq(monkeypatch) -> None:
+    """Imports of the ``hqq`` package fail in this test, as on a machine without it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def import_without_hqq(name, *args, **kwargs):
+        if name == "hqq" or name.startswith("hqq."):
+            raise ImportError("No module named 'hqq'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", import_without_hqq)

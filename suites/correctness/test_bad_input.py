@@ -7,8 +7,6 @@ that happen on a packed layer.
 
 from __future__ import annotations
 
-import builtins
-
 import pytest
 import torch
 from torch import nn
@@ -373,15 +371,7 @@ def test_from_linear_and_from_weights_arguments() -> None:
         A16W8_INT8(device="cpu").from_linear(linear)
 
 
-def test_from_hqqlinear_without_hqq(monkeypatch) -> None:
-    real_import = builtins.__import__
-
-    def no_hqq(name, *args, **kwargs):
-        if name == "hqq" or name.startswith("hqq."):
-            raise ImportError("No module named 'hqq'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_hqq)
+def test_from_hqqlinear_without_hqq(no_hqq) -> None:
     with pytest.raises(ImportError, match="from_hqqlinear: needs the `hqq` package"):
         A16W4_HQQ_INT(device="cpu").from_hqqlinear(object())
 
