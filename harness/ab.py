@@ -33,7 +33,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -441,9 +441,15 @@ def run_ab(
         else:
             base_root, base_desc = Path(against_dir).resolve(), f"directory {against_dir}"
         roots = {"base": base_root / "gemlite", "head": Path(repo) / "gemlite"}
+        # Each side loads its own revision's tuned configs: a cache holds the winners of one
+        # revision's config spaces, and the other side's may name configs its kernels lack.
+        side_settings = {
+            "base": replace(settings, config_dir=str(base_root / "suites" / "perf" / "configs")),
+            "head": settings,
+        }
         for side in SIDES:
             shim = make_shim(tmp, side, roots[side])
-            workers[side] = Worker(side, shim, roots[side], settings, gpu, log)
+            workers[side] = Worker(side, shim, roots[side], side_settings[side], gpu, log)
         rows = []
         for i, case in enumerate(cases):
             if deadline is not None and time.monotonic() > deadline:

@@ -332,6 +332,8 @@ def _tune_only(a: argparse.Namespace, cases: list, settings, gpu, t0: float) -> 
         errors += m.status == "error"
         what = f"first call {m.warm_s:.2f} s" if m.status == "ok" else f"ERROR {m.reason}"
         log(f"[{i + 1:>4}/{len(cases)} {time.monotonic() - t0:6.0f} s] tune {case.case_id}: {what}")
+        if i % 20 == 19:
+            measurer.save_config_cache()  # a run killed from outside keeps what it tuned
     measurer.finish()
     log(f"config cache: {config_cache_path(gpu.key, settings.autotune)}")
     if left:

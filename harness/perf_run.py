@@ -219,7 +219,10 @@ class RunSettings:
     `write_config_cache` is False, as in A/B runs). force_config: {family: config kwargs} applied
     through ``gemlite.autotune.forced_config`` for the whole run: it wins over cached configs, so
     it plants a slowdown in that family while the others keep their tuned configs. dry_run: use
-    `FakeMeasurer`. host_calls: eager calls timed per case of the host subset (`eager_host_us`);
+    `FakeMeasurer`. config_dir: where the tuned-config cache lives (None: this checkout's
+    suites/perf/configs/; an A/B run points the base side at the base revision's own, since a
+    revision's cache holds the winners of ITS kernels' config spaces). host_calls: eager calls timed
+    per case of the host subset (`eager_host_us`);
     10,000 by default (on the H200 machine, 2026-12-01: about 0.2 s for F.linear at ~18 us a call,
     1 s for a gemlite forward at ~90 us), ``--quick`` uses QUICK_HOST_CALLS.
     """
@@ -232,6 +235,7 @@ class RunSettings:
     dry_run: bool = False
     seed: int = 0
     host_calls: int = 10_000
+    config_dir: str | None = None
 
     QUICK_HOST_CALLS = 2_000
 
@@ -263,6 +267,7 @@ class RunSettings:
             "dry_run": self.dry_run,
             "seed": self.seed,
             "host_calls": self.host_calls,
+            "config_dir": self.config_dir,
         }
 
     @classmethod
@@ -276,12 +281,23 @@ class RunSettings:
             dry_run=d.get("dry_run", False),
             seed=d.get("seed", 0),
             host_calls=d.get("host_calls", 10_000),
+            config_dir=d.get("config_dir"),
         )
 
 
-def config_cache_path(key: str, mode: str) -> Path:
-    """Per-GPU tuned-config cache: ``suites/perf/configs/<key>.json`` ("fast"), ``<key>.max.json``."""
-    return CONFIGS_DIR / (f"{key}.json" if mode == "fast" else f"{key}.{mode}.json")
+def config_cache_path(key: str, mode: str, config_dir: str | Path | None = None) -> Path:
+    """Per-GPU tuned-config cache: ``suites/perf/configs/<key>.json`` ("fast"), ``<key>.max.json``
+    (under `config_dir` instead when given)."""
+    base = CONFIGS_DIR if config_dir is None else Path(config_dir)
+    return base / (f"{key}.json" if mode == "fast" else f"{key}.{mode}.json")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it, else as given."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -475,20 +491,20 @@ class GpuMeasurer:
         if self.settings.force_config:
             self._apply_forced_configs(self.settings.force_config)
         if self.settings.loads_config_cache:
-            self.cache_path = config_cache_path(self.gpu.key, mode)
+            self.cache_path = config_cache_path(self.gpu.key, mode, self.settings.config_dir)
             if self.cache_path.exists():
                 try:
                     # Today's gemlite returns False (and warns) for a file it cannot load; older
                     # revisions (A/B) return None and raise.
                     if gemlite.load_config(str(self.cache_path)) is False:
                         raise ValueError("gemlite.load_config returned False (see its warning)")
-                    self.cache_note = f"loaded {self.cache_path.relative_to(ROOT)}"
+                    self.cache_note = f"loaded {_shown(self.cache_path)}"
                 except Exception as e:  # noqa: BLE001 - a stale cache must not stop the run
                     self.cache_note = (
                         f"could not load {self.cache_path.name} ({type(e).__name__}: {e}); autotuning"
                     )
             else:
-                self.cache_note = f"no {self.cache_path.relative_to(ROOT)} yet: autotuning from scratch"
+                self.cache_note = f"no {_shown(self.cache_path)} yet: autotuning from scratch"
         else:
             self.cache_note = "config cache not used (autotune off or --no-config-cache)"
         if self.cache_path is not None and not self.settings.writes_config_cache:
@@ -899,8 +915,10 @@ class FakeMeasurer:
         )
 
     def start(self) -> None:
+        cache = _shown(config_cache_path(self.gpu.key, self.settings.autotune, self.settings.config_dir))
         self.log(
-            f"DRY RUN: synthetic timings, no GPU ({self.gpu.name}); copy bandwidth {self.copy_gbps:.0f} GB/s"
+            f"DRY RUN: synthetic timings, no GPU ({self.gpu.name}); copy bandwidth "
+            f"{self.copy_gbps:.0f} GB/s; config cache (not read) {cache}"
         )
 
     def finish(self) -> None:

@@ -235,7 +235,7 @@ def toy_repo(tmp_path):
     return repo
 
 
-def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch):
+def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("GEMLITE_PERF_FAKE_SLOWDOWN_HEAD", "A16W4_HQQ_INT/g128=0.8")
     monkeypatch.setenv("GEMLITE_PERF_FAKE_HOST_SLOWDOWN_HEAD", "A16W8_INT8=1.25")
     for k in ("GEMLITE_PERF_FAKE_SLOWDOWN_BASE", "GEMLITE_PERF_FAKE_HOST_SLOWDOWN_BASE"):
@@ -272,6 +272,10 @@ def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch):
     assert f"| {W8_M1} " in host and f"| {W4_M1} " in host and "head / F.linear" in host
     assert "F.linear control (head / base, should be 1): cublas_fp16 4096x4096 M1" in host
     assert any("[base] worker ready: gemlite" in s and "gemlite-ab-" in s for s in lines)
+    # each side reads its own revision's tuned configs (the base's from the temporary worktree)
+    log = capfd.readouterr().err.splitlines()  # the workers log to stderr
+    assert any(s.startswith("[base]") and "(not read) /" in s and "gemlite-ab-" in s for s in log)
+    assert any(s.startswith("[head]") and "config cache (not read) suites/perf/configs/" in s for s in log)
     listed = subprocess.run(
         ["git", "-C", str(toy_repo), "worktree", "list"], capture_output=True, text=True
     ).stdout
