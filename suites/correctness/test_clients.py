@@ -89,9 +89,10 @@ def cpu_torchao(monkeypatch, device):
 def _model(device, k=256, n=128, seed=0):
     # torchao's own tests use 512 x 256; half of each keeps its HQQ optimizer (~3.5 s there on 2 CPU
     # cores) under a second.
+    # Both made on the CPU, then moved: the same numbers on every machine (a CUDA generator draws others).
     torch.manual_seed(seed)
     model = nn.Linear(k, n, bias=False).to(device=device, dtype=torch.float16)
-    x = torch.randn(2, k, device=device, dtype=torch.float16)
+    x = torch.randn(2, k, dtype=torch.float16).to(device)
     return model, x
 
 
@@ -127,12 +128,18 @@ def test_torchao_uintx_weight_only(cpu_torchao, device, bits, group_size, packin
     kw = model.weight.gemlite_kwargs
     assert kw["meta_args"] == model.weight.gemlite_kwargs["meta_args"] and len(kw["meta_args"]) == 12
     out = model(x)
-    # torchao's own criteria (test_uintx_bit_packed_tensor.py): shape, finite, SQNR > 24 dB vs fp16.
     assert out.shape == (2, 128) and bool(torch.isfinite(out).all())
-    assert compute_error(ref_out, out) > 24
     # The kernel against the golden of torchao's own quantized operands.
     W64 = _torchao_W64(UIntxBitPackedTensor, recorded, w, bits, group_size)
     assert_within_bound(out, x, W64, what=f"torchao {bits}-bit g{group_size} pack{packing_bitwidth}")
+    # torchao's own criterion (test_uintx_bit_packed_tensor.py) is SQNR > 24 dB vs fp16 on 512 x 256.
+    # That is a property of its quantizer: on this half-size layer its 4-bit HQQ gives 23.7-23.9 dB on
+    # the H200 (its optimizer runs on the GPU there) and above 24 on the CPU. What gemlite owes is to
+    # add nothing: its output's SQNR within 0.1 dB of the exact product of the same quantized weights,
+    # and that product a working quantizer's (> 20 dB at 4 bits).
+    exact = (x.double() @ W64.t()).to(out.dtype)
+    assert compute_error(ref_out, exact) > (20 if bits == 4 else 30)
+    assert compute_error(ref_out, out) > compute_error(ref_out, exact) - 0.1
     # dequantize() round trip (through gemlite.bitpack.unpack_over_rows for packed codes).
     deq32 = model.weight.dequantize(torch.float32).double()
     assert ((deq32 - W64).abs() <= 2 * 2**-24 * W64.abs()).all()  # exact but for fp32 rounding
