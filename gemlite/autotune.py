@@ -119,6 +119,12 @@ def _cfg(**kw) -> Config:
 #   (4096x14336, 50.3 us), BM64 BN128 BK128 SK8 s3 (14336x4096, 48.5 us).
 # * GEMM, 4096x14336: DEQUANT=1 (dequantize + cuBLAS) 212 us at M = 1024 and 672 us at M = 4096 against
 #   the best fused tiles' 373 / 1451 us (BM128 BN128 BK64 w4).
+# * Restored 2026-12-02 after the perf-suite A/B against baa9cfe (reports/ab/h200-core-v2-vs-baa9cfe.md):
+#   the re-sweep above had dropped the old spaces' most frequent H200 winners, and 132 of 540 cases
+#   ran slower than baa9cfe, nearly all at M = 2-64: GEMM_SPLITK BM16 BN256 BK64 SK4 (76 of 270 keys),
+#   BM16 BN128 BK128 SK4 (66), BM32 BN128 BK128 SK4 (40), BM64 BN128 BK64 SK2 (28); GEMV_SPLITK BN2
+#   BK2048 (10 of 18; A16W8_INT8 8192x1024 M=1 took 12.3 us against baa9cfe's 6.5 with it). Not yet
+#   re-tuned on the GPU with them.
 # The other entries are untimed neighbours kept for other shapes and formats.
 # ------------------------------------------------------------------------------------------------
 
@@ -149,6 +155,7 @@ _REV_MAX_EXTRA = [
 ]
 _SPLITK_GEMV_FAST = [
     _cfg(BLOCK_N=16, BLOCK_K=256, SPLIT_K=1, num_warps=4),
+    _cfg(BLOCK_N=2, BLOCK_K=2048, SPLIT_K=1, num_warps=4),
     _cfg(BLOCK_N=8, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
     _cfg(BLOCK_N=8, BLOCK_K=512, SPLIT_K=1, num_warps=4),
     _cfg(BLOCK_N=4, BLOCK_K=1024, SPLIT_K=1, num_warps=4),
@@ -164,6 +171,10 @@ _GEMM_SPLITK_FAST = [
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4, num_stages=4),
 ]
 _GEMM_SPLITK_MAX_EXTRA = [
