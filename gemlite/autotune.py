@@ -7,7 +7,8 @@ How a launch gets its config (`choose_config`), first match wins:
 3. under the Triton interpreter, or in mode False, or when timing is impossible (CUDA graph
    capture, torch.compile tracing): the family's first legal default config; nothing is cached;
 4. otherwise the legal candidates of the current mode ("fast" or "max") are timed with
-   ``triton.testing.do_bench`` and the fastest is cached.
+   ``triton.testing.do_bench`` (each candidate's kernel relaunched through a `Replay`, so the host's
+   planning is not timed with it: `gemlite.matmul._timed_call`) and the fastest is cached.
 
 The JSON cache file has one object per family: ``{"GEMV": {"<key>": {config fields}}, ...}``.
 
