@@ -42,7 +42,7 @@ from gemlite.layout import WeightLayout
 from gemlite.schemes.base import META_DTYPES
 from gemlite.settings import generation
 
-__all__ = ["OUT_DTYPES", "ReplayCache", "matmul", "run"]
+__all__ = ["OUT_DTYPES", "ReplayCache", "launch_choice", "matmul", "run"]
 
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INTERPRETER = interpreter_active()
@@ -111,6 +111,12 @@ def _warn_untimed(family: str, M: int, layout: WeightLayout) -> None:
         "with gemlite.load_config(path). (Shown once.)",
         stacklevel=4,
     )
+
+
+def launch_choice(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family=None, locks=None):
+    """``(family, config)`` that a call of `run` with this x launches (tuning it first where a call
+    would): what the perf harness records per case."""
+    return _choose(x.contiguous(), W_q, scales, zeros, bias, layout, out_dtype, family, locks)
 
 
 def _timed_call(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks):

@@ -341,7 +341,8 @@ class _Built:
 
     eager(x) -> (fn, args): the plain call of copy 0 on x that the eager host time repeats as
     ``fn(*args)`` (the layer itself, ``F.linear`` with its weight), without the rotation's indexing;
-    None: ``call(0, x)``.
+    None: ``call(0, x)``. describe(x) -> str | None: what copy 0 launches for x (gemlite: the kernel
+    family and config, recorded in the measurement's notes), None where there is nothing to say.
     """
 
     def __init__(
@@ -353,8 +354,10 @@ class _Built:
         compare_copies: bool,
         build_s: float,
         eager: Callable[[object], tuple[Callable, tuple]] | None = None,
+        describe: Callable[[object], str | None] | None = None,
     ) -> None:
         self.eager = eager or (lambda x: (call, (0, x)))
+        self.describe = describe or (lambda x: None)
         self.copies = copies
         self.n = len(copies)
         self.bytes_per_copy = bytes_per_copy
@@ -363,6 +366,26 @@ class _Built:
         self.compare_copies = compare_copies
         self.build_s = build_s
         self.build_s_charged = False
+
+
+def _launch_choice(layer, x) -> str | None:
+    """The "FAMILY BM.._BN.._..." that a gemlite layer launches for x (after its first call: no tuning
+    here); None for a revision without `gemlite.matmul.launch_choice` (an A/B base) or a layer
+    without the usual tensors."""
+    try:
+        from gemlite import matmul as gm
+
+        choice = getattr(gm, "launch_choice", None)
+        if choice is None:
+            return None
+        b = layer._buffers
+        family, config = choice(
+            x, b["W_q"], b["scales"], b["zeros"], b.get("bias"), layer.layout, layer._out_dtype,
+            locks=b.get("_locks"),
+        )  # fmt: skip
+        return f"{family} {config.short()}"
+    except Exception as e:  # noqa: BLE001 - a description, never a reason to fail the case
+        return f"unknown ({type(e).__name__}: {e})"
 
 
 def _tensor_bytes(module) -> int:
@@ -665,7 +688,10 @@ class GpuMeasurer:
             deterministic = bool(self._gemlite.is_deterministic())
         except Exception:  # noqa: BLE001 - older revisions may lack it; assume the default
             pass
-        return _Built(copies, nbytes, inputs, call, compare_copies=deterministic, build_s=0.0, eager=eager)
+        return _Built(
+            copies, nbytes, inputs, call, compare_copies=deterministic, build_s=0.0, eager=eager,
+            describe=lambda x: _launch_choice(layer, x),
+        )  # fmt: skip
 
     def _build_ref(self, case: Case) -> _Built:
         # Copies are not compared bitwise here: cuBLAS may pick another algorithm per call, and the
@@ -789,6 +815,7 @@ class GpuMeasurer:
             warm_s = time.perf_counter() - t0
             self._check_output(case, out, built, x)
             del out
+            launched = built.describe(x)
             timer_cls = GraphTimer if self.device == "cuda" else _WallTimer
             timer = timer_cls(lambda i: built.call(i, x), built.n, self.settings.timing)
             timer.prepare()
@@ -800,6 +827,8 @@ class GpuMeasurer:
                     timer.replay()
             stats = summarize(timer.samples)
             samples, calls, notes = list(timer.samples), timer.calls, list(timer.notes)
+            if launched:
+                notes.append(f"launch: {launched}")
             timer.close()  # the graph's memory goes before the eager calls
             timer = None
             host_us, host_calls = None, 0

@@ -11,6 +11,7 @@ import gc
 import pytest
 import torch
 
+from gemlite.formats import FAMILIES
 from harness.gpu import GpuInfo
 from harness.perf_cases import Case, FormatEntry
 from harness.perf_run import FakeMeasurer, GpuMeasurer, Measurement, RunSettings, eager_host_us, fake_gpu
@@ -48,6 +49,16 @@ def test_gemlite_cases_through_the_helpers(measurer):
         assert m.us > 0 and m.q1_us <= m.us <= m.q3_us and m.warm_s is not None
         assert m.rotation_bytes >= 2 * (128 * 64 // 2)
     assert first.build_s is not None and second.build_s is None  # built once for every M of the shape
+    # what each M launched, as gemlite chose it (the interpreter's configs here)
+    from gemlite.dispatch import choose_matmul_type
+
+    for m in (first, second):
+        launched = [n for n in m.notes if n.startswith("launch: ")]
+        assert len(launched) == 1, m.notes
+        family = launched[0].split()[1]
+        assert family in FAMILIES and "_BN" in launched[0], launched
+    built = measurer._get_built(Case("gemlite", W4.label, 128, 64, 1, W4))
+    assert family == choose_matmul_type(2, built.copies[0].layout)
 
 
 def test_references(measurer):
