@@ -740,8 +740,87 @@ def cache_config(path: str | os.PathLike, *, strict: bool = False) -> None:
 
 
 def reset_config() -> None:
-    """Forget every cached config (tuned or loaded)."""
+    """Forget every cached config (tuned, loaded or shipped). The shipped cache is not loaded again
+    by itself afterwards (a reset asks for tuning); `load_shipped_configs()` loads it on purpose."""
+    global _SHIPPED_STATE
     with _LOCK:
         for family in FAMILIES:
             _CACHE[family].clear()
+        if _SHIPPED_STATE == "pending":
+            _SHIPPED_STATE = "off"
     bump_generation()
+
+
+# ------------------------------------------------------------------------------------------------
+# The shipped caches: configs tuned by the perf suite on one GPU model (gemlite/configs/<key>.json)
+# ------------------------------------------------------------------------------------------------
+
+#: Exact CUDA device names (``torch.cuda.get_device_name``) -> the shipped cache tuned on that model.
+#: Exact, never a substring: an "NVIDIA GH200 480GB" or an H100 PCIe (1.7x less bandwidth than the
+#: SXM part) is another GPU whose winners differ, and gets no shipped cache.
+SHIPPED_CONFIGS: dict[str, str] = {
+    "NVIDIA H200": "h200",
+    "NVIDIA H100 80GB HBM3": "h100-sxm",
+}
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# "pending": load on the first config choice on a CUDA device; "done"; "off" (disabled or reset).
+_SHIPPED_STATE = "off" if os.environ.get("GEMLITE_SHIPPED_CONFIGS", "1") == "0" else "pending"
+
+
+def shipped_config_path(device_name: str) -> str | None:
+    """The shipped cache file for a CUDA device name (exact match, see `SHIPPED_CONFIGS`), or None."""
+    if not isinstance(device_name, str):
+        raise TypeError(f"device_name: expected a str, got {type(device_name).__name__}")
+    key = SHIPPED_CONFIGS.get(device_name)
+    if key is None:
+        return None
+    path = os.path.join(SHIPPED_DIR, f"{key}.json")
+    return path if os.path.isfile(path) else None
+
+
+def use_shipped_configs(flag: bool) -> None:
+    """Whether the first config choice on a CUDA device loads the shipped cache of that GPU model
+    (default True; ``GEMLITE_SHIPPED_CONFIGS=0`` in the environment starts with False). False after a
+    load leaves what was loaded in the cache (`reset_config` forgets it)."""
+    global _SHIPPED_STATE
+    if not isinstance(flag, bool):
+        raise TypeError(f"flag: expected a bool, got {type(flag).__name__} {flag!r}")
+    with _LOCK:
+        if not flag:
+            _SHIPPED_STATE = "off"
+        elif _SHIPPED_STATE == "off":
+            _SHIPPED_STATE = "pending"
+
+
+def load_shipped_configs(device: torch.device | int | None = None) -> bool:
+    """Merge the shipped cache of `device`'s GPU model into the process cache, under what is cached
+    already (configs tuned here or loaded by `load_config` win). True when a file was loaded.
+
+    Called by itself on the first config choice on a CUDA device while the autotune mode is "fast"
+    (a "max" search or mode False asks for other configs than the fast space's tuned winners)."""
+    global _SHIPPED_STATE
+    with _LOCK:
+        _SHIPPED_STATE = "done"
+    if not torch.cuda.is_available():
+        return False
+    path = shipped_config_path(torch.cuda.get_device_name(device))
+    if path is None:
+        return False
+    try:
+        parsed = _read_cache(path)
+    except (OSError, ValueError) as exc:  # a broken installation: warn, tune as without it
+        warnings.warn(f"gemlite: shipped config cache not loaded: {exc}", ConfigCacheWarning, stacklevel=2)
+        return False
+    with _LOCK:
+        for family, entries in parsed.items():
+            for key, cfg in entries.items():
+                _CACHE[family].setdefault(key, cfg)
+    bump_generation()
+    return True
+
+
+def maybe_load_shipped(device: torch.device) -> None:
+    """`load_shipped_configs(device)` once per process, on a CUDA device in mode "fast" (the hot
+    path's first config choice calls this; afterwards it costs one comparison)."""
+    if _SHIPPED_STATE == "pending" and device.type == "cuda" and _MODE == "fast":
+        load_shipped_configs(device)

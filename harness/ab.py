@@ -443,10 +443,10 @@ def run_ab(
         roots = {"base": base_root / "gemlite", "head": Path(repo) / "gemlite"}
         # Each side loads its own revision's tuned configs: a cache holds the winners of one
         # revision's config spaces, and the other side's may name configs its kernels lack.
-        side_settings = {
-            "base": replace(settings, config_dir=str(base_root / "suites" / "perf" / "configs")),
-            "head": settings,
-        }
+        base_configs = base_root / "gemlite" / "configs"  # older revisions kept them in suites/perf/configs
+        if not base_configs.is_dir():
+            base_configs = base_root / "suites" / "perf" / "configs"
+        side_settings = {"base": replace(settings, config_dir=str(base_configs)), "head": settings}
         for side in SIDES:
             shim = make_shim(tmp, side, roots[side])
             workers[side] = Worker(side, shim, roots[side], side_settings[side], gpu, log)

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--no-config-cache",
         action="store_true",
-        help="neither load nor write suites/perf/configs/<gpu>.json (autotune from scratch)",
+        help="neither load nor write gemlite/configs/<gpu>.json (autotune from scratch)",
     )
     r.add_argument(
         "--max-minutes",
@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--tune-only",
         action="store_true",
-        help="only autotune every gemlite case and write suites/perf/configs/<gpu>.json (no timing): "
+        help="only autotune every gemlite case and write gemlite/configs/<gpu>.json (no timing): "
         "a cold cache's tuning then does not eat the timed run's budget",
     )
     r.add_argument(
@@ -253,7 +253,7 @@ def export_name(path: Path) -> str:
     """The flat name a file gets in --export DIR. The baseline, the config cache and the report JSON
     of one GPU share a file name, so the first two get a prefix: ``baseline-<key>.json``,
     ``configs-<key>.json`` (put them back as suites/perf/baselines/<key>.json and
-    suites/perf/configs/<key>.json); report files keep theirs (reports/, figures/)."""
+    gemlite/configs/<key>.json); report files keep theirs (reports/, figures/)."""
     path = Path(path)
     parent = path.parent.name
     if parent in ("baselines", "configs"):

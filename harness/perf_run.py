@@ -37,6 +37,7 @@ import contextlib
 import copy
 import datetime as _dt
 import gc
+import importlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ from pathlib import Path
 
 from harness import git
 from harness.gpu import SPECS, GpuInfo
-from harness.perf_cases import ROOT, SUITES_DIR, Case, case_bytes, case_flops
+from harness.perf_cases import ROOT, Case, case_bytes, case_flops
 from harness.timing import (
     GraphTimer,
     Stats,
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 AUTOTUNE_MODES = ("fast", "max", "off")
-CONFIGS_DIR = SUITES_DIR / "configs"
+CONFIGS_DIR = ROOT / "gemlite" / "configs"  # the caches gemlite ships (gemlite.autotune.SHIPPED_CONFIGS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class RunSettings:
     through ``gemlite.autotune.forced_config`` for the whole run: it wins over cached configs, so
     it plants a slowdown in that family while the others keep their tuned configs. dry_run: use
     `FakeMeasurer`. config_dir: where the tuned-config cache lives (None: this checkout's
-    suites/perf/configs/; an A/B run points the base side at the base revision's own, since a
+    gemlite/configs/; an A/B run points the base side at the base revision's own, since a
     revision's cache holds the winners of ITS kernels' config spaces). host_calls: eager calls timed
     per case of the host subset (`eager_host_us`);
     10,000 by default (on the H200 machine, 2026-12-01: about 0.2 s for F.linear at ~18 us a call,
@@ -286,7 +287,8 @@ class RunSettings:
 
 
 def config_cache_path(key: str, mode: str, config_dir: str | Path | None = None) -> Path:
-    """Per-GPU tuned-config cache: ``suites/perf/configs/<key>.json`` ("fast"), ``<key>.max.json``
+    """Per-GPU tuned-config cache: ``gemlite/configs/<key>.json`` ("fast", shipped in the package),
+    ``<key>.max.json``
     (under `config_dir` instead when given)."""
     base = CONFIGS_DIR if config_dir is None else Path(config_dir)
     return base / (f"{key}.json" if mode == "fast" else f"{key}.{mode}.json")
@@ -509,6 +511,14 @@ class GpuMeasurer:
             ) from e
         self._gemlite = gemlite
         self.log(f"gemlite from {Path(gemlite.__file__).parent}")
+        # The run loads its cache file itself (below: this checkout's, the A/B base's own, or none);
+        # gemlite's own loading of its shipped cache would bypass that choice.
+        try:
+            use_shipped = importlib.import_module("gemlite.autotune").use_shipped_configs
+        except (ImportError, AttributeError):  # an older revision (A/B base): it ships none
+            use_shipped = None
+        if use_shipped is not None:
+            use_shipped(False)
         mode = self.settings.autotune
         gemlite.set_autotune(False if mode == "off" else mode)
         if self.settings.force_config:

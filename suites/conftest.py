@@ -1,4 +1,5 @@
-"""Suite-wide set-up: pick where kernels run before any kernel module is imported.
+"""Suite-wide set-up: pick where kernels run before any kernel module is imported (and leave the
+shipped config caches off).
 
 Without a CUDA GPU the Triton interpreter runs the real kernels on CPU tensors; it must be switched on
 before the first ``@triton.jit`` module is imported, which is why this happens here, at collection.
@@ -11,6 +12,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests choose their configs (forced, tuned, or the defaults); a shipped cache loaded on the first CUDA
+# call would make what they run depend on that file. test_shipped_configs.py switches it back on.
+os.environ.setdefault("GEMLITE_SHIPPED_CONFIGS", "0")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

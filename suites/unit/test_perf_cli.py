@@ -275,7 +275,7 @@ def test_ab_interleaved_dry_run(toy_repo, tmp_path, monkeypatch, capfd):
     # each side reads its own revision's tuned configs (the base's from the temporary worktree)
     log = capfd.readouterr().err.splitlines()  # the workers log to stderr
     assert any(s.startswith("[base]") and "(not read) /" in s and "gemlite-ab-" in s for s in log)
-    assert any(s.startswith("[head]") and "config cache (not read) suites/perf/configs/" in s for s in log)
+    assert any(s.startswith("[head]") and "config cache (not read) gemlite/configs/" in s for s in log)
     listed = subprocess.run(
         ["git", "-C", str(toy_repo), "worktree", "list"], capture_output=True, text=True
     ).stdout
