@@ -273,8 +273,9 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
     BLOCK_K >= 16; the weight scheme says which K tiles its scale groups allow (`k_tile_problem`: a
     tile must not straddle two groups, so BLOCK_K divides the group size; MX/NVFP4 groups may also run
-    inside a tile); families without a K split take SPLIT_K == 1. Dynamic activation formats: no
-    DEQUANT=1 (a 16-bit cuBLAS product would not multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
+    inside a tile); families without a K split take SPLIT_K == 1. Formats whose activations are codes
+    (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product would not
+    multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
@@ -291,11 +292,11 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
         return f"{family} has no SPLIT_K parameter: it must be 1, got {config.SPLIT_K}"
     if config.DEQUANT and family != "GEMM":
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
-    if layout.act.is_dynamic:
+    if layout.act.is_quantized:
         if config.DEQUANT:
             return (
-                f"{layout.format.name} quantizes its activations: DEQUANT=1 (a 16-bit cuBLAS product) "
-                "would not multiply its codes"
+                f"{layout.format.name} multiplies activation codes: DEQUANT=1 (a 16-bit cuBLAS product) "
+                "would not multiply them"
             )
         if family in ("GEMM", "GEMM_SPLITK") and config.BLOCK_K < 32:
             return f"{family}: an 8-bit tl.dot takes BLOCK_K >= 32, got {config.BLOCK_K}"
@@ -373,7 +374,7 @@ def config_key(M: int, layout, out_dtype: torch.dtype, scale_dtype: torch.dtype 
 
     M bucket, N, K, resolved group size, weight kind and bits, packing word, zero-point mode, scale
     dtype, activation (compute) dtype, output dtype, whether determinism forbids atomics, and for
-    dynamic activation formats the activation quantization (``xq=int8``; weight-only keys unchanged).
+    formats with activation codes their kind (``xq=int8``, ``xq=int8_codes``; weight-only keys unchanged).
     """
     spec = layout.spec
     return ",".join(
@@ -389,7 +390,7 @@ def config_key(M: int, layout, out_dtype: torch.dtype, scale_dtype: torch.dtype 
             f"act={_dt(layout.compute_dtype)}",
             f"out={_dt(out_dtype)}",
             f"det={int(is_deterministic())}",
-            *((f"xq={layout.act.kind.value}",) if layout.act.is_dynamic else ()),
+            *((f"xq={layout.act.kind.value}",) if layout.act.is_quantized else ()),
         )
     )
 

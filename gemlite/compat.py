@@ -22,6 +22,15 @@ scaled) of the weight-only formats gemlite runs, and its ``tensor_args``:
 * HQQ channel-wise with an integer or no zero, and ternary, ``(q - z)`` post-scaled: (1, 1) or (0, 1);
   words ``[K/e, N]``, scales ``[1, N]``, an int32 scalar zero or empty.
 
+8-bit activations (``input_dtype`` INT8 / FP8):
+
+* codes given as they are, no scales (A8W8_INT8, A8W8_FP8): ``scaled_activations=0``, modes (0, 0),
+  empty scales; x is the int8 / e4m3 codes; an INT32 output (INT8 only) holds the exact sums.
+* quantized per token by the layer (the ``_dynamic`` formats): ``scaled_activations=1`` and GemLite's
+  channel_scale_mode of the weight plus 2 (its per-row activation scale): A8W8 (0, 3), A8W158 (1, 3),
+  A8W{4,2}_HQQ grouped (3, 2) / (2, 2); 1 x 128 blocks (0, 5), their scales ``[K/128, ceil(N/128)]``
+  as GemLite's. x is fp16 / bf16 and `forward_functional` quantizes it as the layer does.
+
 GemLite's own ``pack`` stores grouped float zeros in "FMA" form, ``z' = -z * s`` (W_group_mode 4);
 gemlite keeps ``z`` and says 3, which is what GemLite's ``fma_mode=False`` gives and what torchao's
 ``dequantize()`` reads correctly. `forward_functional` and checkpoint loading accept mode 4 and turn
@@ -49,7 +58,19 @@ import torch
 
 from gemlite import autotune
 from gemlite import matmul as _matmul
-from gemlite.formats import FAMILIES, FORMATS, DType, Format, Zeros
+from gemlite.formats import (
+    BLOCK_QUANT,
+    FAMILIES,
+    FORMATS,
+    ActKind,
+    ActSpec,
+    DType,
+    Format,
+    WeightKind,
+    WeightSpec,
+    Zeros,
+    format_of,
+)
 from gemlite.layout import WeightLayout
 
 __all__ = [
@@ -125,8 +146,8 @@ GEMLITE_MATMUL_TYPES: tuple[str, ...] = FAMILIES
 GEMLITE_MATMUL_TYPES_MAPPING: Mapping[str, int] = types.MappingProxyType(
     {name: i for i, name in enumerate(FAMILIES)}
 )
-#: The accumulator of each activation dtype. Every gemlite kernel accumulates in fp32 (INT8
-#: activations, a later release, will accumulate in int32); read-only: see `set_acc_dtype`.
+#: The accumulator of each activation dtype: fp32, int32 for INT8 activations (int8 x int8 dots);
+#: read-only: see `set_acc_dtype`.
 GEMLITE_ACC_DTYPE: Mapping[DType, DType] = types.MappingProxyType(
     {
         **{d: DType.FP32 for d in (DType.FP16, DType.BF16, DType.FP32, DType.FP8, DType.FP8e5)},
@@ -139,8 +160,12 @@ GEMLITE_ACC_DTYPE: Mapping[DType, DType] = types.MappingProxyType(
 _SCALED, _NBITS, _GROUP, _MASK, _EPS, _IN, _OUT, _ACC, _META, _CSM, _WGM, _CONTIG = range(12)
 _PACKED_WORD_DTYPES = {torch.uint8: 8, torch.int8: 8, torch.int32: 32, torch.uint32: 32}
 _UNSUPPORTED_WORDS = {torch.int16: 16, torch.uint16: 16, torch.int64: 64}
-_ACT_DTYPES = (DType.FP16, DType.BF16)
+_ACT_DTYPES = (DType.FP16, DType.BF16, DType.INT8, DType.FP8)
 _OUT_DTYPES = (DType.FP16, DType.BF16, DType.FP32)
+# 8-bit input dtypes: codes given as they are (scaled_activations=0), or per-token quantization of
+# fp16/bf16 x (scaled_activations=1).
+_CODE_KINDS = {DType.INT8: ActKind.INT8_CODES, DType.FP8: ActKind.FP8_CODES}
+_ACT_KIND_DTYPES = {ActKind.INT8: DType.INT8, ActKind.FP8: DType.FP8}
 _LATER = "planned for a later release of gemlite"
 
 
@@ -153,36 +178,54 @@ def group_modes(layout: WeightLayout) -> tuple[int, int]:
     """GemLite's ``(W_group_mode, channel_scale_mode)`` for a layout (module docstring table)."""
     if not layout.has_scales:
         return 0, 0
+    if layout.act.is_dynamic and layout.spec.block_n > 1:
+        return 0, 5  # 128 x 128 weight blocks, 1 x 128 activation blocks
     has_zero = layout.zero_mode is not Zeros.NONE
+    per_token = 2 if layout.act.is_dynamic else 0  # GemLite's per-row activation scale adds 2
     if layout.post_scale:
-        return (1 if has_zero else 0), 1
-    return (3 if has_zero else 2), 0
+        return (1 if has_zero else 0), 1 + per_token
+    return (3 if has_zero else 2), per_token
 
 
 def layer_meta_args(layout: WeightLayout, output_dtype: DType, scales: torch.Tensor) -> list[int]:
     """The 12 ``meta_args`` of a packed layer (`GemLiteLinear.get_meta_args`).
 
-    Raises NotImplementedError for a dynamic-activation layer: `forward_functional` would run these
-    arguments as a weight-only product (no activation quantization), a different result than the
-    layer's, so the functional path of those formats waits for a later release."""
-    if layout.act.is_dynamic:
+    Layers that quantize their activations per token (INT8 / FP8, per token or in 1 x 128 blocks) say
+    ``scaled_activations=1`` with their 8-bit activation dtype, as GemLite's do; 8-bit codes given as
+    they are say 0 with it. Raises NotImplementedError for microscaled weights or activations (MXFP8,
+    MXFP4, NVFP4), whose functional path is planned for a later release of gemlite."""
+    act = layout.act
+    if layout.spec.kind in (WeightKind.MXFP8, WeightKind.MXFP4, WeightKind.NVFP4):
+        # GemLite describes these with its MX input dtypes (MXFP16, MXFP8, ...), which forward_functional
+        # does not read yet: a weight-only description would run the scale bytes as HQQ scales.
         raise NotImplementedError(
-            f"get_meta_args: {layout.format.name} quantizes its activations at run time; GemLite's "
-            f"functional path (gemlite.core.forward_functional) for dynamic activation formats is {_LATER} "
-            "(call the layer itself)"
+            f"get_meta_args: {layout.format.name} has microscaled weights; GemLite's functional path "
+            f"(gemlite.core.forward_functional) for them is {_LATER} (call the layer itself)"
+        )
+    if act.is_dynamic and act.kind not in _ACT_KIND_DTYPES:
+        raise NotImplementedError(
+            f"get_meta_args: {layout.format.name} quantizes its activations at run time as "
+            f"{act.kind.name}; GemLite's functional path (gemlite.core.forward_functional) for them is "
+            f"{_LATER} (call the layer itself)"
         )
     w_group_mode, channel_scale_mode = group_modes(layout)
     meta_dtype = DType.from_torch(scales.dtype) if layout.has_scales else DType.INT32
     bits = layout.spec.bits
+    blocks = layout.spec.block_n > 1
+    if act.is_dynamic:
+        input_dtype = _ACT_KIND_DTYPES[act.kind]
+    else:
+        input_dtype = DType.from_torch(layout.compute_dtype)
+    int8_dot = input_dtype is DType.INT8 and not blocks  # GemLite's block quant accumulates in fp32
     return [
-        0,
+        int(act.is_dynamic),
         bits,
-        layout.group_size,
+        layout.in_features if blocks else layout.group_size,  # GemLite's block helper: in_features
         (1 << bits) - 1,
         layout.elems_per_word,
-        DType.from_torch(layout.compute_dtype).value,
+        input_dtype.value,
         output_dtype.value,
-        DType.FP32.value,
+        (DType.INT32 if int8_dot else DType.FP32).value,
         meta_dtype.value,
         channel_scale_mode,
         w_group_mode,
@@ -198,6 +241,9 @@ def layer_tensor_args(
     w = W_q if layout.is_packed else W_q.t()
     if layout.zero_mode is Zeros.INT:
         zeros = torch.tensor(layout.zero_int, dtype=torch.int32, device=W_q.device)
+    if layout.spec.block_n > 1:
+        # 128 x 128 blocks: GemLite's [K / 128, ceil(N / 128)] (gemlite keeps a row of N per 128 inputs).
+        scales = scales[:, :: layout.spec.block_n].contiguous()
     return [w, scales, zeros]
 
 
@@ -224,7 +270,7 @@ def _meta_list(meta_args) -> tuple[int, ...]:
 
 
 def _act_dtype(where: str, value: int) -> DType:
-    """The activation DType of ``meta_args[5]``: FP16 or BF16 in this release."""
+    """The activation DType of ``meta_args[5]``: FP16, BF16, INT8 or FP8 (e4m3) in this release."""
     name = f"{where}[{_IN}]"
     if value in (12, 13):
         raise NotImplementedError(f"{name}: AMD fnuz FP8 activations (DType {value}) are {_LATER}")
@@ -235,37 +281,80 @@ def _act_dtype(where: str, value: int) -> DType:
     if d not in _ACT_DTYPES:
         if d is DType.FP32:
             raise ValueError(
-                f"{name}: expected FP16 or BF16 activations, got FP32 (gemlite's kernels are 16-bit)"
+                f"{name}: expected FP16, BF16, INT8 or FP8 activations, got FP32 (gemlite's kernels are "
+                "16-bit)"
             )
         raise NotImplementedError(
-            f"{name}: {d.name} activations (dynamic INT8/FP8, MXFP/NVFP4) are {_LATER}; this release runs "
-            "FP16 or BF16 activations"
+            f"{name}: {d.name} activations (FP8 e5m2, MXFP/NVFP4) are {_LATER}; this release runs "
+            "FP16, BF16, INT8 or FP8 (e4m3) activations"
         )
     return d
 
 
-def _out_dtype(where: str, value: int) -> DType:
-    """The output DType of ``meta_args[6]``: FP16, BF16 or FP32."""
+def _out_dtype(where: str, value: int, act: ActKind = ActKind.NONE) -> DType:
+    """The output DType of ``meta_args[6]``: FP16, BF16 or FP32; INT32 too for INT8 codes given as they
+    are (exact int32 sums)."""
     name = f"{where}[{_OUT}]"
     try:
         d = DType(value)
     except ValueError:
         raise ValueError(f"{name}: {value} is not a GemLite DType value") from None
+    if d is DType.INT32 and act is ActKind.INT8_CODES:
+        return d
     if d not in _OUT_DTYPES:
-        raise ValueError(f"{name}: expected an FP16, BF16 or FP32 output, got {d.name}")
+        raise ValueError(
+            f"{name}: expected an FP16, BF16 or FP32 output (INT32: INT8 activations with "
+            f"scaled_activations=0 only), got {d.name}"
+        )
     return d
 
 
-def _check_act_modes(meta: tuple[int, ...], where: str) -> None:
-    if meta[_SCALED]:
+def _activations(meta: tuple[int, ...], where: str, x_dtype: torch.dtype | None):
+    """``(ActSpec, compute dtype, channel_scale_mode of the weight alone)`` of GemLite's activation
+    arguments: meta_args[0] (scaled_activations), [5] (input_dtype), [9] (channel_scale_mode).
+
+    fp16/bf16 input: channel_scale_mode 0 or 1. INT8 / FP8 input with scaled_activations=0: codes
+    given as they are (``x`` of that dtype), mode 0. With scaled_activations=1: x (fp16/bf16, `x_dtype`)
+    quantized per token (modes 2, 3: the weight's 0, 1 plus GemLite's per-row scale) or in 1 x 128
+    blocks (mode 5). Raises ValueError / TypeError / NotImplementedError naming the argument."""
+    d = _act_dtype(where, meta[_IN])
+    csm = meta[_CSM]
+    if csm == 4:
         raise NotImplementedError(
-            f"{where}[0]: scaled_activations=1 (dynamic activation quantization) is {_LATER}"
+            f"{where}[9]: channel_scale_mode=4 (MX-scaled activations) in the functional path is {_LATER}"
         )
-    if meta[_CSM] not in (0, 1):
-        raise NotImplementedError(
-            f"{where}[9]: channel_scale_mode={meta[_CSM]} scales activations (2, 3: per token; 4: MX; "
-            f"5: 128x128 blocks), which is {_LATER}; this release runs channel_scale_mode 0 or 1"
+    if d not in _CODE_KINDS:
+        if meta[_SCALED]:
+            raise ValueError(
+                f"{where}[0]: scaled_activations=1 quantizes INT8 or FP8 activations, but "
+                f"{where}[{_IN}] says {d.name}"
+            )
+        if csm not in (0, 1):
+            raise ValueError(
+                f"{where}[9]: channel_scale_mode={csm} scales activations (2, 3: per token; 5: 128x128 "
+                f"blocks), which needs INT8 or FP8 activations with scaled_activations=1; got {d.name}"
+            )
+        return ActSpec(), d.torch_dtype, csm
+    if not meta[_SCALED]:
+        if csm != 0:
+            raise NotImplementedError(
+                f"{where}[9]: {d.name} codes given as they are (scaled_activations=0) meet weight codes "
+                f"without scales in gemlite (channel_scale_mode 0), got channel_scale_mode={csm}; for "
+                "channel scales use scaled_activations=1 (per-token activation scales too)"
+            )
+        return ActSpec(_CODE_KINDS[d]), d.torch_dtype, 0
+    if csm not in (2, 3, 5):
+        raise ValueError(
+            f"{where}[9]: scaled_activations=1 takes channel_scale_mode 2 or 3 (per token) or 5 (128x128 "
+            f"blocks), got {csm}"
         )
+    if x_dtype is not None and x_dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"x: scaled_activations=1 ({where}[0]) quantizes fp16 or bf16 x per token, got {x_dtype}"
+        )
+    kind = ActKind.INT8 if d is DType.INT8 else ActKind.FP8
+    act = ActSpec(kind, BLOCK_QUANT if csm == 5 else None)
+    return act, x_dtype or torch.float16, {2: 0, 3: 1, 5: 5}[csm]
 
 
 def _weight_kind(meta, w_dtype: torch.dtype, where: str) -> tuple[str, int]:
@@ -331,45 +420,74 @@ def describe_layout(
     zero_kind: str,
     zero_int: int | None,
     where: str = "meta_args",
+    x_dtype: torch.dtype | None = None,
 ) -> WeightLayout:
     """The `WeightLayout` that GemLite's ``meta_args`` and tensors describe (K, N from the tensors).
 
+    x_dtype: with ``scaled_activations=1``, the dtype of the fp16/bf16 x to quantize (the layout's
+    compute dtype; None: fp16).
     Raises ValueError / TypeError naming the meta_args index or tensor at fault, NotImplementedError
-    for GemLite formats this release does not run (dynamic activations, MX, NVFP4, 16/64-bit words).
+    for GemLite formats this release does not run (MX, NVFP4, 16/64-bit words, ...).
     """
-    _check_act_modes(meta, where)
-    compute = _act_dtype(where, meta[_IN])
-    _out_dtype(where, meta[_OUT])
+    act, compute, csm = _activations(meta, where, x_dtype)
+    _out_dtype(where, meta[_OUT], act.kind)
     kind, word = _weight_kind(meta, w_dtype, where)
-    bits, mode, csm = meta[_NBITS], meta[_WGM], meta[_CSM]
+    bits, mode = meta[_NBITS], meta[_WGM]
+    act_name = DType(meta[_IN]).name
     if kind == "float":
+        if act.is_quantized:
+            raise ValueError(
+                f"{where}[{_IN}]: a W_nbits=16 weight meets fp16/bf16 activations, got {act_name}"
+            )
         if (mode, csm) != (0, 0) or n_scales or zero_kind != "none":
             raise ValueError(
                 f"{where}[10]: a W_nbits=16 weight is used as is (W_group_mode 0, channel_scale_mode 0, no "
                 f"scales or zeros), got W_group_mode={mode}, channel_scale_mode={csm}"
             )
-        if w_dtype != compute.torch_dtype:
+        if w_dtype != compute:
             raise TypeError(
-                f"W_q: a W_nbits=16 weight must have the activation dtype {compute.torch_dtype} "
-                f"(meta_args[{_IN}]={compute.name}), got {w_dtype}"
+                f"W_q: a W_nbits=16 weight must have the activation dtype {compute} "
+                f"(meta_args[{_IN}]={act_name}), got {w_dtype}"
             )
-        return WeightLayout(FORMATS["A16W16"], K, N, K, 16, compute.torch_dtype)
+        return WeightLayout(FORMATS["A16W16"], K, N, K, 16, compute)
+    if act.kind in (ActKind.INT8_CODES, ActKind.FP8_CODES):
+        want = "int8" if act.kind is ActKind.INT8_CODES else "fp8"
+        if kind != want or n_scales or zero_kind != "none" or mode != 0:
+            raise ValueError(
+                f"{where}[10]: {act_name} codes given as they are (scaled_activations=0) multiply {want} "
+                f"weight codes without scales or zeros (W_group_mode 0, channel_scale_mode 0); got W_q "
+                f"{w_dtype}, {n_scales} scales, zeros {zero_kind}, W_group_mode={mode}"
+            )
+        return WeightLayout(FORMATS[f"A8W8_{want.upper()}"], K, N, K, 8, compute)
     if n_scales == 0:
         raise NotImplementedError(
-            f"scales: {bits}-bit weights without scales (W_group_mode={mode}: integer weights for INT8 "
-            f"activations) are {_LATER}; this release needs scales"
+            f"scales: {bits}-bit weights without scales (W_group_mode={mode}) with {act_name} activations "
+            "are not run by gemlite; it needs scales (ones, for none)"
         )
+    if csm == 5:  # 128 x 128 weight blocks with 1 x 128 activation blocks
+        blocks = -(-N // BLOCK_QUANT) * (K // BLOCK_QUANT)
+        if kind not in ("int8", "fp8") or K % BLOCK_QUANT or n_scales != blocks or mode != 0:
+            raise ValueError(
+                f"{where}[9]: channel_scale_mode=5 takes int8 / e4m3 codes with one scale per 128x128 block "
+                f"([K/128, ceil(N/128)] = {blocks} values, K a multiple of 128, W_group_mode 0); got W_q "
+                f"{w_dtype}, {n_scales} scales, K={K}, W_group_mode={mode}"
+            )
+        layout = WeightLayout(_dynamic_format(FORMATS[f"A16W8_{kind.upper()}"], act, where), K, N,
+                              BLOCK_QUANT, 8, compute)  # fmt: skip
+        return layout
     if kind in ("int8", "fp8"):
         if zero_kind != "none" or (mode, csm) not in ((0, 1), (2, 0)):
             raise ValueError(
                 f"{where}[10]: {kind.upper()} weights are symmetric per channel (W_group_mode 2 with "
-                f"channel_scale_mode 0, or 0 with 1), got W_group_mode={mode}, channel_scale_mode={csm}"
+                f"channel_scale_mode 0, or 0 with 1; with scaled activations 0 with 3), got "
+                f"W_group_mode={mode}, channel_scale_mode={meta[_CSM]}"
             )
         if n_scales != N:
             raise ValueError(
                 f"scales: {kind.upper()} weights take one scale per output (N = {N}), got {n_scales}"
             )
-        return WeightLayout(FORMATS[f"A16W8_{kind.upper()}"], K, N, K, 8, compute.torch_dtype)
+        fmt = FORMATS[f"A16W8_{kind.upper()}"]
+        return WeightLayout(_dynamic_format(fmt, act, where), K, N, K, 8, compute)
     # packed HQQ-style codes
     e = word // bits
     if meta[_EPS] != e:
@@ -379,8 +497,8 @@ def describe_layout(
         )
     if (mode, csm) not in ((2, 0), (3, 0), (4, 0), (0, 1), (1, 1)):
         raise ValueError(
-            f"{where}[10]: W_group_mode={mode} with channel_scale_mode={csm} is not a GemLite weight-only "
-            "mode (2/3/4 with 0, or 0/1 with 1)"
+            f"{where}[10]: W_group_mode={mode} with channel_scale_mode={meta[_CSM]} is not a GemLite mode "
+            "(2/3/4 with 0, or 0/1 with 1; with scaled activations 2 more)"
         )
     if n_scales == N:
         g = K
@@ -393,13 +511,34 @@ def describe_layout(
         g = (K * N) // n_scales
     if g != K and csm == 1:
         raise ValueError(
-            f"{where}[9]: channel_scale_mode=1 post-scales per output, but the scales are grouped"
+            f"{where}[9]: channel_scale_mode={meta[_CSM]} post-scales per output, but the scales are grouped"
         )
     zeros = {"none": Zeros.NONE, "int": Zeros.INT, "float": Zeros.FLOAT, "fma": Zeros.FLOAT}[zero_kind]
     fmt: Format = FORMATS[f"A16W{bits}_HQQ_INT"].with_group_size(None if g == K else g).with_zeros(zeros)
-    layout = WeightLayout(fmt, K, N, g, word, compute.torch_dtype, zero_int if zeros is Zeros.INT else None)
+    if act.kind is ActKind.INT8 and (bits, zeros, zero_int, g, csm) == (2, Zeros.INT, 1, K, 1):
+        fmt = FORMATS["A8W158_INT_dynamic"]  # GemLite's A8W158: 2-bit codes t + 1, zero 1, INT8 per token
+    elif act.is_dynamic:
+        fmt = _dynamic_format(fmt, act, where)
+    layout = WeightLayout(fmt, K, N, g, word, compute, zero_int if zeros is Zeros.INT else None)
     autotune.check_layout(layout)  # every kernel family has a legal tile for it
     return layout
+
+
+def _dynamic_format(weight_only: Format, act: ActSpec, where: str) -> Format:
+    """The format holding `weight_only`'s weight with activations `act` (ValueError naming meta_args[5]
+    when gemlite has none: e.g. INT8 activations against FP8 or 4-bit weights)."""
+    if not act.is_dynamic:
+        return weight_only
+    spec = weight_only.weight
+    if act.group_size is not None:
+        spec = WeightSpec(spec.kind, spec.bits, group_size=act.group_size, block_n=act.group_size)
+    try:
+        return format_of(spec, act)
+    except ValueError:
+        raise ValueError(
+            f"{where}[{_IN}]: {act.kind.name} activations quantized per token do not meet "
+            f"{spec.bits}-bit {spec.kind.name} weights in gemlite"
+        ) from None
 
 
 def _fma_to_zeros(zeros_fma: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -418,15 +557,18 @@ _FACTS_LOCK = threading.Lock()
 
 
 @torch.compiler.assume_constant_result
-def _layout_facts(meta, K, N, w_dtype, n_scales, zero_kind, zero_int) -> tuple[str, torch.dtype, bool, bool]:
-    """``(WeightLayout.key(), compute dtype, packed, has scales)`` of what GemLite's arguments describe,
-    memoized (the eager hot path pays one dict lookup); a constant for torch.compile, so the traced
-    graph holds these values, not the Python work that finds them."""
-    args = (meta, K, N, w_dtype, n_scales, zero_kind, zero_int)
+def _layout_facts(
+    meta, K, N, w_dtype, n_scales, zero_kind, zero_int, x_dtype
+) -> tuple[str, torch.dtype, bool, bool, int]:
+    """``(WeightLayout.key(), compute dtype, packed, has scales, block_n)`` of what GemLite's arguments
+    describe (x_dtype: the dtype of x to quantize when meta_args[0] = 1, else None), memoized (the
+    eager hot path pays one dict lookup); a constant for torch.compile, so the traced graph holds these
+    values, not the Python work that finds them."""
+    args = (meta, K, N, w_dtype, n_scales, zero_kind, zero_int, x_dtype)
     facts = _FACTS.get(args)
     if facts is None:
-        layout = describe_layout(*args)
-        facts = (layout.key(), layout.compute_dtype, layout.is_packed, layout.has_scales)
+        layout = describe_layout(*args[:7], x_dtype=x_dtype)
+        facts = (layout.key(), layout.compute_dtype, layout.is_packed, layout.has_scales, layout.spec.block_n)
         with _FACTS_LOCK:
             if len(_FACTS) >= 4096:
                 _FACTS.clear()
@@ -464,8 +606,10 @@ def forward_functional(
     so sliced tensors (tensor parallelism) work; non-contiguous slices are copied.
 
     Args:
-        x: ``[..., K]`` of the activation dtype ``meta_args[5]`` (FP16 or BF16), on W_q's device.
-        bias: ``[N]`` float, or None.
+        x: ``[..., K]`` on W_q's device: of the activation dtype ``meta_args[5]`` (FP16, BF16, or INT8 /
+            FP8 codes multiplied as they are); with ``meta_args[0] = 1`` (scaled_activations) fp16 or
+            bf16, quantized per token (or per 1 x 128 block, channel_scale_mode 5) as the layer does.
+        bias: ``[N]`` float, or None; an integer tensor for an INT32 output.
         tensor_args: ``[W_q, scales, zeros]`` or ``[W_q, scales, zeros, meta_scale]`` (meta_scale is
             ignored: it belongs to NVFP4, a later release).
         meta_args: GemLite's 12 ints (module docstring).
@@ -476,7 +620,7 @@ def forward_functional(
 
     Raises:
         TypeError / ValueError: a bad argument (the message names it and what was expected).
-        NotImplementedError: a GemLite format this release does not run (dynamic activations, MX, NVFP4).
+        NotImplementedError: a GemLite format this release does not run (MX, NVFP4, ...).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
@@ -498,8 +642,8 @@ def forward_functional(
     K = W_q.shape[0] * (meta[_EPS] if packed else 1)
     zero_kind = _zero_kind(meta, zeros, "meta_args")
     zero_int = int(zeros.reshape(-1)[0].item()) if zero_kind == "int" else None
-    key, compute_dtype, is_packed, has_scales = _layout_facts(
-        meta, K, N, W_q.dtype, scales.numel(), zero_kind, zero_int
+    key, compute_dtype, is_packed, has_scales, block_n = _layout_facts(
+        meta, K, N, W_q.dtype, scales.numel(), zero_kind, zero_int, x.dtype if meta[_SCALED] else None
     )
     if x.dtype != compute_dtype:
         raise TypeError(
@@ -513,6 +657,15 @@ def forward_functional(
     if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,)):
         got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
         raise ValueError(f"bias: expected a float tensor of shape ({N},) or None, got {got}")
+    out_dtype = DType(meta[_OUT]).torch_dtype
+    if bias is not None and (bias.is_floating_point() or bias.is_complex()) == (out_dtype == torch.int32):
+        if out_dtype == torch.int32:
+            raise TypeError(
+                f"bias: an INT32 output (meta_args[{_OUT}]) adds an integer bias exactly, got {bias.dtype}"
+            )
+        bias = bias.float()  # GemLite's ``out += bias`` takes an integer bias too
+    elif bias is not None and out_dtype == torch.int32 and bias.dtype != torch.int32:
+        bias = bias.to(torch.int32)
 
     if is_packed:
         w = W_q.contiguous()
@@ -522,7 +675,10 @@ def forward_functional(
             w = w.view(torch.int32)
     else:
         w = W_q.t().contiguous()  # GemLite's [K, N] view of the [N, K] weight
-    if has_scales:
+    if block_n > 1:
+        # GemLite's 128 x 128 block scales [K / 128, ceil(N / 128)]: gemlite's row of N per 128 inputs.
+        s = scales.reshape(K // block_n, -1).float().repeat_interleave(block_n, dim=1)[:, :N].contiguous()
+    elif has_scales:
         s = scales.reshape(-1, N).contiguous()
     else:
         s = torch.empty(0, dtype=torch.float32, device=x.device)
@@ -532,7 +688,6 @@ def forward_functional(
         z = _fma_to_zeros(zeros.reshape(-1, N), s)
     else:
         z = torch.empty(0, dtype=torch.float32, device=x.device)
-    out_dtype = DType(meta[_OUT]).torch_dtype
     family = FAMILIES[matmul_type] if matmul_type >= 0 else None
     # Traced by torch.compile, run() calls torch.ops.gemlite.matmul with the key alone.
     layout = None if torch.compiler.is_compiling() else WeightLayout.from_key(key)
@@ -579,12 +734,13 @@ def checkpoint_pack_args(
     group_size: int,
     input_dtype: DType,
     output_dtype: DType,
+    scaled_activations: bool = False,
 ) -> dict:
     """Arguments for `GemLiteLinear.pack` that rebuild a layer saved by public GemLite.
 
     entries: the GemLite checkpoint's tensors without prefix (`GEMLITE_CHECKPOINT_KEYS`).
-    in_features ... output_dtype: the loading layer's constructor arguments (group_size resolved:
-        in_features for channel-wise), which the checkpoint must match.
+    in_features ... scaled_activations: the loading layer's constructor arguments (group_size
+        resolved: in_features for channel-wise), which the checkpoint must match.
 
     Returns ``{"W_q", "scales", "zeros", "bias", "packing_bitwidth"}`` for ``pack(**args)``: codes
     ``[N, K]`` (uint8 HQQ codes, int8, float8_e4m3fn or the fp16/bf16 weight), canonical scales and
@@ -608,6 +764,7 @@ def checkpoint_pack_args(
         "W_nbits": meta[_NBITS],
         "input_dtype": _dtype_name(meta[_IN]),
         "output_dtype": _dtype_name(meta[_OUT]),
+        "scaled_activations": meta[_SCALED],
     }
     expected = {
         "out_features": out_features,
@@ -615,6 +772,7 @@ def checkpoint_pack_args(
         "W_nbits": W_nbits,
         "input_dtype": input_dtype.name,
         "output_dtype": output_dtype.name,
+        "scaled_activations": int(scaled_activations),
     }
     w = entries["W_q"]
     if meta[_NBITS] < 16 and w.dtype not in (torch.int8, torch.float8_e4m3fn):  # grouped codes
@@ -653,7 +811,11 @@ def checkpoint_pack_args(
     zero_int = int(zeros.reshape(-1)[0]) if zero_kind == "int" else None
     n_scales = 0 if scales is None else scales.numel()
     # The layout must be one this release runs (the checks of forward_functional).
-    layout = describe_layout(meta, K, N, w_dtype, n_scales, zero_kind, zero_int, where="metadata")
+    x_dtype = torch.bfloat16 if output_dtype is DType.BF16 else torch.float16  # for scaled activations
+    layout = describe_layout(
+        meta, K, N, w_dtype, n_scales, zero_kind, zero_int, where="metadata",
+        x_dtype=x_dtype if meta[_SCALED] else None,
+    )  # fmt: skip
     if W_q.dtype not in _UNSUPPORTED_WORDS:
         stored = (K // layout.elems_per_word, N) if kind == "packed" else (K, N)
     if tuple(W_q.shape) != stored:
@@ -662,7 +824,9 @@ def checkpoint_pack_args(
         )
     codes = _unpack_rows(W_q, bits, K) if kind == "packed" else W_q.t().contiguous()
     canon_scales = None
-    if scales is not None:
+    if scales is not None and layout.spec.block_n > 1:
+        canon_scales = scales.reshape(K // layout.spec.block_n, -1).t().contiguous()  # [ceil(N/128), K/128]
+    elif scales is not None:
         canon_scales = scales.reshape(-1, N).t().contiguous()
     if zero_kind == "float":
         canon_zeros = zeros.reshape(-1, N).t().contiguous()
@@ -673,13 +837,16 @@ def checkpoint_pack_args(
     else:
         canon_zeros = None
     bias = entries.get("bias")
-    return {
+    args = {
         "W_q": codes,
         "scales": canon_scales,
         "zeros": canon_zeros,
         "bias": bias if isinstance(bias, torch.Tensor) else None,
         "packing_bitwidth": layout.word_bits if layout.is_packed else None,
     }
+    if layout.spec.block_n > 1 or layout.spec.kind is WeightKind.TERNARY:
+        args["format"] = layout.format  # what pack() cannot infer from the tensors alone
+    return args
 
 
 def _dtype_name(value: int) -> str:
@@ -802,14 +969,14 @@ def auto_detect_ptx_fp4_pack() -> bool:
 
 
 def enable_activation_scaling(batch_size: int) -> bool:
-    """GemLite's predicate "quantize activations at this batch size" (always True there). gemlite runs
-    no dynamic-activation format yet ({later}), so it returns False for every batch size."""
+    """GemLite's predicate "quantize activations at this batch size": True for every batch size, as
+    there (gemlite's dynamic formats quantize x whatever M is)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
         raise ValueError(f"batch_size: expected a non-negative int, got {batch_size!r}")
-    return False
+    return True
 
 
-for _f in (enable_tma, set_ptx_fp4_pack, set_fast_nvfp4, enable_activation_scaling):
+for _f in (enable_tma, set_ptx_fp4_pack, set_fast_nvfp4):
     _f.__doc__ = _f.__doc__.replace("{later}", _LATER)
 
 

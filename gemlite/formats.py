@@ -131,7 +131,8 @@ class WeightKind(enum.Enum):
 
 
 class ActKind(enum.Enum):
-    """How activations are quantized at run time (NONE: used as given, fp16/bf16)."""
+    """How activations reach the kernels: quantized at run time, or as the caller gives them (NONE:
+    fp16/bf16 values; INT8_CODES / FP8_CODES: int8 / e4m3 codes without scales)."""
 
     NONE = "none"
     INT8 = "int8"  # symmetric, scale = amax / 127, round half away from zero
@@ -139,6 +140,14 @@ class ActKind(enum.Enum):
     MXFP8 = "mxfp8"
     MXFP4 = "mxfp4"
     NVFP4 = "nvfp4"
+    # x already holds 8-bit codes, multiplied as they are (GemLite's INT8 / FP8 input_dtype without
+    # scaled_activations): no quantization, no activation scale.
+    INT8_CODES = "int8_codes"
+    FP8_CODES = "fp8_codes"
+
+
+#: The activation kinds whose x the caller gives as 8-bit codes (no run-time quantization, no scale).
+CODE_ACT_KINDS = (ActKind.INT8_CODES, ActKind.FP8_CODES)
 
 
 class Zeros(enum.Enum):
@@ -172,6 +181,8 @@ class WeightSpec:
         row (a layer resolves it to K). Fixed at 32 for MX and 16 for NVFP4.
     block_n: outputs sharing one scale; 128 for the 128x128 block-scaled INT8/FP8 variant, else 1.
     zeros: the zero-point form (HQQ only; TERNARY always uses the integer zero 1).
+    scaled: the codes carry scales. False (channel-wise INT8 / FP8 only): the codes ARE the weight,
+        multiplied as they are (``A8W8_INT8`` / ``A8W8_FP8``: GemLite's ``pack(W_q, None, None)``).
     """
 
     kind: WeightKind
@@ -179,6 +190,7 @@ class WeightSpec:
     group_size: int | None = None
     block_n: int = 1
     zeros: Zeros = Zeros.NONE
+    scaled: bool = True
 
     def __post_init__(self) -> None:
         if self.kind is WeightKind.HQQ:
@@ -194,6 +206,12 @@ class WeightSpec:
             raise ValueError(f"group_size: must be positive or None (channel-wise), got {self.group_size}")
         if self.zeros is not Zeros.NONE and self.kind not in (WeightKind.HQQ, WeightKind.TERNARY):
             raise ValueError(f"zeros: only HQQ and TERNARY weights have zero-points, not {self.kind.name}")
+        channelwise_8bit = self.kind in (WeightKind.INT8, WeightKind.FP8) and self.group_size is None
+        if not self.scaled and not (channelwise_8bit and self.block_n == 1):
+            raise ValueError(
+                f"scaled: only channel-wise INT8 / FP8 weights can go without scales, not {self.kind.name} "
+                f"(group_size={self.group_size}, block_n={self.block_n})"
+            )
 
     @property
     def is_channelwise(self) -> bool:
@@ -219,6 +237,13 @@ class ActSpec:
 
     @property
     def is_dynamic(self) -> bool:
+        """x is quantized at run time (codes and scales made by a quantizer before the matmul)."""
+        return self.kind is not ActKind.NONE and self.kind not in CODE_ACT_KINDS
+
+    @property
+    def is_quantized(self) -> bool:
+        """The kernels multiply activation CODES (quantized at run time, or given by the caller), not
+        fp16/bf16 values: no DEQUANT path, 8-bit dot tiles."""
         return self.kind is not ActKind.NONE
 
 
@@ -291,6 +316,11 @@ FORMATS: dict[str, Format] = {
         Format("A8W4_HQQ_INT_dynamic", _hqq(4), _PER_TOKEN_FP8),
         Format("A8W2_HQQ_INT_dynamic", _hqq(2), _PER_TOKEN_FP8),
         Format("A8W158_INT_dynamic", WeightSpec(WeightKind.TERNARY, 2, zeros=Zeros.INT), _PER_TOKEN_INT8),
+        # 8-bit codes given by the caller x 8-bit codes, no scales at all (GemLite's GemLiteLinear with
+        # input_dtype INT8 / FP8 and pack(W_q, None, None)): y = x_q @ W_q.T (+ bias), int8 x int8 summed
+        # exactly in int32 (an int32 output is bit-exact), e4m3 x e4m3 in fp32.
+        Format("A8W8_INT8", WeightSpec(WeightKind.INT8, 8, scaled=False), ActSpec(ActKind.INT8_CODES)),
+        Format("A8W8_FP8", WeightSpec(WeightKind.FP8, 8, scaled=False), ActSpec(ActKind.FP8_CODES)),
         Format(
             "A8W8_MXFP_dynamic",
             WeightSpec(WeightKind.MXFP8, 8, group_size=MX_GROUP),
@@ -343,6 +373,7 @@ def format_of(weight: WeightSpec, act: ActSpec = ActSpec()) -> Format:
     for fmt in FORMATS.values():
         w = fmt.weight
         same_weight = w.kind is weight.kind and w.bits == weight.bits and w.block_n == weight.block_n
+        same_weight = same_weight and w.scaled == weight.scaled
         if w.kind is not WeightKind.HQQ:
             same_weight = same_weight and w.group_size == weight.group_size and w.zeros is weight.zeros
         if same_weight and fmt.act == act:

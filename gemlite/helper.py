@@ -18,11 +18,11 @@ float16 or bfloat16; otherwise float16 (GemLite would compute in fp32, which gem
 (a ``device:`` ValueError on a machine without that device). ``from_hqqlinear`` keeps the hqq layer's
 own device, as GemLite does.
 
-Formats of public GemLite that gemlite does not run yet (MX/NVFP4 dynamic activations) have their
-processor names here too; constructing one raises NotImplementedError naming the format, so a client
-probing for them (``hasattr``) finds them and gets a clear error when it uses one. Dynamic INT8/FP8
-activations (``A8W8_*_dynamic``, ``block_quant=True``, ``A8W{4,2}_HQQ_INT_dynamic``, ``A8W158_INT_dynamic``)
-quantize x per token (or per 1 x 128 block) in the layer's forward (`gemlite.schemes.activation`).
+Dynamic INT8/FP8 activations (``A8W8_*_dynamic``, ``block_quant=True``, ``A8W{4,2}_HQQ_INT_dynamic``,
+``A8W158_INT_dynamic``) quantize x per token (or per 1 x 128 block) in the layer's forward
+(`gemlite.schemes.activation`); microscaled ones (``A8W{8,4}_MXFP_dynamic(post_scale=False)``: MXFP8,
+``A4W4_MXFP_dynamic``: MXFP4, ``A4W4_NVFP_dynamic``: NVFP4) per group of 32 / 16 inputs
+(`gemlite.schemes.mx.MXActQuant`).
 
 Quantization rules are in `gemlite.quantize` (MXFP8/MXFP4/NVFP4: `gemlite.schemes.mx`).
 """
@@ -78,7 +78,7 @@ __all__ = [
     "A8W4_HQQ_INT_dynamic",
     "A8W2_HQQ_INT_dynamic",
     "A8W158_INT_dynamic",
-    # public GemLite's processors of formats planned for a later release (NotImplementedError)
+    # microscaled weights (OCP MX, NVFP4), weight-only and with dynamic activations
     "A16Wn_MXFP",
     "A16W8_MXFP",
     "A16W4_MXFP",
@@ -1189,12 +1189,8 @@ class A16W4_MXFP(A16Wn_MXFP):
         super().__init__(device, dtype, 4)
 
 
-class A16W4_NVFP(_MX):
-    """fp16/bf16 activations x NVFP4 weights: e2m1 codes, one e4m3 scale per 16 inputs and an fp32 tensor
-    scale, ``W = e2m1(q) * s_g / meta_scale`` (``meta_scale = 448 * 6 / amax(W)`` for weights quantized
-    by `from_linear`; ModelOpt checkpoints store its reciprocal as ``weight_scale_2``)."""
-
-    format = FORMATS["A16W4_NVFP"]
+class _NVFP(_MX):
+    """What the NVFP4-weight processors share: `from_weights` in public GemLite's argument order."""
 
     def from_weights(
         self,
@@ -1231,14 +1227,96 @@ class A16W4_NVFP(_MX):
         return self.from_weights(weight_packed, bias, scales, meta_scale, packed=True)
 
 
-class A8Wn_MXFP_dynamic(_MX):
+class A16W4_NVFP(_NVFP):
+    """fp16/bf16 activations x NVFP4 weights: e2m1 codes, one e4m3 scale per 16 inputs and an fp32 tensor
+    scale, ``W = e2m1(q) * s_g / meta_scale`` (``meta_scale = 448 * 6 / amax(W)`` for weights quantized
+    by `from_linear`; ModelOpt checkpoints store its reciprocal as ``weight_scale_2``)."""
+
+    format = FORMATS["A16W4_NVFP"]
+
+
+class A4W4_NVFP_dynamic(_NVFP):
+    """NVFP4 activations quantized at run time x NVFP4 weights (public GemLite's ``A4W4_NVFP_dynamic``).
+
+    The layer takes fp16/bf16 x and quantizes it in its forward: e2m1 codes, one e4m3 scale per 16
+    inputs and one fp32 tensor scale ``448 * 6 / amax(|x|)`` over the whole x of the call, computed at run
+    time so that no group scale saturates and no code is corrupted however large x is
+    (`gemlite.schemes.mx.MXActQuant`). The weights are as for `A16W4_NVFP` (``from_weights(weight, bias,
+    scales, meta_scale)``; ``from_linear`` quantizes by the reference's rules). The kernels multiply
+    ``e2m1 * s_g`` of both sides in a bf16 dot (exact operands) and apply both tensor scales to the fp32
+    accumulator once. ``dtype``: the activation (and output) dtype, fp16 or bf16 (default fp16; the
+    float weight's for ``from_linear``).
+    """
+
+    format = FORMATS["A4W4_NVFP_dynamic"]
+
+    def from_weights(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        scales: torch.Tensor | None = None,
+        meta_scale=None,
+        input_scale=None,
+        packed: bool = False,
+    ) -> GemLiteLinear:
+        """Pack pre-quantized NVFP4 weights (public GemLite 0.6's argument order): ``weight``, ``bias``,
+        ``scales``, ``meta_scale`` and ``packed`` as in `A16W4_NVFP.from_weights`.
+
+        input_scale: GemLite's STATIC activation scale (ModelOpt's ``amax(x) / 2688``), which would skip
+            the run-time amax: not supported (gemlite computes ts from each call's x); None only.
+
+        Raises:
+            NotImplementedError: an input_scale. TypeError / ValueError: as `GemLiteLinear.pack`.
+        """
+        if input_scale is not None:
+            raise NotImplementedError(
+                "input_scale: a static NVFP4 activation scale is not supported; gemlite computes the tensor "
+                "scale 448 * 6 / amax(|x|) from each call's x (pass input_scale=None)"
+            )
+        return super().from_weights(weight, bias, scales, meta_scale, packed)
+
+    def from_packed_weights(
+        self, weight_packed: torch.Tensor, bias=None, scales=None, meta_scale=None, input_scale=None
+    ) -> GemLiteLinear:
+        """`from_weights` with ``packed=True``: codes as checkpoints store them, ``[N, K // 2]`` uint8."""
+        return self.from_weights(weight_packed, bias, scales, meta_scale, input_scale, packed=True)
+
+
+class _DynamicMX(_MX):
+    """MX weights whose layer quantizes its activations (`A8Wn_MXFP_dynamic`, `A4W4_MXFP_dynamic`):
+    `from_weights` in public GemLite's argument order."""
+
+    def from_weights(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, scales=None, packed: bool = False
+    ) -> GemLiteLinear:
+        """Pack pre-quantized MX weights (public GemLite's argument order): ``weight`` and ``scales`` as in
+        `A16Wn_MXFP.from_weights` (MXFP8 float8_e4m3fn codes or MXFP4 e2m1 indices ``[N, K]`` / packed
+        bytes ``[N, K // 2]``; ``N * K / 32`` e8m0 scales as float8_e8m0fnu or uint8, taken bit for bit),
+        ``bias`` ``[N]`` or None. Use `from_linear` to quantize a float layer. Raises as
+        `GemLiteLinear.pack`; ValueError without scales."""
+        if scales is None:
+            raise ValueError(
+                "scales: pre-quantized MX weights need their e8m0 scales (use from_linear to quantize)"
+            )
+        return self._from_codes(weight, scales, None, bias, packed)
+
+    def from_packed_weights(
+        self, weight_packed: torch.Tensor, bias: torch.Tensor | None = None, scales=None
+    ) -> GemLiteLinear:
+        """`from_weights` with ``packed=True`` (MXFP4 codes ``[N, K // 2]`` uint8)."""
+        return self.from_weights(weight_packed, bias, scales, packed=True)
+
+
+class A8Wn_MXFP_dynamic(_DynamicMX):
     """Activations quantized at run time x MX weights (public GemLite's ``A8Wn_MXFP_dynamic``).
 
     ``post_scale=True`` (GemLite's default): each row of x becomes e4m3 codes with one fp32 scale
     (``amax / 448``, `gemlite.schemes.activation`), multiplied by the MX weight in a bf16 dot (both
     operands exact in bf16) and scaled after it: the formats A8W8_MXFP_post_scale_dynamic /
-    A8W4_MXFP_post_scale_dynamic. ``post_scale=False`` (MXFP8 activations, an e8m0 scale per 32
-    inputs: A8W8_MXFP_dynamic / A8W4_MXFP_dynamic) is a later release (NotImplementedError).
+    A8W4_MXFP_post_scale_dynamic. ``post_scale=False``: MXFP8 activations, e4m3 codes with one e8m0
+    scale per 32 inputs of a row (``2**ceil(log2(amax / 448))``), dequantized per K tile into bf16
+    (exact) against the MX weight in a bf16 dot: the formats A8W8_MXFP_dynamic / A8W4_MXFP_dynamic
+    (`gemlite.schemes.mx.MXActQuant`).
 
     Args:
         device, dtype: as for every processor (``dtype=None``: see `_MX`); x stays fp16/bf16 for the
@@ -1265,32 +1343,9 @@ class A8Wn_MXFP_dynamic(_MX):
             raise TypeError(f"post_scale: expected a bool, got {type(post_scale).__name__} {post_scale!r}")
         if fp8 != torch.float8_e4m3fn:
             raise TypeError(f"fp8: the activation codes are torch.float8_e4m3fn, got {fp8!r}")
-        if not post_scale:
-            raise NotImplementedError(
-                f"post_scale: MXFP8 activations (an e8m0 scale per 32 inputs, A8W{W_nbits}_MXFP_dynamic) are "
-                "planned for a later release of gemlite; post_scale=True quantizes x per token to e4m3"
-            )
         self.post_scale, self.fp8 = post_scale, fp8
-        self.format = FORMATS[f"A8W{W_nbits}_MXFP_post_scale_dynamic"]
-
-    def from_weights(
-        self, weight: torch.Tensor, bias: torch.Tensor | None = None, scales=None, packed: bool = False
-    ) -> GemLiteLinear:
-        """Pack pre-quantized MX weights (public GemLite's argument order): ``weight`` and ``scales`` as in
-        `A16Wn_MXFP.from_weights` (MXFP8 float8_e4m3fn codes or MXFP4 e2m1 indices / packed bytes; e8m0
-        scales as float8_e8m0fnu or uint8), ``bias`` ``[N]`` or None. Use `from_linear` to quantize a float
-        layer. Raises as `GemLiteLinear.pack`; ValueError without scales."""
-        if scales is None:
-            raise ValueError(
-                "scales: pre-quantized MX weights need their e8m0 scales (use from_linear to quantize)"
-            )
-        return self._from_codes(weight, scales, None, bias, packed)
-
-    def from_packed_weights(
-        self, weight_packed: torch.Tensor, bias: torch.Tensor | None = None, scales=None
-    ) -> GemLiteLinear:
-        """`from_weights` with ``packed=True`` (MXFP4 codes ``[N, K // 2]`` uint8)."""
-        return self.from_weights(weight_packed, bias, scales, packed=True)
+        suffix = "_post_scale_dynamic" if post_scale else "_dynamic"
+        self.format = FORMATS[f"A8W{W_nbits}_MXFP{suffix}"]
 
 
 class A8W8_MXFP_dynamic(A8Wn_MXFP_dynamic):
@@ -1319,32 +1374,18 @@ class A8W4_MXFP_dynamic(A8Wn_MXFP_dynamic):
         super().__init__(device, dtype, post_scale, fp8, 4)
 
 
-# --------------------------------------------------------------------------------------------
-# Public GemLite's processors of formats without kernels here yet
-# --------------------------------------------------------------------------------------------
+class A4W4_MXFP_dynamic(_DynamicMX):
+    """MXFP4 activations quantized at run time x MXFP4 weights (public GemLite's ``A4W4_MXFP_dynamic``).
 
+    The layer takes fp16/bf16 x and quantizes it in its forward: e2m1 codes (to nearest, ties to even),
+    one e8m0 scale ``2**ceil(log2(amax / 6))`` per 32 inputs of a row (`gemlite.schemes.mx.MXActQuant`);
+    the kernels dequantize each K tile into bf16 (exact) against the MXFP4 weight in a bf16 dot. The
+    weights: ``from_weights(weight, bias, scales)`` (e2m1 indices ``[N, K]`` or, ``packed=True``, bytes
+    ``[N, K // 2]``; e8m0 scales as float8_e8m0fnu or uint8), or ``from_linear``. ``dtype``: the
+    activation (and output) dtype, fp16 or bf16 (default fp16; the float weight's for ``from_linear``).
+    """
 
-class _Later:
-    """A public-GemLite processor whose format gemlite runs in a later release."""
-
-    _what = ""
-
-    def __init__(self, *args, **kwargs) -> None:
-        raise NotImplementedError(
-            f"{type(self).__name__}: {self._what} is planned for a later release of gemlite; this release "
-            "runs the weight-only formats (A16W16, A16Wn / A16W{8,4,2,1}_HQQ_INT, A16W8_INT8, A16W8_FP8, "
-            "A16W158_INT, A16W8_MXFP, A16W4_MXFP, A16W4_NVFP)"
-        )
-
-
-def _later(name: str, what: str) -> type:
-    return type(
-        name, (_Later,), {"_what": what, "__doc__": f"Public GemLite's {name}: {what} (a later release)."}
-    )
-
-
-A4W4_MXFP_dynamic = _later("A4W4_MXFP_dynamic", "dynamic MXFP4 activations x MXFP4 weights")
-A4W4_NVFP_dynamic = _later("A4W4_NVFP_dynamic", "dynamic NVFP4 activations x NVFP4 weights")
+    format = FORMATS["A4W4_MXFP_dynamic"]
 
 
 # --------------------------------------------------------------------------------------------

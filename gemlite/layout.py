@@ -12,6 +12,10 @@ Physical layout the schemes prepare (what the kernels read):
 * Scales and float zeros: ``[K // group_size, N]`` with N contiguous (``[1, N]`` channel-wise).
 * Absent tensors are empty fp32 tensors, never None; an integer zero-point lives in `zero_int`.
 
+The compute dtype is x's dtype: fp16/bf16, or int8 / float8_e4m3fn for activation codes given by the
+caller (A8W8_INT8, A8W8_FP8). Dynamic formats quantize fp16 or bf16 x whatever their compute dtype says
+(the quantizer reads either; the matmul kernels read its codes).
+
 Saved metadata (the ``metadata`` buffer of a `GemLiteLinear`) is an int32 vector. Version 2 names the
 format and carries its activation spec; version 1 (gemlite 0.1.0 checkpoints, weight-only) is still
 read, its format inferred from the weight spec.
@@ -39,7 +43,7 @@ from gemlite.packing import WORD_BITS
 from gemlite.schemes import act_scheme, check_format, weight_scheme
 from gemlite.schemes.base import K_MULTIPLE
 
-COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
+COMPUTE_DTYPES = (torch.float16, torch.bfloat16)  # of fp16/bf16 activations; codes: the act scheme's
 
 # Stable integer codes for the metadata (never renumber: they are saved in checkpoints).
 _METADATA_MAGIC = 0x47454D4C  # "GEML"
@@ -60,9 +64,16 @@ _ACT_CODES = {
     ActKind.MXFP8: 3,
     ActKind.MXFP4: 4,
     ActKind.NVFP4: 5,
+    ActKind.INT8_CODES: 6,
+    ActKind.FP8_CODES: 7,
 }
 _ZEROS_CODES = {Zeros.NONE: 0, Zeros.INT: 1, Zeros.FLOAT: 2}
-_COMPUTE_CODES = {DType.FP16.value: torch.float16, DType.BF16.value: torch.bfloat16}
+_COMPUTE_CODES = {
+    DType.FP16.value: torch.float16,
+    DType.BF16.value: torch.bfloat16,
+    DType.INT8.value: torch.int8,  # activation codes given by the caller (v2 only)
+    DType.FP8.value: torch.float8_e4m3fn,
+}
 _V1_FIELDS = 14
 _V2_HEADER = 17  # fields before the format name's characters
 
@@ -75,7 +86,9 @@ class WeightLayout:
     in_features: K.  out_features: N.
     group_size: K-elements sharing one scale, resolved (K for channel-wise).
     word_bits: packing word of packed codes (8 or 32); for unpacked kinds the element width.
-    compute_dtype: torch.float16 or torch.bfloat16: the activation dtype and tensor-core operand dtype.
+    compute_dtype: the activation dtype (x's): torch.float16 or torch.bfloat16, the tensor-core operand
+        dtype; int8 / float8_e4m3fn for activation codes given by the caller (the act scheme's
+        `compute_dtypes`).
     zero_int: the integer zero-point when the zero mode is Zeros.INT (TERNARY: 1), else None.
 
     Construction validates consistency (the scheme checks what its kernels can run) and raises
@@ -106,9 +119,11 @@ class WeightLayout:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if k % K_MULTIPLE != 0:
             raise ValueError(f"in_features: K must be a multiple of {K_MULTIPLE}, got {k}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
+        allowed = self.act_scheme.compute_dtypes
+        if self.compute_dtype not in allowed:
             raise TypeError(
-                f"compute_dtype: expected torch.float16 or torch.bfloat16, got {self.compute_dtype}"
+                f"compute_dtype: {self.format.name} takes {' or '.join(map(str, allowed))} activations, "
+                f"got {self.compute_dtype}"
             )
         if spec.group_size is None and g != k:
             raise ValueError(f"group_size: a channel-wise spec resolves to in_features={k}, got {g}")
@@ -123,6 +138,7 @@ class WeightLayout:
                 f"word_bits: unpacked {spec.kind.name} weights use {spec.bits}, got {self.word_bits}"
             )
         scheme.check_layout(self)
+        self.act_scheme.check_layout(self)
         if self.zero_mode is Zeros.INT:
             if not isinstance(self.zero_int, int) or isinstance(self.zero_int, bool):
                 raise ValueError(
@@ -290,7 +306,8 @@ def _decode(v: tuple[int, ...]) -> WeightLayout:
             raise ValueError("t: corrupt metadata (format name)") from None
         if name not in FORMATS:
             raise ValueError(f"t: the metadata names format {name!r}, which this gemlite does not know")
-        spec = _spec(kinds[v[2]], v[3], v[4], v[5], zeros[v[6]])
+        # Whether the codes carry scales is the named format's (no field of its own: v2 is unchanged).
+        spec = _spec(kinds[v[2]], v[3], v[4], v[5], zeros[v[6]], FORMATS[name].weight.scaled)
         fmt = format_of(spec, ActSpec(acts[v[7]], v[8] or None))
         if fmt.name != name:
             raise ValueError(f"t: corrupt metadata: its fields describe {fmt.name}, its name says {name}")
@@ -301,8 +318,10 @@ def _decode(v: tuple[int, ...]) -> WeightLayout:
     )
 
 
-def _spec(kind: WeightKind, bits: int, group: int, block_n: int, zeros: Zeros) -> WeightSpec:
+def _spec(
+    kind: WeightKind, bits: int, group: int, block_n: int, zeros: Zeros, scaled: bool = True
+) -> WeightSpec:
     try:
-        return WeightSpec(kind, bits, group_size=group or None, block_n=block_n, zeros=zeros)
+        return WeightSpec(kind, bits, group_size=group or None, block_n=block_n, zeros=zeros, scaled=scaled)
     except ValueError as e:
         raise ValueError(f"t: corrupt metadata ({e})") from None

@@ -22,24 +22,30 @@ from torch import nn
 
 from gemlite import autotune, compat
 from gemlite import matmul as _matmul
-from gemlite.formats import FAMILIES, FORMATS, DType, Format
+from gemlite.formats import FAMILIES, FORMATS, ActKind, DType, Format, WeightKind
 from gemlite.kernels import interpreter_active
 from gemlite.kernels.plan import lock_count
 from gemlite.layout import WeightLayout
 from gemlite.packing import unpack_codes
 from gemlite.schemes import check_format, infer_format
-from gemlite.schemes.base import check_bias
+from gemlite.schemes.base import check_bias, check_int_bias
 
 __all__ = ["GemLiteLinear", "GemLiteLinearTriton"]
 
 W_NBITS = (8, 4, 2, 1, 16)
 PACKING_BITWIDTHS = (8, 32)
-INPUT_DTYPES = (DType.FP16, DType.BF16)
-OUTPUT_DTYPES = (DType.FP16, DType.BF16, DType.FP32)
-# Activation dtypes of formats that are planned but not in this release (dynamic INT8/FP8, MX, NVFP4).
+INPUT_DTYPES = (DType.FP16, DType.BF16, DType.INT8, DType.FP8)
+OUTPUT_DTYPES = (DType.FP16, DType.BF16, DType.FP32, DType.INT32)
+# 8-bit input dtypes: x holds codes as given (ActKind *_CODES), or with scaled_activations=True fp16/bf16
+# values the layer quantizes per token (ActKind INT8 / FP8).
+_CODE_ACTS = {DType.INT8: ActKind.INT8_CODES, DType.FP8: ActKind.FP8_CODES}
+_SCALED_ACTS = {DType.INT8: ActKind.INT8, DType.FP8: ActKind.FP8}
+# W_nbits the 8-bit activations pair with (pack's W_q: int8 / e4m3 codes for 8, uint8 HQQ codes below).
+_ACT_W_NBITS = {
+    ActKind.INT8_CODES: (8,), ActKind.FP8_CODES: (8,), ActKind.INT8: (8,), ActKind.FP8: (8, 4, 2),
+}  # fmt: skip
+# Activation dtypes of formats that are planned but not in this release (FP8 e5m2, MX, NVFP4).
 _LATER_INPUT_DTYPES = (
-    DType.INT8,
-    DType.FP8,
     DType.FP8e5,
     DType.MXFP16,
     DType.MXBF16,
@@ -83,7 +89,7 @@ def _as_dtype(name: str, value, allowed: tuple[DType, ...]) -> DType:
         )
     if name == "input_dtype" and value in _LATER_INPUT_DTYPES:
         raise NotImplementedError(
-            f"input_dtype: {value.name} activations (dynamic INT8/FP8, MXFP/NVFP4) are planned for a later "
+            f"input_dtype: {value.name} activations (FP8 e5m2, MXFP/NVFP4) are planned for a later "
             f"release of gemlite; this release takes {' or '.join(d.name for d in allowed)} activations"
         )
     if value not in allowed:
@@ -100,16 +106,22 @@ class GemLiteLinear(nn.Module):
     """A linear layer ``y = x @ W.T + bias`` with W stored in a gemlite weight format.
 
     The constructor says what the layer will hold; `pack` gives it the weight. Which format that is
-    follows from ``W_nbits`` and the dtype of the ``W_q`` given to `pack`:
+    follows from ``W_nbits``, the dtype of the ``W_q`` given to `pack`, and what x is (``input_dtype``,
+    ``scaled_activations``):
 
-    ========  ==================  =============================================================
-    W_nbits   W_q dtype           format
-    ========  ==================  =============================================================
-    16        fp16 / bf16         A16W16: the weight as is (its dtype must be `input_dtype`)
-    8/4/2/1   uint8               A16W{n}_HQQ_INT: unsigned codes, ``W = (W_q - zeros) * scales``
-    8         int8                A16W8_INT8: channel-wise symmetric, ``W = W_q * scales``
-    8         float8_e4m3fn       A16W8_FP8: channel-wise, ``W = W_q * scales``
-    ========  ==================  =============================================================
+    ==============  ========  ==============  ===================================================
+    input_dtype     W_nbits   W_q dtype       format
+    ==============  ========  ==============  ===================================================
+    FP16 / BF16     16        fp16 / bf16     A16W16: the weight as is (its dtype must be `input_dtype`)
+    FP16 / BF16     8/4/2/1   uint8           A16W{n}_HQQ_INT: unsigned codes, ``W = (W_q - zeros) * scales``
+    FP16 / BF16     8         int8            A16W8_INT8: channel-wise symmetric, ``W = W_q * scales``
+    FP16 / BF16     8         float8_e4m3fn   A16W8_FP8: channel-wise, ``W = W_q * scales``
+    INT8 / FP8      8         int8 / e4m3     A8W8_INT8 / A8W8_FP8: x is int8 / e4m3 codes, W_q the
+                                              weight, no scales: ``y = x @ W_q.T + bias``
+    INT8 / FP8 +    8         int8 / e4m3     A8W8_INT8_dynamic / A8W8_FP8_dynamic: x fp16/bf16,
+    scaled_act.                               quantized per token; channel scales (N values)
+    FP8 + scaled    4 / 2     uint8           A8W{4,2}_HQQ_INT_dynamic: e4m3 x HQQ codes
+    ==============  ========  ==============  ===================================================
 
     Args:
         W_nbits: bits per weight code: 8, 4, 2, 1, or 16 for an unquantized fp16/bf16 weight.
@@ -118,18 +130,24 @@ class GemLiteLinear(nn.Module):
             W_nbits=16; INT8/FP8 weights are always channel-wise.
         in_features: K, the size of the last dim of x. Required.
         out_features: N, the size of the last dim of y. Required.
-        input_dtype: activation dtype, DType.FP16 or DType.BF16 (a torch dtype is accepted too).
-        output_dtype: DType.FP16, DType.BF16 or DType.FP32.
-        acc_dtype: the accumulator, public GemLite's argument: None or DType.FP32 (every kernel
-            accumulates in fp32).
-        scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a
-            later release; only False is accepted.
+        input_dtype: activation dtype (a torch dtype is accepted too): DType.FP16 or DType.BF16; or
+            DType.INT8 / DType.FP8 (e4m3): without `scaled_activations` x is int8 / e4m3 codes,
+            multiplied as they are (W_nbits=8 codes without scales); with it, x is fp16/bf16.
+        output_dtype: DType.FP16, DType.BF16 or DType.FP32; DType.INT32 for INT8 codes without
+            `scaled_activations` (the exact int32 sums, plus an integer bias).
+        acc_dtype: the accumulator, public GemLite's argument: None or DType.FP32 (kernels accumulate in
+            fp32); DType.INT32 too with INT8 input (int8 x int8 is summed in int32).
+        scaled_activations: INT8 / FP8 input only (as in GemLite, ignored for fp16/bf16): the layer
+            quantizes fp16/bf16 x per token (``s = max(amax / 127, 1e-6)`` or ``/ 448``) before the 8-bit
+            dot, and pack takes channel scales: the A8W8_*_dynamic formats.
 
     Raises:
         ValueError: a missing or non-positive size, W_nbits not in (8, 4, 2, 1, 16), group_size not
-            dividing in_features, an unsupported dtype.
+            dividing in_features, an unsupported dtype, INT32 output without INT8 codes, K > 131071 for
+            int8 x int8 (its int32 sums could overflow).
         TypeError: an argument of the wrong type.
-        NotImplementedError: INT8/FP8/MX activations or scaled_activations=True (a later release).
+        NotImplementedError: FP8 e5m2 / MX activations (a later release), a W_nbits that 8-bit
+            activations do not pair with (INT8 / FP8 codes: 8; scaled: INT8 8, FP8 8, 4 or 2).
 
     Buffers (the state_dict schema, the same before and after `pack`): ``W_q``, ``scales``,
     ``zeros``, ``metadata`` (the layout as int32) and, when the layer has one, ``bias``. A
@@ -177,17 +195,37 @@ class GemLiteLinear(nn.Module):
             self.group_size = g
         self.input_dtype = _as_dtype("input_dtype", input_dtype, INPUT_DTYPES)
         self.output_dtype = _as_dtype("output_dtype", output_dtype, OUTPUT_DTYPES)
+        if not isinstance(scaled_activations, bool):
+            raise TypeError(f"scaled_activations: expected a bool, got {type(scaled_activations).__name__}")
+        # As in public GemLite, activation scaling applies to 8-bit input dtypes only (forced off for
+        # fp16/bf16 activations).
+        self.scaled_activations = scaled_activations and self.input_dtype in _SCALED_ACTS
+        self._act = self._act_kind()
+        if self.output_dtype is DType.INT32 and self._act is not ActKind.INT8_CODES:
+            raise ValueError(
+                "output_dtype: INT32 holds the exact int32 sums of int8 codes x int8 codes, so it needs "
+                "input_dtype=INT8 without scaled_activations; got input_dtype="
+                f"{self.input_dtype.name}, scaled_activations={self.scaled_activations}"
+            )
+        # The compute dtype of the layout: x's dtype (codes: int8 / e4m3). A layer that quantizes its
+        # activations takes fp16 or bf16 x; its layout names the output dtype, or fp16 for an fp32 output.
+        if self._act in (ActKind.INT8, ActKind.FP8):
+            self._compute_dtype = torch.bfloat16 if self.output_dtype is DType.BF16 else torch.float16
+        else:
+            self._compute_dtype = self.input_dtype.torch_dtype
         # Let the kernels refuse sizes they cannot run (K not a multiple of 32, a group size that is
         # not a multiple of 32) now rather than at pack time: a trial layout of the default format.
         # A group size only a fixed-group format has (NVFP4's 16) is tried with that format instead.
-        if self.W_nbits == 16:
+        g = None if self.group_size == self.in_features else self.group_size
+        if self._act is not ActKind.NONE:
+            trials = [self._trial_8bit_act(g)]
+        elif self.W_nbits == 16:
             trials = [infer_format(16, None, None)]
         else:
-            g = None if self.group_size == self.in_features else self.group_size
             trials = [infer_format(self.W_nbits, torch.uint8, None).with_group_size(g)]
             trials += [
                 f for f in FORMATS.values()
-                if f.weight.bits == self.W_nbits and f.weight.group_size == g and not f.act.is_dynamic
+                if f.weight.bits == self.W_nbits and f.weight.group_size == g and not f.act.is_quantized
                 and f.weight.kind is not trials[0].weight.kind
             ]  # fmt: skip
         errors: list[Exception] = []
@@ -197,30 +235,24 @@ class GemLiteLinear(nn.Module):
                     trial,
                     self.in_features,
                     self.out_features,
-                    self.group_size,
-                    32 if self.W_nbits < 16 else 16,
-                    self.input_dtype.torch_dtype,
+                    *self._trial_geometry(trial),
+                    self._compute_dtype,
                 )
                 break
             except (ValueError, NotImplementedError) as exc:
                 errors.append(exc)
         else:
             raise errors[0]  # the default format's reason
-        if acc_dtype is not None and acc_dtype not in (DType.FP32, torch.float32):
+        int8_acts = self._act in (ActKind.INT8_CODES, ActKind.INT8)
+        accepted = (DType.FP32, torch.float32) + ((DType.INT32, torch.int32) if int8_acts else ())
+        names = "None or DType.FP32" + (" or DType.INT32" if int8_acts else "")
+        if acc_dtype is not None and acc_dtype not in accepted:
             if acc_dtype in (DType.FP16, torch.float16, DType.INT32, torch.int32):
                 raise NotImplementedError(
-                    "acc_dtype: gemlite's kernels accumulate in fp32 only (use None or DType.FP32), "
-                    f"got {acc_dtype}"
+                    "acc_dtype: gemlite's kernels accumulate in fp32 only (int8 x int8 in int32, for INT8 "
+                    f"activations); use {names}, got {acc_dtype}"
                 )
-            raise ValueError(f"acc_dtype: expected None or DType.FP32, got {acc_dtype!r}")
-        if not isinstance(scaled_activations, bool):
-            raise TypeError(f"scaled_activations: expected a bool, got {type(scaled_activations).__name__}")
-        if scaled_activations:
-            raise NotImplementedError(
-                "scaled_activations: activation scaling (dynamic INT8/FP8 activations) is planned for a "
-                "later release of gemlite; use scaled_activations=False"
-            )
-        self.scaled_activations = False
+            raise ValueError(f"acc_dtype: expected {names}, got {acc_dtype!r}")
 
         # Placeholders, so a fresh layer has the same state_dict keys as a packed one (generic
         # loaders such as meta-device initialisation rely on it). `pack` / `load_state_dict` replace them.
@@ -234,11 +266,45 @@ class GemLiteLinear(nn.Module):
         # The decoded `metadata` buffer; a Python object (no tensors), so it survives .to(device).
         self._layout: WeightLayout | None = None
         self._layout_key = ""  # WeightLayout.key(): the custom op's layout argument
-        self._x_dtype = self.input_dtype.torch_dtype
+        self._x_dtype = self._compute_dtype
+        # The dtypes forward takes (`gemlite.matmul.x_dtypes_of` once packed): fp16 or bf16 for a layer
+        # that quantizes its activations, else the compute dtype.
+        self._x_dtypes = (
+            (torch.float16, torch.bfloat16) if self.scaled_activations else (self._compute_dtype,)
+        )
         self._out_dtype = self.output_dtype.torch_dtype
         # Eager launches kept per (M, family) by gemlite.matmul.run (its `Replay`s); they hold the
         # layer's tensors, so they are dropped whenever those change (pack, load, device moves).
         self._replays = _matmul.ReplayCache()
+
+    def _act_kind(self) -> ActKind:
+        """The activations this layer takes, from GemLite's (input_dtype, scaled_activations)."""
+        if self.input_dtype in _CODE_ACTS:
+            return (_SCALED_ACTS if self.scaled_activations else _CODE_ACTS)[self.input_dtype]
+        return ActKind.NONE
+
+    def _trial_8bit_act(self, group: int | None) -> Format:
+        """The format a layer with 8-bit activations will hold (`infer_format` with the codes `pack`
+        expects); NotImplementedError for a W_nbits those activations do not pair with."""
+        act = self._act
+        if self.W_nbits not in _ACT_W_NBITS[act]:
+            how = "with scaled_activations=True" if self.scaled_activations else "without scaled_activations"
+            raise NotImplementedError(
+                f"W_nbits: {self.input_dtype.name} activations {how} multiply "
+                f"{' or '.join(map(str, _ACT_W_NBITS[act]))}-bit weights in gemlite, "
+                f"got W_nbits={self.W_nbits}"
+                + ("" if self.scaled_activations else " (8-bit codes given as is meet int8 / e4m3 codes)")
+            )
+        if self.W_nbits < 8:
+            return infer_format(self.W_nbits, torch.uint8, None, act=act).with_group_size(group)
+        code = torch.int8 if self.input_dtype is DType.INT8 else torch.float8_e4m3fn
+        return infer_format(8, code, None, act=act)
+
+    def _trial_geometry(self, trial: Format) -> tuple[int, int]:
+        """(resolved group size, word bits) of a trial layout of the constructor."""
+        if trial.weight.kind in (WeightKind.INT8, WeightKind.FP8):
+            return self.in_features, 8  # channel-wise, unpacked: the constructor's group_size is ignored
+        return self.group_size, 32 if self.W_nbits < 16 else 16
 
     # ----------------------------------------------------------------------------------------
     # Properties
@@ -299,10 +365,12 @@ class GemLiteLinear(nn.Module):
                 as any integer dtype of the word's width (uint8/int8 for 8-bit words, int32/uint32 for 32).
             scales: HQQ: ``N * K / group_size`` values in any shape (e.g. HQQ's ``[N*K/g, 1]``), in
                 row-major group order (group ``n * (K // g) + k // g``), fp16/bf16/fp32 (kept).
-                INT8/FP8: N values (fp16/bf16/fp32, stored as fp32). W_nbits 16: None.
+                INT8/FP8: N values (fp16/bf16/fp32, stored as fp32); None for INT8 / FP8 input without
+                scaled_activations (the codes are the weight). W_nbits 16: None.
             zeros: HQQ only: a tensor like scales, a Python int in ``[0, 2**W_nbits - 1]`` shared by the
                 whole weight, or None (no zero-point: ``W = W_q * scales``). Otherwise None.
-            bias: ``[N]`` fp16/bf16/fp32, or None.
+            bias: ``[N]`` fp16/bf16/fp32, or None; for an INT32 output integers of any integer dtype
+                within int32's range (stored as int32, added exactly).
             fma_mode: GemLite stores grouped zeros as ``-z * s`` when True; gemlite always keeps ``z``
                 (its `get_meta_args` says W_group_mode 3). A bool; no effect.
             contiguous: GemLite's choice of W_q memory layout; gemlite's follows the format. None or a
@@ -342,11 +410,14 @@ class GemLiteLinear(nn.Module):
             )
         fmt = self._format_for(W_q, format)
         scheme = check_format(fmt)
-        compute_dtype = self._x_dtype
+        compute_dtype = self._compute_dtype
         canonical = scheme.canonicalize(
             fmt, W_q, scales, zeros, n=n, k=k, group_size=self.group_size, compute_dtype=compute_dtype
         )
-        bias = check_bias(bias, n, W_q.device)
+        if self.output_dtype is DType.INT32:
+            bias = check_int_bias(bias, n, W_q.device)
+        else:
+            bias = check_bias(bias, n, W_q.device)
         fmt = replace(fmt, weight=canonical.spec)
         zero_int = canonical.zeros if isinstance(canonical.zeros, int) else None
         layout = WeightLayout(
@@ -365,14 +436,34 @@ class GemLiteLinear(nn.Module):
 
     def _format_for(self, W_q: torch.Tensor, fmt: Format | None) -> Format:
         """The format of `pack`'s tensors: the one given (checked against the layer), else inferred."""
+        act = self._act
         if fmt is None:
-            return infer_format(self.W_nbits, W_q.dtype, self._x_dtype)
+            if act is ActKind.NONE:
+                return infer_format(self.W_nbits, W_q.dtype, self._compute_dtype)
+            try:
+                return infer_format(self.W_nbits, W_q.dtype, self._compute_dtype, act=act)
+            except TypeError:
+                code = {DType.INT8: torch.int8, DType.FP8: torch.float8_e4m3fn}[self.input_dtype]
+                expected = code if self.W_nbits == 8 else torch.uint8
+                raise TypeError(
+                    f"W_q: a W_nbits={self.W_nbits} layer with input_dtype={self.input_dtype.name} takes "
+                    f"{expected} codes, got {W_q.dtype}"
+                ) from None
         if not isinstance(fmt, Format):
             raise TypeError(f"format: expected a gemlite.formats.Format or None, got {type(fmt).__name__}")
         if fmt.weight.bits != self.W_nbits:
             raise ValueError(
                 f"format: {fmt.name} stores {fmt.weight.bits}-bit weights, the layer was built with "
                 f"W_nbits={self.W_nbits}"
+            )
+        if act is ActKind.NONE:  # fp16/bf16 x: used as is, or quantized by the format (helpers)
+            fits = not fmt.act.is_quantized or fmt.act.is_dynamic
+        else:
+            fits = fmt.act.kind is act
+        if not fits:
+            raise ValueError(
+                f"format: {fmt.name} takes {fmt.act.kind.name} activations, the layer was built for "
+                f"input_dtype={self.input_dtype.name}, scaled_activations={self.scaled_activations}"
             )
         return fmt
 
@@ -431,8 +522,10 @@ class GemLiteLinear(nn.Module):
         """``y = x @ W.T + bias``, the kernel family chosen from M (see `gemlite.dispatch`).
 
         Args:
-            x: ``[..., in_features]`` of `input_dtype`, on the weight's device. Any leading dims
-                (flattened to M rows and restored); non-contiguous input is copied.
+            x: ``[..., in_features]`` of `input_dtype` (INT8 / FP8: int8 / float8_e4m3fn codes), on the
+                weight's device; fp16 or bf16 when the layer quantizes its activations
+                (`scaled_activations`, the dynamic formats). Any leading dims (flattened to M rows and
+                restored); non-contiguous input is copied.
 
         Returns:
             ``[..., out_features]`` of `output_dtype` (empty when x has no rows).
@@ -441,7 +534,7 @@ class GemLiteLinear(nn.Module):
             RuntimeError: the layer has no weight yet, or the tensors are on the CPU and the Triton
                 interpreter is off (the kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before
                 importing gemlite).
-            TypeError: x is not a tensor of `input_dtype`.
+            TypeError: x is not a tensor of the dtype the layer takes (the message says which).
             ValueError: x's last dim is not in_features, or x is on another device than the weight.
         """
         return self._forward(x, None)
@@ -474,10 +567,8 @@ class GemLiteLinear(nn.Module):
                 )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dtype != self._x_dtype:
-            raise TypeError(
-                f"x: expected dtype {self._x_dtype} (input_dtype={self.input_dtype.name}), got {x.dtype}"
-            )
+        if x.dtype not in self._x_dtypes:
+            raise self._x_dtype_error(x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x: expected shape [..., {self.in_features}] (in_features), got {tuple(x.shape)}"
@@ -504,6 +595,18 @@ class GemLiteLinear(nn.Module):
             self._layout_key, self._out_dtype, matmul_type, locks, self._replays,
         )  # fmt: skip
         return y if two_d else y.view(*x.shape[:-1], self.out_features)
+
+    def _x_dtype_error(self, x: torch.Tensor) -> TypeError:
+        expected = " or ".join(map(str, self._x_dtypes))
+        if self.input_dtype in _CODE_ACTS and not self.scaled_activations:
+            why = f"input_dtype={self.input_dtype.name}: {self._compute_dtype} codes, multiplied as they are"
+        elif self._layout is not None and self._layout.act.is_dynamic:
+            why = f"{self._layout.format.name}: the layer quantizes them per token"
+        elif self.scaled_activations:
+            why = f"input_dtype={self.input_dtype.name} with scaled_activations=True: quantized per token"
+        else:
+            why = f"input_dtype={self.input_dtype.name}"
+        return TypeError(f"x: expected dtype {expected} ({why}), got {x.dtype}")
 
     def forward_auto_no_warmup(self, x: torch.Tensor) -> torch.Tensor:
         """Public GemLite's name of `forward`."""
@@ -552,8 +655,13 @@ class GemLiteLinear(nn.Module):
 
     @property
     def acc_dtype(self) -> DType:
-        """The accumulator dtype: DType.FP32."""
-        return DType.FP32
+        """The accumulator dtype: DType.INT32 for int8 activation codes meeting int8 weight codes over
+        all of K (GemLite's INT8 default), else DType.FP32 (128 x 128 blocks sum int32 tile products in
+        fp32)."""
+        layout = self._get_layout()
+        act = self._act if layout is None else layout.act.kind
+        blocks = layout is not None and layout.spec.block_n > 1
+        return DType.INT32 if act in (ActKind.INT8, ActKind.INT8_CODES) and not blocks else DType.FP32
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -612,6 +720,8 @@ class GemLiteLinear(nn.Module):
         self._replays.clear()
         self._layout_key = "" if layout is None else layout.key()
         if layout is not None:
+            self._x_dtypes = _matmul.x_dtypes_of(layout)
+        if layout is not None:
             device = self.metadata.device
             count = lock_count(layout.out_features)
             if self._locks is None or self._locks.numel() != count or self._locks.device != device:
@@ -621,11 +731,14 @@ class GemLiteLinear(nn.Module):
         """Decode a metadata buffer and check it fits this layer's constructor arguments (ValueError)."""
         layout = WeightLayout.from_metadata(metadata.cpu())
         spec = layout.spec
+        input_dtype = DType.from_torch(layout.compute_dtype)
+        if self.scaled_activations and layout.act.kind in (ActKind.INT8, ActKind.FP8):
+            input_dtype = DType.INT8 if layout.act.kind is ActKind.INT8 else DType.FP8  # GemLite's view
         found = {
             "in_features": layout.in_features,
             "out_features": layout.out_features,
             "W_nbits": spec.bits,
-            "input_dtype": DType.from_torch(layout.compute_dtype),
+            "input_dtype": input_dtype,
         }
         expected = {
             "in_features": self.in_features,
@@ -698,10 +811,12 @@ class GemLiteLinear(nn.Module):
             {k: v for k, v in entries.items() if isinstance(v, torch.Tensor)},
             in_features=self.in_features, out_features=self.out_features, W_nbits=self.W_nbits,
             group_size=self.group_size, input_dtype=self.input_dtype, output_dtype=self.output_dtype,
+            scaled_activations=self.scaled_activations,
         )  # fmt: skip
         group = None if self.group_size == self.in_features else self.group_size
         rebuilt = GemLiteLinear(
-            self.W_nbits, group, self.in_features, self.out_features, self.input_dtype, self.output_dtype
+            self.W_nbits, group, self.in_features, self.out_features, self.input_dtype, self.output_dtype,
+            scaled_activations=self.scaled_activations,
         ).pack(**args)
         for k in (*compat.GEMLITE_CHECKPOINT_KEYS, "scales_5d"):
             state_dict.pop(prefix + k, None)
@@ -731,9 +846,10 @@ class GemLiteLinear(nn.Module):
             if layout is not None
             else f"W_nbits={self.W_nbits}, group_size={self.group_size}, not packed"
         )
+        scaled = ", scaled_activations=True" if self.scaled_activations else ""
         return (
             f"{what}, in_features={self.in_features}, out_features={self.out_features}, "
-            f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}, "
+            f"input_dtype={self.input_dtype.name}, output_dtype={self.output_dtype.name}{scaled}, "
             f"bias={self.bias is not None}"
         )
 

@@ -35,16 +35,18 @@ import torch
 
 from gemlite import autotune
 from gemlite.dispatch import choose_matmul_type
-from gemlite.formats import FAMILIES, m_bucket
+from gemlite.formats import FAMILIES, ActKind, m_bucket
 from gemlite.kernels import interpreter_active
 from gemlite.kernels.plan import hooks_off, launch, plan
 from gemlite.layout import WeightLayout
 from gemlite.schemes.base import META_DTYPES
 from gemlite.settings import generation
 
-__all__ = ["OUT_DTYPES", "ReplayCache", "launch_choice", "matmul", "run"]
+__all__ = ["OUT_DTYPES", "ReplayCache", "launch_choice", "matmul", "out_dtypes_of", "run", "x_dtypes_of"]
 
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: int32 output: int8 activation codes x int8 weight codes without scales (A8W8_INT8) only.
+INT_OUT_DTYPE = torch.int32
 _INTERPRETER = interpreter_active()
 
 # (layout, bucket, out dtype, scale dtype, family or None) -> (generation, family, config)
@@ -144,6 +146,10 @@ def _impl(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, family, 
     if M == 0:
         return torch.empty((0, layout.out_features), dtype=out_dtype, device=x.device)
     x = x.contiguous()
+    if x.dtype == torch.float8_e4m3fn:
+        # e4m3 codes given by the caller (A8W8_FP8) reach the kernels as their bytes (a masked fp8 load
+        # cannot take other=0). A kept Replay gets the e4m3 tensor itself later: it launches on pointers.
+        x = x.view(torch.uint8)
     gen = generation()
     fam, config = _choose(x, W_q, scales, zeros, bias, layout, out_dtype, family, locks)
     out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks)
@@ -229,15 +235,17 @@ def _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type) -
     K, N = layout.in_features, layout.out_features
     if x.dim() != 2 or x.shape[1] != K:
         raise ValueError(f"x: expected shape [M, {K}], got {tuple(x.shape)}")
-    if x.dtype != layout.compute_dtype:
+    x_dtypes = x_dtypes_of(layout)
+    if x.dtype not in x_dtypes:
         raise TypeError(
-            f"x: expected dtype {layout.compute_dtype} (the layout's compute dtype), got {x.dtype}"
+            f"x: expected dtype {' or '.join(map(str, x_dtypes))} ({layout.format.name}), got {x.dtype}"
         )
     if not x.is_contiguous():
         raise ValueError(f"x: must be contiguous, got strides {x.stride()} for shape {tuple(x.shape)}")
-    if out_dtype not in OUT_DTYPES:
+    out_dtypes = out_dtypes_of(layout)
+    if out_dtype not in out_dtypes:
         raise TypeError(
-            f"out_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {out_dtype!r}"
+            f"out_dtype: {layout.format.name} outputs {' or '.join(map(str, out_dtypes))}, got {out_dtype!r}"
         )
     if matmul_type is not None and matmul_type not in FAMILIES:
         raise ValueError(f"matmul_type: expected None or one of {FAMILIES}, got {matmul_type!r}")
@@ -258,11 +266,17 @@ def _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type) -
                 f"{name}: expected the prepared dtype {' or '.join(map(str, dtypes))}, got {t.dtype}"
             )
     if bias is not None:
-        if not isinstance(bias, torch.Tensor) or not bias.is_floating_point() or tuple(bias.shape) != (N,):
+        int_bias = out_dtype == INT_OUT_DTYPE
+        want = "an int32" if int_bias else "a float"
+        if (
+            not isinstance(bias, torch.Tensor)
+            or (bias.dtype != torch.int32 if int_bias else not bias.is_floating_point())
+            or tuple(bias.shape) != (N,)
+        ):
             got = (
                 f"{bias.dtype} {tuple(bias.shape)}" if isinstance(bias, torch.Tensor) else type(bias).__name__
             )
-            raise ValueError(f"bias: expected a float tensor of shape ({N},) or None, got {got}")
+            raise ValueError(f"bias: expected {want} tensor of shape ({N},) or None, got {got}")
         if bias.device != x.device:
             raise ValueError(f"bias: expected to be on x's device {x.device}, got {bias.device}")
     if x.device.type != "cuda" and not _INTERPRETER:
@@ -272,14 +286,30 @@ def _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type) -
         )
 
 
+def x_dtypes_of(layout: WeightLayout) -> tuple[torch.dtype, ...]:
+    """The dtypes x may have for `layout`: its compute dtype; fp16 or bf16 for a dynamic activation
+    format, whose quantizer reads either (the matmul kernels only see its codes)."""
+    if layout.act.is_dynamic:
+        return (torch.float16, torch.bfloat16)
+    return (layout.compute_dtype,)
+
+
+def out_dtypes_of(layout: WeightLayout) -> tuple[torch.dtype, ...]:
+    """The output dtypes of `layout`: fp16, bf16, fp32; int32 too for int8 codes x int8 codes without
+    scales (A8W8_INT8), whose int32 sums it holds exactly."""
+    if layout.act.kind is ActKind.INT8_CODES:
+        return (INT_OUT_DTYPE, *OUT_DTYPES)
+    return OUT_DTYPES
+
+
 def matmul(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype: torch.dtype, matmul_type=None):
     """y = x @ W^T (+ bias) for a weight prepared by its scheme (`gemlite.schemes`).
 
-    x: ``[M, K]`` contiguous, dtype layout.compute_dtype, on the weight's device (CUDA, or CPU under
-        TRITON_INTERPRET=1).
+    x: ``[M, K]`` contiguous, on the weight's device (CUDA, or CPU under TRITON_INTERPRET=1), of a
+        dtype of `x_dtypes_of` (layout.compute_dtype; fp16 or bf16 for dynamic activation formats).
     W_q, scales, zeros: the tensors the layout's scheme prepared (`GemLiteLinear` holds them).
-    bias: ``[N]`` in any float dtype, or None (added in fp32 in the epilogue).
-    out_dtype: torch.float16, torch.bfloat16 or torch.float32.
+    bias: ``[N]`` in any float dtype, or None (added in fp32 in the epilogue); int32 for an int32 output.
+    out_dtype: torch.float16, torch.bfloat16 or torch.float32 (`out_dtypes_of`: int32 for A8W8_INT8).
     matmul_type: None (choose by M, `gemlite.dispatch`) or one of `gemlite.formats.FAMILIES`.
     Returns ``[M, N]`` out_dtype. Raises TypeError/ValueError for inputs that do not match the layout,
     RuntimeError for CPU tensors without the interpreter.

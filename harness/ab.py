@@ -124,7 +124,10 @@ class Worker:
         settings: RunSettings,
         gpu: str,
         log: Callable[[str], None] = print,
+        module: str = "harness.ab",
     ) -> None:
+        # module: what the worker process runs (``python -m <module> worker``); the peer's worker
+        # (`harness.peer_worker`) sets up its imports first, then runs `worker_main` like this one.
         self.side = side
         self.log = log
         env = dict(os.environ)
@@ -134,7 +137,7 @@ class Worker:
             for knob in ("GEMLITE_PERF_FAKE_SLOWDOWN", "GEMLITE_PERF_FAKE_HOST_SLOWDOWN"):
                 env[knob] = os.environ.get(f"{knob}_{side.upper()}", "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.ab", "worker"],
+            [sys.executable, "-m", module, "worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # cwd = the shim: `python -m` puts the cwd first on sys.path, and the repository root there
@@ -143,7 +146,11 @@ class Worker:
             env=env,
             cwd=str(shim),
         )
-        hello = self.request({"cmd": "init", "side": side, "settings": settings.to_dict(), "gpu": gpu})
+        try:
+            hello = self.request({"cmd": "init", "side": side, "settings": settings.to_dict(), "gpu": gpu})
+        except Exception:  # e.g. its gemlite does not import: end the process, then say why
+            self.close()
+            raise
         found = Path(hello["gemlite"]).resolve()
         if found != Path(gemlite_dir).resolve():
             self.close()
@@ -188,8 +195,13 @@ class Worker:
                 self.proc.wait()
 
 
-def worker_main() -> int:
-    """The worker loop (``python -m harness.ab worker``)."""
+def worker_main(measurers: tuple[type, type] | None = None) -> int:
+    """The worker loop (``python -m harness.ab worker``).
+
+    measurers: the (dry-run, GPU) measurer classes the worker times with; default (FakeMeasurer,
+    GpuMeasurer), which build gemlite's layers (the peer's worker passes its own, `harness.peer`).
+    """
+    fake_cls, gpu_cls = measurers or (FakeMeasurer, GpuMeasurer)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything else printed to stdout now lands on stderr
     measurer = None
@@ -212,12 +224,12 @@ def worker_main() -> int:
                     raise RuntimeError("gemlite is not importable in this worker")
                 if settings.dry_run:
                     gpu = fake_gpu(msg["gpu"])
-                    measurer = FakeMeasurer(settings, gpu, log)
+                    measurer = fake_cls(settings, gpu, log)
                 else:
                     from harness.gpu import require
 
                     gpu = require(msg["gpu"])
-                    measurer = GpuMeasurer(settings, gpu, log)
+                    measurer = gpu_cls(settings, gpu, log)
                 measurer.start()
                 reply = {"gemlite": str(Path(spec.origin).parent), "gpu": gpu.to_dict()}
             elif cmd == "measure":

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gemlite.formats import ActKind, WeightKind, Zeros
+from gemlite.formats import CODE_ACT_KINDS, ActKind, WeightKind, Zeros
 from harness.case import Case
 from harness.numerics import DEQ_COMPUTE, DEQ_EXACT, Golden, Precision, exact_diff, golden_from_dequantized
 from harness.support import (
     AUTO,
+    CODE_TOPS,
     DISTRIBUTIONS,
     DTYPES,
     FAMILIES,
@@ -47,6 +48,7 @@ from harness.support import (
     MATMUL_TYPES,
     NEAR_OVERFLOW,
     SUPPORT,
+    code_values,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ from harness.support import (
 class Operands:
     """The tensors of one case, shared by gemlite and the reference.
 
-    x: [M, K] activations in the case's input dtype.
+    x: [M, K] activations in the case's input dtype (int8 / e4m3 codes for A8W8_INT8 / A8W8_FP8).
     qw: the `reference.QuantizedWeight` (codes, scales, zeros) both sides use.
     bias: [N] in the case's bias dtype, or None.
     W_float: [N, K] float64, the weight before quantization (for the SQNR against the float product).
@@ -162,12 +164,45 @@ def make_operands(case: Case, device: str | torch.device = "cpu") -> Operands:
     W = case.support.representable(case, W)
     x, W, bias = x.to(device), W.to(device), bias.to(device)
     qw = case.support.quantize(case, W)
+    if case.fmt.act.kind in CODE_ACT_KINDS:
+        return _code_operands(case, x, qw, bias, W)
     bias_t = None if case.bias == "none" else bias
     if case.dist == "near_overflow":
         x = _fit_near_overflow(x, qw, bias_t, big_x)
     if bias_t is not None:
         bias_t = bias_t.to(DTYPES[case.input_dtype] if case.bias == "input" else torch.float32)
     return Operands(x=x.to(DTYPES[case.input_dtype]), qw=qw, bias=bias_t, W_float=W)
+
+
+def _code_operands(case: Case, x: torch.Tensor, qw, bias: torch.Tensor, W: torch.Tensor) -> Operands:
+    """A8W8_INT8 / A8W8_FP8: x drawn as codes, the drawn x stretched over the codes' range like the
+    weight (`harness.support.code_values`), and the bias (``"output"``, of the output dtype) scaled to
+    the products' size, rounded to integers for an int32 output. An fp16 output would overflow
+    (sums of K products of up to 2**14 or 448**2): there x's range is shrunk until the largest
+    ``sum_k |x_k W_k| + |b|`` is about 2**15, as for the near_overflow distribution."""
+    import reference as ref
+
+    kind = case.fmt.act.kind
+    W_codes = ref.dequantize_weight(qw).to(x.device)
+    amax = float(x.abs().max()) if x.numel() else 0.0
+    unit = x / amax if amax > 0 else x
+    bias_t = None
+    if case.bias != "none":
+        bias_t = bias * (CODE_TOPS[kind] ** 2)  # the size of one product, so it shows next to the sums
+        if case.output_dtype == "int32":
+            bias_t = ref.round_half_away_from_zero(bias_t)
+    top = CODE_TOPS[kind]
+    if case.output_dtype == "float16" and x.numel():
+        reach = float((unit.abs() @ W_codes.abs().T).max()) * top
+        if bias_t is not None:
+            bias_t = bias_t * min(1.0, NEAR_OVERFLOW / 4 / float(bias_t.abs().max().clamp_min(1.0)))
+        room = NEAR_OVERFLOW - (0.0 if bias_t is None else float(bias_t.abs().max()))
+        if reach > room:
+            top *= room / reach
+    x_codes = code_values(kind, unit * top)
+    if bias_t is not None:
+        bias_t = bias_t.to(DTYPES[case.output_dtype])
+    return Operands(x=x_codes, qw=qw, bias=bias_t, W_float=W)
 
 
 def build_layer(case: Case, ops: Operands) -> nn.Module:
@@ -186,6 +221,8 @@ def run_layer(layer, x: torch.Tensor, family: str) -> torch.Tensor:
 
 #: The families that dequantize in fp32 on CUDA cores (``gemlite/kernels/gemv.py``).
 GEMV_FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK")
+#: Microscaled activation kinds: the tensor-core families dequantize them (and the weights) into bf16.
+_MX_ACTS = (ActKind.MXFP8, ActKind.MXFP4, ActKind.NVFP4)
 
 
 def launched_family(case: Case, layout) -> str:
@@ -214,6 +251,8 @@ def precision(case: Case, layout=None, config=None) -> Precision:
     config = case.config if config is None else config
     family = launched_family(case, layout)
     tile_u = 0.0
+    if layout.act.kind in CODE_ACT_KINDS:
+        return _code_precision(case, layout, config, family)
     if layout.spec.kind is WeightKind.FLOAT:
         deq = DEQ_EXACT
     elif layout.act.is_dynamic:
@@ -222,6 +261,8 @@ def precision(case: Case, layout=None, config=None) -> Precision:
         deq = torch.float32
         if layout.act.kind is ActKind.FP8 and family not in GEMV_FAMILIES and not interpreter_active():
             tile_u = (128 if config is None else config.BLOCK_K) * 2.0**-13
+        if layout.act.kind in _MX_ACTS and family not in GEMV_FAMILIES:
+            deq = torch.bfloat16  # both operands dequantized exactly into bf16 for the dot: its underflow
     elif config is not None and config.DEQUANT:
         deq = DEQ_COMPUTE
     elif config is None and family == "GEMM" and not interpreter_active():
@@ -234,6 +275,25 @@ def precision(case: Case, layout=None, config=None) -> Precision:
         out_dtype=DTYPES[case.output_dtype], compute_dtype=DTYPES[case.input_dtype], deq_dtype=deq,
         deq_exact=case.support.exact_weights, tile_u=tile_u,
     )  # fmt: skip
+
+
+def _code_precision(case: Case, layout, config, family: str) -> Precision:
+    """A8W8_INT8 / A8W8_FP8: the weight is its codes (no rounding: `DEQ_EXACT`). An int32 output must be
+    the exact integer: it is judged in float64 (the bound, c * (K + 1) * 2**-53 * S with S < 2**31 here,
+    stays far below 1, so an output off by one fails), and bitwise (`harness.repro`). Float outputs: an
+    int32 (int8) or fp32 (e4m3) sum, one conversion, the fp32 bias, the cast; Hopper's fp8 tile sums are
+    charged `tile_u` as for the dynamic FP8 formats."""
+    from gemlite.kernels import interpreter_active
+
+    if case.output_dtype == "int32":
+        f64 = torch.float64
+        return Precision(out_dtype=f64, compute_dtype=f64, acc_dtype=f64, deq_dtype=DEQ_EXACT)
+    tile_u = 0.0
+    if layout.act.kind is ActKind.FP8_CODES and family not in GEMV_FAMILIES and not interpreter_active():
+        tile_u = (128 if config is None else config.BLOCK_K) * 2.0**-13
+    return Precision(
+        out_dtype=DTYPES[case.output_dtype], compute_dtype=torch.float32, deq_dtype=DEQ_EXACT, tile_u=tile_u
+    )
 
 
 @contextlib.contextmanager
@@ -297,6 +357,7 @@ def reload_layer(layer: nn.Module) -> nn.Module:
         out_features=layer.out_features,
         input_dtype=layer.input_dtype,
         output_dtype=layer.output_dtype,
+        scaled_activations=layer.scaled_activations,
     ).to(device)
     fresh.load_state_dict(state)
     return fresh
@@ -354,15 +415,23 @@ def activation_diff(case: Case, ops: Operands, layer) -> str | None:
     if not case.fmt.act.is_dynamic:
         return None
     import reference as ref
-    from gemlite.kernels.plan import quantize_activation
+    from gemlite.kernels.plan import quantize_activation, quantize_activation_mx
 
-    codes, scales = quantize_activation(ops.x, layer.layout.act_scheme, case.fmt.act.group_size)
     want = ref.quantize_activation(case.fmt.act, ops.x)
+    ts_diff = None
+    if case.fmt.act.kind in _MX_ACTS:  # codes unpacked as the reference's; NVFP4's tensor scale too
+        codes, scales, ts = quantize_activation_mx(ops.x, layer.layout.act_scheme)
+        if ts is not None:
+            ts_want = torch.tensor([want.tensor_scale], dtype=torch.float32, device=ts.device)
+            ts_diff = exact_diff(ts, ts_want, what="activation tensor scale")
+    else:
+        codes, scales = quantize_activation(ops.x, layer.layout.act_scheme, case.fmt.act.group_size)
     diffs = [
         exact_diff(codes, want.codes.to(codes.device), what="activation codes"),
         exact_diff(
             scales.reshape(want.scales.shape), want.scales.to(scales.device), what="activation scales"
         ),
+        ts_diff,
     ]
     diffs = [d for d in diffs if d is not None]
     return "\n".join(diffs) if diffs else None

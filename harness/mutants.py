@@ -55,6 +55,13 @@ _ACT_TESTS = ("suites/correctness/test_activation_quant.py", "suites/correctness
 # The path matrix (`harness.strategies.path_cases`): test ids name the scale mode, the path and the
 # settings, so -k selects the cases that run a mutant's path.
 _PATHS = ("suites/correctness/test_paths.py",)
+# The eager replay cache's tests: on CPU a probe in the layer's cache (the bypass rules) and real Replays
+# launched through an interpreter stand-in for the compiled kernel (bitwise against planned calls).
+_REPLAY = ("suites/correctness/test_replay.py",)
+# The lower-level 8-bit modes' own tests (codes in: every path and output dtype, int32 exactness, the
+# scaled_activations layers, GemLite's functional path).
+_CODES = "suites/correctness/test_low_level_modes.py"
+_MX_TESTS = "suites/correctness/test_mx.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -119,7 +126,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "dropped_bias",
         "bias dropped from the epilogue",
         _COMMON,
-        "acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)",
+        "acc = acc + load_bias(b_ptr, offs_n, mask_n)",
         "acc = acc",
         focus="A16W16",
     ),
@@ -210,8 +217,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "workspace_slot",
         "split-K partials all stored in workspace slot 0 (each split overwrites the previous one)",
         _COMMON,
-        "tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)",
-        "tl.store(ws_ptr + offs_mn, acc, mask=mask)",
+        "tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, to_workspace(acc), mask=mask)",
+        "tl.store(ws_ptr + offs_mn, to_workspace(acc), mask=mask)",
         focus="GEMM_SPLITK",
     ),
     Mutant(
@@ -246,7 +253,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "atomic_final_bias",
         "set_deterministic(False), fp32 out: every K split adds the bias into the output, not only split 0",
         _COMMON,
-        "            acc = acc + tl.where(pid_k == 0, bias, 0.0)",
+        "            acc = acc + tl.where(pid_k == 0, bias, 0)",
         "            acc = acc + bias",
         focus="det_off and of32 and not bnone",
         tests=_PATHS,
@@ -258,10 +265,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if POST_SCALE:\n"
         "        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
         "    if HAS_BIAS:\n"
-        "        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "        acc = acc + load_bias(b_ptr, offs_n, mask_n)\n"
         "    return acc\n",
         "    if HAS_BIAS:\n"
-        "        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
+        "        acc = acc + load_bias(b_ptr, offs_n, mask_n)\n"
         "    if POST_SCALE:\n"
         "        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)\n"
         "    return acc\n",
@@ -380,6 +387,64 @@ MUTANTS: tuple[Mutant, ...] = (
         '        scales = check_meta_tensor("scales", scales, count, what, device).reshape(n, k // g)'
         ".to(compute_dtype)",
         focus="hqq and of32 and GEMV",
+        tests=_PATHS,
+    ),
+    # ---- the eager replay cache (gemlite.matmul.run, gemlite.kernels.plan.Replay): on CPU through the
+    #      probe and the interpreter's stand-in for a compiled launcher (suites/correctness/test_replay.py)
+    Mutant(
+        "replay_bias_unchecked",
+        "a stale replay: gemlite.matmul.run takes a layer's kept launch after its bias was replaced",
+        "gemlite/matmul.py",
+        "and tensors[3] is bias and tensors[4] is locks",
+        "and tensors[4] is locks",
+        focus="used_only_while or follows_the_layers_tensors",
+        tests=_REPLAY,
+    ),
+    Mutant(
+        "replay_alignment_unchecked",
+        "a replay taken for an x that is not 16-byte aligned (its kernel was specialized for aligned x)",
+        "gemlite/matmul.py",
+        "                    and (x.data_ptr() % 16 == 0) == replay.aligned\n",
+        "",
+        focus="used_only_while",
+        tests=_REPLAY,
+    ),
+    Mutant(
+        "replay_out_dtype",
+        "a replay allocates its output in x's dtype, not the layer's output dtype (fp32 layers get fp16)",
+        "gemlite/kernels/plan.py",
+        "self.out_dtype = out.dtype",
+        "self.out_dtype = x.dtype",
+        focus="interpreted_replays_equal and of32",
+        tests=_REPLAY,
+    ),
+    Mutant(
+        "replay_ws_not_zeroed",
+        "set_deterministic(False), fp16/bf16 out: a replay's fp32 atomic workspace is not zeroed per call",
+        "gemlite/kernels/plan.py",
+        "per_call[_WS] = (torch.zeros if self.ws_zeroed else torch.empty)(",
+        "per_call[_WS] = torch.empty(",
+        focus="interpreted_replays_equal and det_off and of16",
+        tests=_REPLAY,
+    ),
+    Mutant(
+        "x_row_stride",
+        "x with unit stride along K but rows further apart (a slice of a wider tensor) is not made "
+        "contiguous, while the launch passes a row stride of K",
+        "gemlite/matmul.py",
+        "    x = x.contiguous()\n",
+        "    x = x if x.stride(-1) == 1 else x.contiguous()\n",
+        focus="strided",
+        tests=("suites/correctness/test_robustness.py",),
+    ),
+    Mutant(
+        "hqq_zeros_compute_dtype",
+        "HQQ float zeros stored in the activation dtype: fp32 zeros rounded to fp16/bf16 (README: kept)",
+        "gemlite/schemes/hqq.py",
+        'zeros = check_meta_tensor("zeros", zeros, count, what, device).reshape(n, k // g).contiguous()',
+        'zeros = check_meta_tensor("zeros", zeros, count, what, device).reshape(n, k // g)'
+        ".to(compute_dtype).contiguous()",
+        focus="pre and of32 and GEMV",
         tests=_PATHS,
     ),
     # ---- dynamic activation quantization (gemlite/kernels/act_quant.py, the X_QUANT epilogue) ----------
@@ -534,5 +599,118 @@ MUTANTS: tuple[Mutant, ...] = (
         "        + (a > 0.75)\n        + (a > 1.25)\n        + (a > 1.75)\n",
         focus="quantizers or e2m1",
         tests=("suites/correctness/test_mx.py",),
+    ),
+    # ---- microscaled activations (A8W{8,4}_MXFP_dynamic, A4W4_MXFP_dynamic, A4W4_NVFP_dynamic:
+    #      act_quant.quantize_mx_kernel / amax_kernel, common.load_act_mx / nvfp4_out_scale) ---------------
+    Mutant(
+        "mx_act_group_index",
+        "wrong activation scale group: the K loop reads the scale byte of group k // (2 * G)",
+        _COMMON,
+        "s = tl.load(xs_ptr + rows * (K // G) + k // G, mask=m, other=0)",
+        "s = tl.load(xs_ptr + rows * (K // G) + k // (2 * G), mask=m, other=0)",
+        focus="mx_activation_k_tails or (A4W4_NVFP_dynamic and GEMM)",
+        tests=(_MX_TESTS, "suites/correctness/test_formats.py"),
+    ),
+    Mutant(
+        "mx_act_exponent",
+        "MX activation scale exponent off by one: ceil(log2(amax / 448)) + 1 (codes half as large)",
+        _ACT_QUANT,
+        "e = binade - (127 + 8) + (mantissa > 0x600000).to(tl.int32)",
+        "e = binade - (127 + 7) + (mantissa > 0x600000).to(tl.int32)",
+        focus="mx_activation_codes or A8W8_MXFP_dynamic",
+        tests=(_MX_TESTS, "suites/correctness/test_formats.py"),
+    ),
+    Mutant(
+        "mx_act_nibble_order",
+        "e2m1 activation codes read in swapped nibble order (the even k from the high nibble)",
+        _COMMON,
+        "v = e2m1_to_f32((b >> ((k % 2) * 4)) & 15)",
+        "v = e2m1_to_f32((b >> ((1 - k % 2) * 4)) & 15)",
+        focus="mx_activation_known_vectors and A4W4",
+        tests=(_MX_TESTS,),
+    ),
+    Mutant(
+        "nvfp4_act_tensor_scale_dropped",
+        "NVFP4 activations: the accumulator is divided by the weight's tensor scale only, not by ts_x",
+        _COMMON,
+        "return tl.math.div_rn(1.0, tl.load(xt_ptr + 1) * tl.load(z_ptr))",
+        "return tl.math.div_rn(1.0, tl.load(z_ptr))",
+        focus="mx_activation_known_vectors and NVFP",
+        tests=(_MX_TESTS,),
+    ),
+    Mutant(
+        "act_e2m1_ties_down",
+        "e2m1 activation codes break the 0.75 tie toward zero (to index 1) instead of to even",
+        _ACT_QUANT,
+        "mag += _above(p, err, 0.75 * s, True).to(tl.int32)",
+        "mag += _above(p, err, 0.75 * s, False).to(tl.int32)",
+        focus="mx_activation_ties",
+        tests=(_MX_TESTS,),
+    ),
+    Mutant(
+        "nvfp4_act_amax_nonfinite",
+        "NVFP4's tensor amax takes NaN / Inf too: one bad value corrupts the scale of every row",
+        _ACT_QUANT,
+        'amax = tl.maximum(amax, tl.where(ax < float("inf"), ax, 0.0))  # NaN and Inf left out',
+        "amax = tl.maximum(amax, ax)",
+        focus="nonfinite and NVFP",
+        tests=(_MX_TESTS,),
+    ),
+    Mutant(
+        "gemv_mx_act_row",
+        "GEMV reads the microscaled activations of row 0 for every row",
+        "gemlite/kernels/gemv.py",
+        "x = load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx,",
+        "x = load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64) * 0, k_idx,",
+        focus="mx_activation_k_tails and GEMV",
+        tests=(_MX_TESTS,),
+    ),
+    # ---- 8-bit codes given by the caller (A8W8_INT8 / A8W8_FP8) and GemLite's functional path --------
+    Mutant(
+        "int32_out_through_fp32",
+        "int8 x int8 codes, int32 output: the int32 sums go through fp32 on the way out (inexact past 2**24)",
+        _COMMON,
+        "    if acc.dtype == tl.int32 and out_ptr.dtype.element_ty != tl.int32:\n"
+        "        acc = acc.to(tl.float32)\n",
+        "    if acc.dtype == tl.int32:\n        acc = acc.to(tl.float32)\n",
+        focus="exact_integer or (A8W8_INT8 and not dynamic)",
+        tests=(_CODES, "suites/correctness/test_formats.py"),
+    ),
+    Mutant(
+        "int32_workspace_values",
+        "split-K int32 partials stored in the fp32 workspace as values, read back as bits",
+        _COMMON,
+        "        return acc.to(tl.float32, bitcast=True)\n",
+        "        return acc.to(tl.float32)\n",
+        focus="int32 and (SPLITK or GEMV) and det_on",
+        tests=(_CODES,),
+    ),
+    Mutant(
+        "gemv_int8_codes_unsigned",
+        "GEMV's int32 path reads the int8 weight bytes unsigned (negative weights become 256 + q)",
+        "gemlite/kernels/gemv.py",
+        "acc += tl.sum(x * ((codes ^ 0x80) - 128), axis=1)",
+        "acc += tl.sum(x * codes, axis=1)",
+        focus="A8W8_INT8 and GEMV",
+        tests=(_CODES,),
+    ),
+    Mutant(
+        "gemv_fp8_codes_scaled",
+        "GEMV multiplies unscaled e4m3 weight codes by the (absent) scale: every output 0",
+        "gemlite/kernels/gemv.py",
+        "                POST_SCALE or not PRE_SCALE,  # exact codes unless scales multiply each weight\n",
+        "                POST_SCALE,\n",
+        focus="A8W8_FP8 and GEMV",
+        tests=(_CODES,),
+    ),
+    Mutant(
+        "functional_unscaled_activations",
+        "get_meta_args says scaled_activations=0 for a layer that quantizes its activations per token, so "
+        "GemLite's functional path multiplies x's fp16 values instead of its codes",
+        "gemlite/compat.py",
+        "        int(act.is_dynamic),\n",
+        "        0,\n",
+        focus="functional or scaled_activations or gemlites_saved",
+        tests=(_CODES,),
     ),
 )

@@ -52,7 +52,7 @@ SUITES_DIR = ROOT / "suites" / "perf"
 
 _ACT_DTYPES = {"float16": 2, "bfloat16": 2}
 _TOP_KEYS = {"suite", "description", "_how", "formats", "shapes", "M", "references", "quick", "host"}
-_ENTRY_KEYS = {"label", "helper", "kwargs", "act_dtype"}
+_ENTRY_KEYS = {"label", "helper", "kwargs", "act_dtype", "init"}
 _HOST_KEYS = {"_why", "formats", "shapes", "M"}
 
 
@@ -106,13 +106,15 @@ class FormatEntry:
     label: the report label, which must equal the vocabulary's ``Format.label`` for this helper and
     kwargs (e.g. "A16W4_HQQ_INT/g128"). helper: the processor class in ``gemlite.helper`` (also the
     format's name in ``gemlite.formats.FORMATS``). kwargs: passed to ``from_linear`` (HQQ:
-    ``group_size``). act_dtype: activation (and output) dtype, "float16" or "bfloat16".
+    ``group_size``). act_dtype: activation (and output) dtype, "float16" or "bfloat16". init: passed
+    to the processor's constructor besides device and dtype (``A8W8_MXFP_dynamic``: ``post_scale``).
     """
 
     label: str
     helper: str
     kwargs: dict = field(default_factory=dict, hash=False, compare=False)
     act_dtype: str = "float16"
+    init: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def format(self) -> Format:
@@ -123,23 +125,30 @@ class FormatEntry:
         return fmt
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "label": self.label,
             "helper": self.helper,
             "kwargs": dict(self.kwargs),
             "act_dtype": self.act_dtype,
         }
+        if self.init:  # only where given, so the other entries' records (and keys) are unchanged
+            d["init"] = dict(self.init)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FormatEntry:
-        return cls(d["label"], d["helper"], dict(d.get("kwargs", {})), d.get("act_dtype", "float16"))
+        return cls(
+            d["label"], d["helper"], dict(d.get("kwargs", {})), d.get("act_dtype", "float16"),
+            dict(d.get("init", {})),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Case:
-    """One timed product: a gemlite format (kind "gemlite") or a reference (kind "ref") at K, N, M.
+    """One timed product: a gemlite format (kind "gemlite"), a reference (kind "ref") or the public
+    GemLite release on one of our formats (kind "peer", `harness.peer`) at K, N, M.
 
-    name: the format label or the reference name. entry: the FormatEntry (gemlite cases only).
+    name: the format label or the reference name. entry: the FormatEntry (gemlite and peer cases).
     host: the case is in the suite's host subset: after its kernel time, its eager host time is
     measured too (`harness.perf_run`). Not part of the case's identity.
     """
@@ -155,8 +164,10 @@ class Case:
     @property
     def case_id(self) -> str:
         """Stable identity used by results, baselines and A/B: ``"A16W4_HQQ_INT/g128 4096x4096 M1"``
-        (K x N; no '|', so it sits in a markdown table cell as is)."""
-        return f"{self.name} {self.K}x{self.N} M{self.M}"
+        (K x N; no '|', so it sits in a markdown table cell as is). A peer case's starts with "peer ",
+        so it never meets its gemlite case's in a results file or a baseline."""
+        peer = "peer " if self.kind == "peer" else ""
+        return f"{peer}{self.name} {self.K}x{self.N} M{self.M}"
 
     @property
     def test_id(self) -> str:
@@ -449,14 +460,17 @@ def _parse_entry(bad, i: int, e, where: str = "formats") -> FormatEntry:
         raise bad(f"{at}: expected an object, got {e!r}")
     unknown = set(e) - _ENTRY_KEYS
     if unknown or "label" not in e or "helper" not in e:
-        raise bad(f"{at}: needs label and helper (optional kwargs, act_dtype); got keys {sorted(e)}")
+        raise bad(f"{at}: needs label and helper (optional kwargs, act_dtype, init); got keys {sorted(e)}")
     kwargs = e.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise bad(f"{at}.kwargs: expected an object, got {kwargs!r}")
+    init = e.get("init", {})
+    if not isinstance(init, dict):
+        raise bad(f"{at}.init: expected an object, got {init!r}")
     act = e.get("act_dtype", "float16")
     if act not in _ACT_DTYPES:
         raise bad(f"{at}.act_dtype: expected one of {sorted(_ACT_DTYPES)}, got {act!r}")
-    entry = FormatEntry(e["label"], e["helper"], dict(kwargs), act)
+    entry = FormatEntry(e["label"], e["helper"], dict(kwargs), act, dict(init))
     try:
         fmt = entry.format
     except ValueError as err:
@@ -548,7 +562,7 @@ def _weight_bytes_without_scheme(w: WeightSpec, K: int, N: int, scale_bytes: int
     elif w.kind in (WeightKind.INT8, WeightKind.FP8):
         if w.block_n > 1:
             total += math.ceil(N / w.block_n) * math.ceil(K / (w.group_size or K)) * 4
-        else:
+        elif getattr(w, "scaled", True):  # codes without scales (A8W8_INT8 / A8W8_FP8): no bytes
             total += N * 4
     elif w.kind is WeightKind.TERNARY:
         total += N * 4

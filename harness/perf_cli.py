@@ -30,7 +30,7 @@ from pathlib import Path
 # suite and measuring modules (torch, gemlite's vocabulary) when it starts.
 from harness import baselines as bl
 from harness.gpu import ACCEPTS, GpuMismatchError, NoGpuError, require, suite_for_key
-from harness.perf_report import build_report, geomean, write_report
+from harness.perf_report import build_report, geomean, md_table, peer_geomeans, write_report
 from harness.timing import TimingConfig
 
 __all__ = ["BenchmarkHooks", "PerfPlugin", "main"]
@@ -123,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--ab-rounds", type=int, default=2, help="A/B measurements per side per case (default 2: ABBA)"
+    )
+    r.add_argument(
+        "--peer",
+        metavar="PATH",
+        help="also time the public GemLite release (a source tree, wheel or sdist) on the formats both "
+        "have, in its own process, after the run's cases: the report gains a 'vs GemLite' column",
+    )
+    r.add_argument(
+        "--peer-minutes",
+        type=float,
+        help="the peer's own time budget (its new cases start only within it; default: no limit)",
     )
     r.add_argument(
         "--autotune",
@@ -253,9 +264,12 @@ def export_name(path: Path) -> str:
     """The flat name a file gets in --export DIR. The baseline, the config cache and the report JSON
     of one GPU share a file name, so the first two get a prefix: ``baseline-<key>.json``,
     ``configs-<key>.json`` (put them back as suites/perf/baselines/<key>.json and
-    gemlite/configs/<key>.json); report files keep theirs (reports/, figures/)."""
+    gemlite/configs/<key>.json); report files keep theirs (reports/, figures/). The peer's config
+    cache (``results/peer-configs-<version>/<key>.json``) becomes ``peer-configs-<version>-<key>.json``."""
     path = Path(path)
     parent = path.parent.name
+    if parent.startswith("peer-configs-"):
+        return f"{parent}-{path.name}"
     if parent in ("baselines", "configs"):
         return f"{'baseline' if parent == 'baselines' else 'configs'}-{path.name}"
     return path.name
@@ -367,6 +381,22 @@ def cmd_run(a: argparse.Namespace) -> int:
     if (a.against or a.against_dir or a.tune_only) and a.update_baseline:
         log("error: --update-baseline records a plain timed run (not --against / --tune-only)")
         return 2
+    peer_source = None
+    if a.peer_minutes is not None and (a.peer is None or not a.peer_minutes > 0):
+        log(f"error: --peer-minutes: expected a positive budget with --peer, got {a.peer_minutes} "
+            f"({'with' if a.peer else 'without'} --peer)")  # fmt: skip
+        return 2
+    if a.peer is not None:
+        from harness.peer import PeerError, inspect_peer
+
+        if a.against or a.against_dir or a.tune_only:
+            log("error: --peer: the peer is timed beside a plain run (not --against / --tune-only)")
+            return 2
+        try:
+            peer_source = inspect_peer(a.peer)
+        except PeerError as e:
+            log(f"error: {e}")
+            return 2
     try:
         force = json.loads(a.force_config) if a.force_config else None
         timing = TimingConfig(replays=a.replays)
@@ -523,7 +553,25 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not_run:
         shapes = sorted({f"{m.case.K}x{m.case.N}" for m in not_run})
         log(f"{len(not_run)} cases NOT RUN (--max-minutes); to finish them: --shapes {','.join(shapes)}")
-    report = build_report(meta, measurements, baseline)
+    peer_ms, peer_cache = [], None
+    if peer_source is not None:
+        # After the run's own cases and the gate (their weights are freed): the peer's measurements
+        # are their own kind, in the results and the report, never gated and never in the baseline.
+        from harness.peer import run_peer
+
+        log("")
+        ours = {m.case_id: m.us for m in measurements if m.case.kind == "gemlite" and m.status == "ok"}
+        timed = [c for c in cases if c.kind == "gemlite" and c.case_id in ours]  # a ratio needs both
+        peer = run_peer(
+            peer_source, timed, settings=settings, gpu=a.gpu, gpu_key=gpu.key, results_dir=results_dir,
+            minutes=a.peer_minutes, ours=ours, log=log,
+        )  # fmt: skip
+        peer_ms, peer_cache = peer.measurements, peer.config_cache
+        meta["peer"] = peer.meta()
+        session.results.update({m.case_id: m for m in peer_ms})
+        session.meta = meta
+        session.write()
+    report = build_report(meta, measurements + peer_ms, baseline)
     # Only a full-suite run makes reports/<key>.md; quick and subset runs stay under results/.
     report_dir = reports_dir if full else results_dir
     written = write_report(report, Path(report_dir), stem)
@@ -540,8 +588,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     cache = config_cache_path(gpu.key, settings.autotune)
     if settings.writes_config_cache and not a.dry_run:
         exported.append(cache)
+    if peer_cache is not None:
+        exported.append(peer_cache)
     exported += [results_path, bench_json]
     log(f"report: {', '.join(str(p) for p in written)}")
+    vs_peer = peer_geomeans(report)
+    if vs_peer:
+        log("vs GemLite (peer time / gemlite time, above 1: gemlite is faster), geomeans:")
+        rows = [[k, str(n), "-" if g is None else f"{g:.3f}"] for k, (n, g) in vs_peer.items()]
+        log(md_table(["format", "cases", "vs GemLite"], rows))
     for line in _drift_lines(measurements, baseline, meta):
         log(line)
     problems = [m for m in measurements if m.status == "error"]

@@ -6,7 +6,9 @@
      "results": [{"format", "K", "N", "M", "us", "iqr_us", "fp16_us", "bytes", "flops", "baseline_us",
                   "host_us", "fp16_host_us", "baseline_host_us"}],
      "references": [{"name", "K", "N", "M", "us", "iqr_us", "bytes", "flops", "host_us"}],
-     "problems": [{"case_id", "status", "reason"}]}
+     "problems": [{"case_id", "status", "reason"}],
+     "peer": null | {"version", "source", "minutes", "cases", "timed", "not_run", "not_in_peer",
+                     "results": [{"format", "K", "N", "M", "us", "iqr_us"}]}}
 
 ``format`` is the suite label ("A16W4_HQQ_INT/g128"); ``us`` the median time per call, ``iqr_us``
 its inter-quartile range over replays; ``fp16_us`` cuBLAS fp16 on the same K, N, M; ``bytes`` the
@@ -15,6 +17,8 @@ minimum HBM traffic of a call (packed weight + scales/zeros + x + y); ``flops`` 
 suite's host subset (null elsewhere): ``host_us`` the eager host time per call (back-to-back
 forwards, one sync at the end), ``fp16_host_us`` that of ``torch.nn.functional.linear`` fp16 on the
 same K, N, M, ``baseline_host_us`` the baseline's. The goal is host_us <= HOST_GOAL x fp16_host_us.
+When the run timed the peer (the public GemLite release, `harness.peer`): ``peer_us`` its time on the
+same case (null elsewhere), and ``peer`` what was run and its own times; *vs GemLite* = peer_us / us.
 
 `render_markdown` and `render_figures` read only that JSON (no torch, no GPU), which is what
 ``nox -s report`` re-runs. Figures use matplotlib's Agg backend; without matplotlib the markdown says
@@ -39,6 +43,7 @@ __all__ = [
     "figure_series",
     "geomean",
     "md_table",
+    "peer_geomeans",
     "render_figures",
     "render_markdown",
     "write_report",
@@ -92,8 +97,13 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
     }
     fp16 = {k: m.us for k, m in fp16_ms.items()}
     fp16_host = {k: m.host_us for k, m in fp16_ms.items() if getattr(m, "host_us", None)}
+    peer_us = {
+        (m.case.name, m.case.K, m.case.N, m.case.M): m.us
+        for m in ms
+        if m.case.kind == "peer" and m.status == "ok"
+    }
     base_cases = (baseline or {}).get("cases", {})
-    results, refs, problems = [], [], []
+    results, refs, problems, peer_results = [], [], [], []
     for m in ms:
         c = m.case
         if m.status != "ok":
@@ -112,6 +122,8 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
         host_us = getattr(m, "host_us", None)
         if c.kind == "ref":
             refs.append({"name": c.name, **common, "host_us": host_us})
+        elif c.kind == "peer":
+            peer_results.append({"format": c.name, **{k: common[k] for k in ("K", "N", "M", "us", "iqr_us")}})
         else:
             b = base_cases.get(m.case_id)
             results.append(
@@ -123,6 +135,7 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
                     "host_us": host_us,
                     "fp16_host_us": fp16_host.get((c.K, c.N, c.M)) if host_us is not None else None,
                     "baseline_host_us": b.get("host_us") if b and host_us is not None else None,
+                    "peer_us": peer_us.get((c.name, c.K, c.N, c.M)),
                 }
             )
     keys = (
@@ -150,7 +163,8 @@ def build_report(meta: dict, measurements: Iterable, baseline: dict | None = Non
     out_meta["host_calls"] = settings.get("host_calls") if any(r["host_us"] for r in results + refs) else None
     bmeta = (baseline or {}).get("meta")
     out_meta["baseline"] = {"date": bmeta.get("date"), "commit": bmeta.get("commit")} if bmeta else None
-    return {"meta": out_meta, "results": results, "references": refs, "problems": problems}
+    peer = {**meta["peer"], "results": peer_results} if meta.get("peer") else None
+    return {"meta": out_meta, "results": results, "references": refs, "problems": problems, "peer": peer}
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +197,7 @@ def _derived(r: dict, copy_gbps: float | None, spec) -> dict:
         "copy_frac": gbps / copy_gbps if copy_gbps else None,
         "vs_fp16": r["fp16_us"] / us if r.get("fp16_us") else None,
         "vs_base": us / r["baseline_us"] - 1 if r.get("baseline_us") else None,
+        "vs_peer": r["peer_us"] / us if r.get("peer_us") else None,
         "roofline": None,
     }
     if spec is not None:
@@ -195,7 +210,21 @@ def _derived(r: dict, copy_gbps: float | None, spec) -> dict:
     return out
 
 
-def _summary_rows(results: list[dict], copy_gbps, spec) -> list[list[str]]:
+def peer_geomeans(report: dict) -> dict[str, tuple[int, float | None]]:
+    """{format label: (cases with both times, geomean of peer time / gemlite time)} plus "all", over
+    the report's results; {} when the run timed no peer. Above 1: gemlite is faster."""
+    if not report.get("peer"):
+        return {}
+    both = [r for r in report.get("results", []) if r.get("peer_us")]
+    out = {}
+    for label in dict.fromkeys(r["format"] for r in both):
+        rs = [r for r in both if r["format"] == label]
+        out[label] = (len(rs), geomean(r["peer_us"] / r["us"] for r in rs))
+    out["all"] = (len(both), geomean(r["peer_us"] / r["us"] for r in both))
+    return out
+
+
+def _summary_rows(results: list[dict], copy_gbps, spec, peer: bool = False) -> list[list[str]]:
     rows = []
     for label in dict.fromkeys(r["format"] for r in results):
         rs = [r for r in results if r["format"] == label]
@@ -218,6 +247,9 @@ def _summary_rows(results: list[dict], copy_gbps, spec) -> list[list[str]]:
                 "-" if change is None else f"{100 * (change - 1):+.1f}%",
             ]
         )
+        if peer:
+            vs = geomean(x["vs_peer"] for _, x in d if x["vs_peer"] is not None)
+            rows[-1].append("-" if vs is None else f"{vs:.2f}x")
     return rows
 
 
@@ -263,6 +295,20 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
     ]
     if meta.get("not_run"):
         facts.append(("INCOMPLETE", f"{meta['not_run']} cases were not run (time budget); see the run's log"))
+    peer = report.get("peer")
+    if peer:
+        budget = f"{peer['minutes']:g} min" if peer.get("minutes") is not None else "no limit"
+        facts.append(
+            (
+                "peer",
+                f"public GemLite {peer.get('version')} ({peer.get('source')}), timed after the run's cases "
+                f"in its own process by the same method: {peer.get('timed')} of {peer.get('cases')} cases "
+                f"(its own budget: {budget}"
+                + (f"; {peer['not_run']} not run" if peer.get("not_run") else "")
+                + "); not in the peer: "
+                + (", ".join(peer.get("not_in_peer") or {}) or "none"),
+            )
+        )
     out += [f"- **{k}**: {v}" for k, v in facts]
     out += [
         "",
@@ -274,7 +320,13 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
         "bandwidth (100% = as fast as memory moves). *roofline* = the datasheet time floor, "
         "max(bytes / HBM bandwidth, FLOPs / peak of the format's dot, fp16 for A16 formats), over the "
         "time. *vs fp16* = cuBLAS fp16 time / gemlite time (above 1: gemlite is faster). "
-        "*vs base* = change of time against the stored baseline (negative: faster).",
+        "*vs base* = change of time against the stored baseline (negative: faster)."
+        + (
+            " *vs GemLite* = the public GemLite release's time on the same case / gemlite's (above 1: "
+            "gemlite is faster)."
+            if peer
+            else ""
+        ),
         "",
         "## Summary (geometric means)",
         "",
@@ -288,13 +340,17 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
                 f"M>={PREFILL_MIN_M}",
                 f"median % copy (M<={DECODE_MAX_M})",
                 "vs base",
-            ],
-            _summary_rows(results, copy_gbps, spec),
+            ]
+            + (["vs GemLite"] if peer else []),
+            _summary_rows(results, copy_gbps, spec, peer=bool(peer)),
         )
         if results
         else "No gemlite case was timed.",
         "",
     ]
+    if peer:
+        n_all, g_all = peer_geomeans(report).get("all", (0, None))
+        out += [f"vs GemLite over all formats: geomean {_f(g_all, '.2f')}x over {n_all} cases.", ""]
     if refs:
         fp16 = {(r["K"], r["N"], r["M"]): r["us"] for r in refs if r["name"] == "cublas_fp16"}
         rrows = []
@@ -336,6 +392,7 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
                     _f(None if d["vs_base"] is None else 100 * d["vs_base"], "+.1f")
                     + ("%" if d["vs_base"] is not None else ""),
                 ]
+                + ([_f(d["vs_peer"], ".2f") + ("x" if d["vs_peer"] else "")] if peer else [])
             )
         out += [
             f"## {label}",
@@ -353,9 +410,10 @@ def render_markdown(report: dict, figures: Sequence[str] = (), figure_note: str 
                     "roofline",
                     "vs fp16",
                     "vs base",
-                ],
+                ]
+                + (["vs GemLite"] if peer else []),
                 rows,
-                align="rrrrrrrrrrr",
+                align="rrrrrrrrrrr" + ("r" if peer else ""),
             ),
             "",
         ]

@@ -116,7 +116,8 @@ def run_case(case: Case, device: str | torch.device, *, autotune: str | bool = F
     context = f"{case.label} {case.family} M={case.M} K={case.K} N={case.N}"
     line = reproducer(case, autotune)
     prec = precision(case, layer.layout, config)
-    comparison = compare_output(y, gold, prec, repro=line, context=context)
+    # An integer output (A8W8_INT8's int32) is judged as its float64 value, under float64's bound.
+    comparison = compare_output(_as_float(y), gold, prec, repro=line, context=context)
     reload_diff = reload_comparison = None
     if y_reloaded is not None:
         if case.deterministic:
@@ -124,12 +125,17 @@ def run_case(case: Case, device: str | torch.device, *, autotune: str | bool = F
             reload_diff = None if diff is None else f"{diff}\nreproduce: {line}"
         else:
             reload_comparison = compare_output(
-                y_reloaded, gold, prec, repro=line, context=context + " (reloaded from its state_dict)"
-            )
+                _as_float(y_reloaded), gold, prec, repro=line,
+                context=context + " (reloaded from its state_dict)",
+            )  # fmt: skip
     act_diff = activation_diff(case, ops, layer)
     if act_diff is not None:
         act_diff = f"{act_diff}\nreproduce: {line}"
     return CaseResult(case, comparison, y, gold.y, reload_diff, reload_comparison, act_diff)
+
+
+def _as_float(y: torch.Tensor) -> torch.Tensor:
+    return y if y.is_floating_point() else y.double()
 
 
 def _default_device() -> str:

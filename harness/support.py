@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gemlite.formats import BLOCK_QUANT, FORMATS, MX_GROUP, NVFP4_GROUP, Zeros
+from gemlite.formats import BLOCK_QUANT, FORMATS, MX_GROUP, NVFP4_GROUP, ActKind, WeightKind, Zeros
 from gemlite.formats import FAMILIES as MATMUL_TYPES
 from gemlite.schemes import weight_scheme
 
@@ -23,11 +23,15 @@ from gemlite.schemes import weight_scheme
 AUTO = "AUTO"
 FAMILIES = (*MATMUL_TYPES, AUTO)
 
-BIAS_KINDS = ("none", "input", "float32")
+#: none; "input": of the activation dtype; "float32"; "output": of the output dtype (the codes-in formats
+#: A8W8_INT8 / A8W8_FP8, whose int32 output takes an int32 bias).
+BIAS_KINDS = ("none", "input", "float32", "output")
 #: Value distributions `make_operands` knows; see `_draw_float`.
 DISTRIBUTIONS = ("normal", "outliers", "zeros", "positive", "massive", "near_overflow")
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# The codes-in formats' activation dtypes and the int32 output (A8W8_INT8 / A8W8_FP8).
+DTYPES |= {"int8": torch.int8, "float8_e4m3fn": torch.float8_e4m3fn, "int32": torch.int32}
 #: The integer dtypes `pack(..., packed=True)` takes as words, by word width (README: "as any integer dtype
 #: of the word's width"): the packer's own dtype first, then the same bits viewed as the other one.
 PACKED_INPUT_DTYPES = {8: ("uint8", "int8"), 32: ("int32", "uint32")}
@@ -90,7 +94,8 @@ def _quantize_reference(case, W: torch.Tensor):
     import reference as ref
 
     try:
-        scale_dtype = DTYPES.get(case.scale_dtype, torch.float32)
+        # (MX / NVFP4 scale_dtype names the byte type of the format's scales, not a reference scale dtype)
+        scale_dtype = DTYPES[case.scale_dtype] if case.scale_dtype in _META else torch.float32
         return ref.quantize_weight(case.fmt, W.to(torch.float32), scale_dtype=scale_dtype)
     except ValueError as e:
         if "not usable" in str(e):
@@ -118,6 +123,33 @@ def _quantize_channel(case, W: torch.Tensor):
     if qw.scales.dtype != scale_dtype:
         qw = ref.QuantizedWeight(case.fmt, qw.codes, qw.scales.to(scale_dtype), None)
     return qw
+
+
+#: The magnitude the codes-in formats stretch a drawn tensor to: 128 (int8 codes clamp to [-128, 127], so
+#: both ends are reached) and e4m3's largest value.
+CODE_TOPS = {ActKind.INT8_CODES: 128.0, ActKind.FP8_CODES: 448.0}
+
+
+def code_values(kind: ActKind, v: torch.Tensor) -> torch.Tensor:
+    """float64 values as int8 codes (round half away from zero, clamped to [-128, 127]) or e4m3 codes
+    (to nearest even, saturating), by the reference's rules."""
+    import reference as ref
+
+    if kind is ActKind.INT8_CODES:
+        return ref.round_half_away_from_zero(v).clamp(-128, 127).to(torch.int8)
+    return ref.float_to_e4m3(v)
+
+
+def _quantize_codes(case, W: torch.Tensor):
+    """A8W8_INT8 / A8W8_FP8 (no scales: the codes are the weight): the drawn weight stretched over the
+    codes' range (``W * 128 / amax``, ``W * 448 / amax``) and rounded to codes (`code_values`), so the
+    int8 weight reaches both -128 and 127."""
+    import reference as ref
+
+    amax = float(W.abs().max()) if W.numel() else 0.0
+    top = CODE_TOPS[case.fmt.act.kind]
+    codes = code_values(case.fmt.act.kind, W * (top / amax if amax > 0 else 1.0))
+    return ref.QuantizedWeight(case.fmt, codes, None, None)
 
 
 def _quantize_dense(case, W: torch.Tensor):
@@ -241,18 +273,41 @@ def _build_ternary(case, ops):
     return proc.from_weights(qw.codes.to(torch.int8) - 1, float(scale[0]), ops.bias)
 
 
+def _build_codes(case, ops):
+    """``GemLiteLinear(8, ..., input_dtype=DType.INT8 / DType.FP8, output_dtype=...).pack(codes, None,
+    None, bias)``: 8-bit codes x 8-bit codes without scales, as GemLite users build them (x is codes)."""
+    from gemlite import DType, GemLiteLinear
+
+    qw = ops.qw
+    layer = GemLiteLinear(
+        8, group_size=None, in_features=case.K, out_features=case.N,
+        input_dtype=DType.from_torch(DTYPES[case.input_dtype]),
+        output_dtype=DType.from_torch(DTYPES[case.output_dtype]),
+    )  # fmt: skip
+    return layer.pack(qw.codes, None, None, ops.bias)
+
+
 def _build_dynamic8(case, ops):
     """``gemlite.helper.A8W8_INT8_dynamic`` / ``A8W8_FP8_dynamic`` (or their ``_block_dynamic``
     processors) ``(device, dtype).from_weights(codes, bias, scales)`` (pre-quantized 8-bit codes, GemLite's
     argument order); for an output dtype the helper does not make (it outputs the activation dtype),
-    ``GemLiteLinear(8, ...).pack(codes, scales, None, bias, format=...)``. The activations are quantized
-    by the layer itself, per token (or per 1 x 128 block), at run time."""
-    from gemlite import helper
+    GemLite's lower-level spelling ``GemLiteLinear(8, ..., input_dtype=DType.INT8 / DType.FP8,
+    scaled_activations=True).pack(codes, scales, None, bias)`` (block formats: ``pack(..., format=...)``,
+    which the tensors alone do not name). The activations are quantized by the layer itself, per token
+    (or per 1 x 128 block), at run time."""
+    from gemlite import DType, GemLiteLinear, helper
 
     qw = ops.qw
     if case.output_dtype != case.input_dtype:
-        layer = _layer(case.replace(group_size=None), 8)
-        return layer.pack(qw.codes, qw.scales, None, ops.bias, format=qw.fmt)
+        if qw.fmt.weight.block_n > 1:
+            layer = _layer(case.replace(group_size=None), 8)
+            return layer.pack(qw.codes, qw.scales, None, ops.bias, format=qw.fmt)
+        layer = GemLiteLinear(
+            8, group_size=None, in_features=case.K, out_features=case.N,
+            input_dtype=DType.INT8 if qw.fmt.weight.kind is WeightKind.INT8 else DType.FP8,
+            output_dtype=DType.from_torch(DTYPES[case.output_dtype]), scaled_activations=True,
+        )  # fmt: skip
+        return layer.pack(qw.codes, qw.scales, None, ops.bias)
     proc = getattr(helper, case.format)(device=qw.codes.device, dtype=DTYPES[case.input_dtype])
     return proc.from_weights(qw.codes, ops.bias, qw.scales)
 
@@ -279,7 +334,10 @@ def _build_mx(case, ops):
     """``gemlite.helper.A16W8_MXFP / A16W4_MXFP(device, dtype).from_weights(codes, scales, bias)`` and
     ``A16W4_NVFP(...).from_weights(codes, bias, scales, meta_scale)``, the scales handed as the case's
     ``scale_dtype``: the scale type itself (float8_e8m0fnu, float8_e4m3fn) or its raw uint8 bytes, which
-    gemlite must take bit for bit. For an output dtype the helpers do not make, another packing word or
+    gemlite must take bit for bit. The dynamic formats through their processors (GemLite's argument
+    order, ``weight, bias, scales[, meta_scale]``): ``A8W{8,4}_MXFP_dynamic(post_scale=True)`` for the
+    ``_post_scale_dynamic`` formats, ``post_scale=False`` for MXFP8 activations, ``A4W4_MXFP_dynamic``,
+    ``A4W4_NVFP_dynamic``. For an output dtype the helpers do not make, another packing word or
     codes handed packed: ``GemLiteLinear(bits, None, ...).pack(codes, scales, ts or None, bias,
     format=...)``."""
     from gemlite import helper
@@ -292,9 +350,14 @@ def _build_mx(case, ops):
         layer = _layer(case.replace(group_size=None), qw.fmt.weight.bits)  # the group is the format's
         return layer.pack(W_q, scales, qw.tensor_scale, ops.bias, format=qw.fmt, **kwargs)
     device, dtype = qw.codes.device, DTYPES[case.input_dtype]
-    if case.fmt.act.is_dynamic:  # A8W{8,4}_MXFP_dynamic(post_scale=True): e4m3 activations per token
+    if case.fmt.act.is_dynamic:
         processor = getattr(helper, case.format.replace("_post_scale", ""))
-        proc = processor(device=device, dtype=dtype, post_scale=True)
+        if case.format.startswith("A8W"):  # post_scale=True: e4m3 per token; False: MXFP8 per 32
+            proc = processor(device=device, dtype=dtype, post_scale="_post_scale" in case.format)
+        else:  # A4W4_MXFP_dynamic, A4W4_NVFP_dynamic
+            proc = processor(device=device, dtype=dtype)
+        if nvfp4:
+            return proc.from_weights(qw.codes, ops.bias, scales, qw.tensor_scale)
         return proc.from_weights(qw.codes, ops.bias, scales)
     proc = getattr(helper, case.format)(device=device, dtype=dtype)
     if nvfp4:
@@ -357,6 +420,26 @@ SUPPORT: dict[str, FormatSupport] = {
             )
             for bits in (8, 4)
         ),
+        # Microscaled activations quantized by the layer (MXFP8 / MXFP4: e8m0 per 32; NVFP4: e4m3 per 16
+        # and a tensor scale of the call's x): the kernels dequantize both operands exactly into bf16
+        # (fp32 on GEMV) and take the dot, so no operand is rounded (exact_weights; NVFP4's weight enters
+        # as e2m1 * s_g, exact, and 1 / (ts_x * ts_w) multiplies the fp32 accumulator once, whose three
+        # roundings lie inside the (K + 1) * u_acc term, K >= 32).
+        FormatSupport(
+            "A8W8_MXFP_dynamic", _build_mx, _quantize_reference, (MX_GROUP,), (Zeros.NONE,), _E8M0,
+            exact_weights=True,
+        ),
+        *(
+            FormatSupport(
+                name, _build_mx, _quantize_reference, (MX_GROUP,), (Zeros.NONE,), _E8M0,
+                packing_bitwidths=(32, 8), exact_weights=True,
+            )
+            for name in ("A8W4_MXFP_dynamic", "A4W4_MXFP_dynamic")
+        ),
+        FormatSupport(
+            "A4W4_NVFP_dynamic", _build_mx, _quantize_reference, (NVFP4_GROUP,), (Zeros.NONE,),
+            ("float8_e4m3fn", "uint8"), packing_bitwidths=(32, 8), exact_weights=True,
+        ),
         # Dynamic activations: x is drawn in the activation dtype and quantized per token by the layer;
         # the golden multiplies the reference's codes of the same x (harness.build.golden).
         FormatSupport(
@@ -387,6 +470,19 @@ SUPPORT: dict[str, FormatSupport] = {
         ),
         FormatSupport(
             "A8W158_INT_dynamic", _build_ternary, _quantize_reference, (None,), (Zeros.INT,), ("float32",)
+        ),
+        # 8-bit codes given by the caller x 8-bit codes, no scales (GemLite's input_dtype INT8 / FP8
+        # without scaled_activations): x is drawn as codes (`harness.build`); int8 x int8 may output int32,
+        # whose result must be bit-exact, with an int32 bias ("output": a bias of the output dtype).
+        FormatSupport(
+            "A8W8_INT8", _build_codes, _quantize_codes, (None,), (Zeros.NONE,), ("none",),
+            input_dtypes=("int8",), output_dtypes=("int32", "float32", "float16", "bfloat16"),
+            bias_kinds=("none", "output"),
+        ),
+        FormatSupport(
+            "A8W8_FP8", _build_codes, _quantize_codes, (None,), (Zeros.NONE,), ("none",),
+            input_dtypes=("float8_e4m3fn",), output_dtypes=("float32", "bfloat16", "float16"),
+            bias_kinds=("none", "output"),
         ),
     )
 }

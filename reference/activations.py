@@ -76,8 +76,12 @@ _FIXED_GROUP = {ActKind.MXFP8: MX_GROUP, ActKind.MXFP4: MX_GROUP, ActKind.NVFP4:
 def _check_act(act: object) -> ActSpec:
     if not isinstance(act, ActSpec):
         raise TypeError(f"act: expected a gemlite.formats.ActSpec, got {type(act).__name__}")
-    if not act.is_dynamic:
+    if act.kind is ActKind.NONE:
         raise ValueError("act: ActKind.NONE does not quantize activations; there is nothing to compute")
+    if not act.is_dynamic:
+        raise ValueError(
+            f"act: {act.kind.name} activations are given as codes (no scale); there is nothing to quantize"
+        )
     if act.kind in _FIXED_GROUP and act.group_size != _FIXED_GROUP[act.kind]:
         raise ValueError(
             f"act.group_size: {act.kind.name} activations use groups of {_FIXED_GROUP[act.kind]}, "

@@ -16,6 +16,8 @@ MXFP4       uint8 e2m1 indices 0..15 (unpacked)     uint8 e8m0 bytes [N, K // 32
 NVFP4       uint8 e2m1 indices 0..15 (unpacked)     float8_e4m3fn [N, K // 16]          e2m1(q) * s / ts
 ==========  ======================================  ==================================  ==================
 
+INT8 / FP8 weights with ``fmt.weight.scaled`` False (A8W8_INT8, A8W8_FP8) have no scales: W = q.
+
 ``g`` is ``fmt.weight.group_size`` (None: channel-wise, g = K) and ``bn`` is ``fmt.weight.block_n``
 (128 for the 128x128 block-scaled INT8/FP8 variant, else 1). HQQ zeros ``z`` follow
 ``fmt.weight.zeros``: FLOAT, a float tensor shaped like the scales; INT, one Python int; NONE, absent.
@@ -106,7 +108,7 @@ def weight_scale_shape(fmt: Format, n: int, k: int) -> tuple[int, int] | None:
     if not isinstance(fmt, Format):
         raise TypeError(f"fmt: expected a gemlite.formats.Format, got {type(fmt).__name__}")
     spec = fmt.weight
-    if spec.kind is WeightKind.FLOAT:
+    if spec.kind is WeightKind.FLOAT or not spec.scaled:
         return None
     g = _resolved_group(fmt, k)
     if spec.kind in _BLOCKED_KINDS:
@@ -259,6 +261,8 @@ def dequantize_weight(qw: QuantizedWeight) -> torch.Tensor:
     if kind is WeightKind.TERNARY:
         return (qw.codes.double() - TERNARY_ZERO) * expand_blocks(qw.scales, 1, g, shape)
     if kind in _BLOCKED_KINDS:
+        if not spec.scaled:
+            return qw.codes.double()
         return qw.codes.double() * expand_blocks(qw.scales, spec.block_n, g, shape)
     if kind in (WeightKind.MXFP8, WeightKind.MXFP4):
         return mx_dequantize(qw.codes, qw.scales, MX_GROUP)
@@ -305,6 +309,8 @@ def quantize_weight(
       [-127, 127], all-zero groups e = -127; byte = e + 127; codes = element(W / 2**e).
     * NVFP4: ``ts = 448 * 6 / amax(W)`` (fp32; 1.0 for an all-zero W),
       ``s_g = e4m3(min(amax_g / 6 * ts, 448))``, codes ``e2m1(W / (s_g / ts))`` (0 where s_g = 0).
+    * INT8 / FP8 without scales (A8W8_INT8, A8W8_FP8): the weight is its own codes, so W must hold
+      them exactly (integers in [-128, 127]; e4m3 values); anything else raises ValueError.
 
     Raises TypeError for a wrong ``fmt``/``W``/``scale_dtype`` type; ValueError for a non-2-D or empty
     W, non-finite values, a group size that does not fit K, HQQ NONE zeros, 1-bit INT zeros, or a
@@ -328,6 +334,8 @@ def quantize_weight(
         return QuantizedWeight(fmt, codes, None, None)
     if kind is WeightKind.HQQ:
         return _quantize_hqq(fmt, w64, scale_dtype)
+    if kind in _BLOCKED_KINDS and not fmt.weight.scaled:
+        return _codes_as_is(fmt, w64)
     if kind in _BLOCKED_KINDS:
         bn, g = fmt.weight.block_n, _resolved_group(fmt, k)
         max_code = INT8_MAX if kind is WeightKind.INT8 else FP8_E4M3_MAX
@@ -405,6 +413,24 @@ def _require_representable(
             f"which is not usable for {fmt.label}; its values span too little for this dtype's range "
             "(use scale_dtype=torch.float32 or a larger group size)"
         )
+
+
+def _codes_as_is(fmt: Format, w64: torch.Tensor) -> QuantizedWeight:
+    """An unscaled INT8 / FP8 weight: W itself as codes, which it must represent exactly."""
+    if fmt.weight.kind is WeightKind.INT8:
+        codes = w64.clamp(-128, 127).to(torch.int8)
+        what = "integers in [-128, 127]"
+    else:
+        codes = w64.to(torch.float8_e4m3fn)
+        what = "float8_e4m3fn values"
+    bad = codes.double() != w64
+    if bool(bad.any()):
+        where = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"W: {fmt.name} has no scales, so W must hold its codes exactly ({what}); found "
+            f"{w64[tuple(where)].item()!r} at index {where}"
+        )
+    return QuantizedWeight(fmt, codes, None, None)
 
 
 def _quantize_ternary(fmt: Format, w64: torch.Tensor, scale_shape: tuple[int, int]) -> QuantizedWeight:

@@ -11,6 +11,10 @@ Numerics (all families):
   multiplies the fp32 accumulator before the epilogue (linear, so split-K partials carry it too).
   Grouped HQQ scales (and float zeros) are applied per K tile instead: the tile's fp32 product
   ``P = x_q @ q`` becomes ``(P - z * sum_k x_q) * s`` before it joins the accumulator (``gemm.py``).
+* 8-bit activation codes given by the caller (``X_SCALE`` off: A8W8_INT8, A8W8_FP8) meet weight codes
+  without scales: no scale anywhere. int8 x int8 stays int32 on every family (GEMV too) up to the
+  output, where an int32 output takes it exactly (its int32 bias added in int32) and a float output
+  converts it once (`write_result`); e4m3 x e4m3 accumulates in fp32.
 * Grouped HQQ weights are dequantized as ``(q - z) * s`` in fp32 from the stored s and z, then cast
   once to the dot dtype (tensor-core families) or kept in fp32 (GEMV families, which use FMA).
 * "Post-scaled" layouts (INT8, FP8, TERNARY, channel-wise HQQ with integer/no zeros; see
@@ -20,6 +24,18 @@ Numerics (all families):
   a K tile: `dequantize_mx` gives ``value(q) * scale`` per (k, n) in fp32 (exact for the MX kinds: a
   <= 4-bit significand times a power of two, so the cast to fp16/bf16 is exact too in range; NVFP4
   multiplies by ``s_g * (1 / ts)``, two fp32 roundings), then the one cast to the dot dtype.
+* Microscaled activations (MXFP8, MXFP4, NVFP4; `gemlite.schemes.mx.MXActQuant`) against those weights:
+  dequantize-then-dot. Each K tile of codes is multiplied by its byte scales (`load_act_mx`) into fp32
+  and cast to bf16, exactly (e4m3 / e2m1 times a power of two: at most 4 significant bits; NVFP4's
+  e2m1 x e4m3 s_g: 6 bits, in [2**-10, 2688]), and meets the weight tile dequantized the same way in a
+  bf16 dot (NVFP4 weights as ``e2m1 * s_g``, exact: `mx_scales` without TENSOR_SCALE); every product
+  is exact in fp32, the sums are fp32. NVFP4 multiplies the accumulator by ``1 / (ts_x * ts_w)`` once
+  (`nvfp4_out_scale`). GEMV dequantizes both in fp32 (exact). The inexact corners lie at the ends of
+  bf16's range (bf16 inputs only): an MXFP8 group whose amax is below 2**-116 loses bits to bf16
+  subnormals (the tensor-core families), and an input above 1.75 * 2**127 (~3.0e38; MXFP8: 1.875 *
+  2**127) may round up to the code value 2**128, which is Inf in fp32 (every family).
+  Hopper has no native MX dot (``tl.dot_scaled`` is emulated with a bf16 upcast there), so this is
+  what it would do anyway, with the scales applied once per tile rather than inside the MMA.
 * The epilogue then adds the bias in fp32 and casts once to the output dtype.
 
 Split-K. Families that split K over programs (GEMV and GEMM tiles with SPLIT_K > 1) finish in
@@ -87,6 +103,9 @@ ZERO_FLOAT = tl.constexpr(int(ZeroMode.FLOAT))  # a float per group, same layout
 XQ_NONE = tl.constexpr(int(ActQuant.NONE))  # fp16/bf16 x as given
 XQ_INT8 = tl.constexpr(int(ActQuant.INT8))  # int8 codes + fp32 row scales: int8 dot, int32 accumulator
 XQ_FP8 = tl.constexpr(int(ActQuant.FP8))  # e4m3 codes (uint8 bytes) + fp32 row scales: fp8 dot
+XQ_MXFP8 = tl.constexpr(int(ActQuant.MXFP8))  # e4m3 bytes + e8m0 bytes per 32: dequantized to bf16
+XQ_MXFP4 = tl.constexpr(int(ActQuant.MXFP4))  # e2m1 codes two per byte + e8m0 bytes per 32: likewise
+XQ_NVFP4 = tl.constexpr(int(ActQuant.NVFP4))  # e2m1 two per byte + e4m3 bytes per 16 + fp32 tensor scale
 # Write modes (see the module docstring).
 WRITE_FINAL = tl.constexpr(0)
 WRITE_PARTIAL = tl.constexpr(1)
@@ -112,6 +131,18 @@ def is_mx(w_kind) -> bool:
 def mx_group(w_kind) -> int:
     """Inputs per scale of a microscaled kind (gemlite.formats: MX_GROUP 32, NVFP4_GROUP 16)."""
     return 16 if w_kind == int(KernelKind.NVFP4) else 32
+
+
+@triton.constexpr_function
+def is_mx_act(x_quant) -> bool:
+    """Microscaled activations (MXFP8, MXFP4, NVFP4): codes and byte scales, dequantized in the K loop."""
+    return x_quant in (int(ActQuant.MXFP8), int(ActQuant.MXFP4), int(ActQuant.NVFP4))
+
+
+@triton.constexpr_function
+def mx_act_group(x_quant) -> int:
+    """Inputs per activation scale of a microscaled activation kind (32; NVFP4 16)."""
+    return 16 if x_quant == int(ActQuant.NVFP4) else 32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,10 +344,13 @@ def e8m0_to_f32(e):
 
 
 @triton.jit
-def mx_scales(s_ptr, z_ptr, k, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr):
+def mx_scales(
+    s_ptr, z_ptr, k, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr, TENSOR_SCALE: tl.constexpr = True
+):
     """fp32 scale of the group that holds input `k`, for every (k, n) of the broadcast of `k` with
     offs_n / mask_n (0 where k >= K or n is masked): e8m0 ``2**(b - 127)`` (MXFP8, MXFP4), or NVFP4's
-    ``e4m3(s_g) * (1 / ts)`` with the tensor scale ts read from z_ptr (one fp32).
+    ``e4m3(s_g) * (1 / ts)`` with the tensor scale ts read from z_ptr (one fp32); without TENSOR_SCALE
+    (NVFP4 activations: `nvfp4_out_scale` applies ts to the accumulator) just ``e4m3(s_g)``, exact.
 
     Scales are ``[K // G, N]`` bytes (N contiguous), G = `mx_group`. Scales are read as bytes (a masked
     fp8 load cannot take ``other=0``) and decoded here.
@@ -324,10 +358,12 @@ def mx_scales(s_ptr, z_ptr, k, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexp
     G: tl.constexpr = mx_group(W_KIND)
     ptrs = s_ptr.to(tl.pointer_type(tl.uint8)) + (k // G) * stride_sg + offs_n
     b = tl.load(ptrs, mask=(k < K) & mask_n, other=0)
-    if W_KIND == KIND_NVFP4:
+    if W_KIND == KIND_NVFP4 and TENSOR_SCALE:
         # NOTE: 1 / ts is rounded once (fp32), then s_g * (1 / ts) once more: the weight is not exact in
         # the dot dtype anyway (ts is no power of two); the harness bound charges these roundings.
         return b.to(tl.float8e4nv, bitcast=True).to(tl.float32) * (1.0 / tl.load(z_ptr))
+    elif W_KIND == KIND_NVFP4:
+        return b.to(tl.float8e4nv, bitcast=True).to(tl.float32)  # ts after the dot
     else:
         return e8m0_to_f32(b.to(tl.int32))
 
@@ -354,9 +390,11 @@ def dequantize_mx(
     W_KIND: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    TENSOR_SCALE: tl.constexpr = True,
 ):
     """fp32 weight tile ``[BLOCK_K, BLOCK_N]`` of a microscaled layout from its raw codes (`load_codes`)
-    for K indices ``k0 .. k0 + BLOCK_K`` and N indices offs_n: ``value(code) * scale(k // G, n)``.
+    for K indices ``k0 .. k0 + BLOCK_K`` and N indices offs_n: ``value(code) * scale(k // G, n)``
+    (NVFP4 without TENSOR_SCALE: ts left out, `mx_scales`).
 
     MXFP8 / MXFP4 values are exact in fp32 (a <= 4-bit significand times a power of two) and stay exact
     when the caller casts them to fp16/bf16 (range permitting). A tile holds BLOCK_K // G groups: their
@@ -366,27 +404,106 @@ def dequantize_mx(
     G: tl.constexpr = mx_group(W_KIND)
     GROUPS: tl.constexpr = BLOCK_K // G if BLOCK_K > G else 1
     k_groups = k0 + G * tl.arange(0, GROUPS)
-    scale = mx_scales(s_ptr, z_ptr, k_groups[:, None], K, offs_n[None, :], mask_n[None, :], stride_sg, W_KIND)
+    scale = mx_scales(s_ptr, z_ptr, k_groups[:, None], K, offs_n[None, :], mask_n[None, :], stride_sg, W_KIND,
+                      TENSOR_SCALE)  # fmt: skip
     if GROUPS > 1:
         scale = tl.reshape(tl.broadcast_to(scale[:, None, :], (GROUPS, G, BLOCK_N)), (BLOCK_K, BLOCK_N))
     return mx_values(codes, W_KIND) * scale
 
 
 @triton.jit
-def dequantize_mx_rows(codes, s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr):
+def dequantize_mx_rows(
+    codes, s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND: tl.constexpr,
+    TENSOR_SCALE: tl.constexpr = True,
+):  # fmt: skip
     """GEMV's fp32 ``[ROWS, E, BLOCK_N]`` tile of a microscaled layout: `k_rows` ``[ROWS, 1, 1]`` is the K
     index of each row's first code; a word's E codes lie in one group (E divides G), so one scale per
-    (row, n), broadcast over the word."""
-    return mx_values(codes, W_KIND) * mx_scales(s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND)
+    (row, n), broadcast over the word (NVFP4 without TENSOR_SCALE: ts left out, `mx_scales`)."""
+    scale = mx_scales(s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND, TENSOR_SCALE)
+    return mx_values(codes, W_KIND) * scale
+
+
+# ------------------------------------------------------------------------------------------------
+# Microscaled activations (MXFP8, MXFP4, NVFP4; gemlite.schemes.mx.MXActQuant): dequantized per K tile
+# ------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def load_act_mx(x_ptr, xs_ptr, rows, k, mask, K, stride_xm, X_QUANT: tl.constexpr):
+    """fp32 activations ``value(code) * scale`` at every (row, k) of the broadcast of `rows` (int64 row
+    indices) with `k` (K indices), from the quantizer's bytes (`gemlite.kernels.act_quant`); 0 where
+    `mask` is false or k >= K (no byte past the codes or the scales is read).
+
+    Codes: e4m3 bytes ``[M, K]`` (MXFP8) or two e2m1 codes per byte ``[M, K // 2]``, code k in the low
+    nibble of byte k // 2 when k is even (MXFP4, NVFP4); the row stride is `stride_xm` bytes. Scales:
+    bytes ``[M, K // G]``, e8m0 (MX) or e4m3 (NVFP4, whose tensor scale is applied to the accumulator
+    by `nvfp4_out_scale`). The values are exact in fp32 and in bf16 (module docstring): an e4m3 / e2m1
+    value times a power of two, or e2m1 x e4m3 (6 significant bits). A NaN scale byte (a group that
+    held NaN / Inf, codes 0) gives NaN: 0 x Inf for e8m0's 255, 0 x NaN for e4m3's 0x7F.
+    """
+    G: tl.constexpr = mx_act_group(X_QUANT)
+    m = mask & (k < K)
+    row_codes = x_ptr + rows * stride_xm
+    if X_QUANT == XQ_MXFP8:
+        b = tl.load(row_codes + k, mask=m, other=0)
+        v = b.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        b = tl.load(row_codes + k // 2, mask=m, other=0).to(tl.int32)
+        v = e2m1_to_f32((b >> ((k % 2) * 4)) & 15)
+    s = tl.load(xs_ptr + rows * (K // G) + k // G, mask=m, other=0)
+    if X_QUANT == XQ_NVFP4:
+        # (the NaN byte decoded explicitly: Triton's interpreter reads e4m3 0x7F as a finite 480)
+        scale = tl.where((s & 0x7F) == 0x7F, float("nan"), s.to(tl.float8e4nv, bitcast=True).to(tl.float32))
+    else:
+        scale = e8m0_to_f32(s.to(tl.int32))
+    return v * scale
+
+
+@triton.jit
+def nvfp4_out_scale(xt_ptr, z_ptr):
+    """``1 / (ts_x * ts_w)``, fp32: what an NVFP4 x NVFP4 accumulator of ``(e2m1 * s_g)`` products is
+    multiplied by (once, before the epilogue; linear, so split-K partials carry it too). ts_x is the
+    activation's tensor scale (``xt_ptr[1]``, written by the quantizer), ts_w the weight's (``z_ptr``).
+    Two fp32 roundings (the product, the correctly rounded reciprocal), then the one of the multiply."""
+    return tl.math.div_rn(1.0, tl.load(xt_ptr + 1) * tl.load(z_ptr))
+
+
+@triton.jit
+def load_bias(b_ptr, offs_n, mask_n):
+    """The bias row as the accumulator adds it: fp32, or the int32 bias of an int32 output (int8 codes
+    without scales), which joins the int32 sums exactly."""
+    if b_ptr.dtype.element_ty == tl.int32:
+        return tl.load(b_ptr + offs_n, mask=mask_n, other=0)
+    else:
+        return tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def to_workspace(acc):
+    """A partial sum as the fp32 split-K workspace holds it: int32 partials as their bits (exact)."""
+    if acc.dtype == tl.int32:
+        return acc.to(tl.float32, bitcast=True)
+    else:
+        return acc
+
+
+@triton.jit
+def from_workspace(v, acc):
+    """A workspace value read back in the dtype of `acc` (the inverse of `to_workspace`)."""
+    if acc.dtype == tl.int32:
+        return v.to(tl.int32, bitcast=True)
+    else:
+        return v
 
 
 @triton.jit
 def apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """fp32 ``acc * scale[n] + bias[n]``; offs_n/mask_n are shaped to broadcast against acc."""
+    """fp32 ``acc * scale[n] + bias[n]``; offs_n/mask_n are shaped to broadcast against acc. An int32
+    accumulator (int32 output, no scales) gets its int32 bias in int32, exactly."""
     if POST_SCALE:
         acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        acc = acc + load_bias(b_ptr, offs_n, mask_n)
     return acc
 
 
@@ -414,21 +531,29 @@ def write_result(
     offs_mn: int64 flat offsets ``m * N + n`` into the contiguous ``[M, N]`` output (and into each
     ``[M, N]`` slice of the workspace); MN = M * N; pid_k: this program's K split (of
     ``tl.num_programs(1)``); tile: the index of this output tile in the lock counters.
+
+    An int32 accumulator (int8 codes given without scales) becomes fp32 here for a float output; for
+    an int32 output it stays int32 to the end: partials travel through the workspace as their bits and
+    are summed in int32, atomics are int32 (WRITE_ATOMIC_FINAL; `plan.write_mode` never picks
+    WRITE_ATOMIC for it), so the result is exact and order-independent.
     """
+    if acc.dtype == tl.int32 and out_ptr.dtype.element_ty != tl.int32:
+        acc = acc.to(tl.float32)
     if WRITE_MODE == WRITE_FINAL:
         y = apply_epilogue(acc, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)
         tl.store(out_ptr + offs_mn, y.to(out_ptr.dtype.element_ty), mask=mask)
     elif WRITE_MODE == WRITE_ATOMIC_FINAL:
-        # fp32 output: scaling is linear, so each split scales its own partial; only split 0 adds the bias.
+        # fp32 (or int32) output: scaling is linear, so each split scales its own partial; only split 0
+        # adds the bias.
         if POST_SCALE:
             acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         if HAS_BIAS:
-            bias = tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            acc = acc + tl.where(pid_k == 0, bias, 0.0)
+            bias = load_bias(b_ptr, offs_n, mask_n)
+            acc = acc + tl.where(pid_k == 0, bias, 0)
         tl.atomic_add(out_ptr + offs_mn, acc, mask=mask, sem="relaxed")
     else:
         if WRITE_MODE == WRITE_PARTIAL:
-            tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, acc, mask=mask)
+            tl.store(ws_ptr + pid_k.to(tl.int64) * MN + offs_mn, to_workspace(acc), mask=mask)
         else:  # WRITE_ATOMIC
             tl.atomic_add(ws_ptr + offs_mn, acc, mask=mask, sem="relaxed")
         # Every thread's partial is stored before the ticket is taken (release), and the last program
@@ -440,7 +565,8 @@ def write_result(
             if WRITE_MODE == WRITE_PARTIAL:
                 total = tl.zeros_like(acc)
                 for s in range(splits):
-                    total += tl.load(ws_ptr + s * MN + offs_mn, mask=mask, other=0.0, cache_modifier=".cg")
+                    part = tl.load(ws_ptr + s * MN + offs_mn, mask=mask, other=0.0, cache_modifier=".cg")
+                    total += from_workspace(part, acc)
             else:
                 total = tl.load(ws_ptr + offs_mn, mask=mask, other=0.0, cache_modifier=".cg")
             y = apply_epilogue(total, offs_n, mask_n, s_ptr, b_ptr, POST_SCALE, HAS_BIAS)

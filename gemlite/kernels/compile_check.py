@@ -61,6 +61,10 @@ LAYOUTS = {
     "mxfp4_fp16": (FORMATS["A16W4_MXFP"], _F16, 32, None, None),
     "nvfp4_bf16_w8": (FORMATS["A16W4_NVFP"], _BF16, 8, None, None),
     "mxfp4_fp8_dyn_fp16": (FORMATS["A8W4_MXFP_post_scale_dynamic"], _F16, 32, None, None),
+    # microscaled activations (MXFP8 / MXFP4 / NVFP4 codes + byte scales, dequantized to bf16 per K tile)
+    "mxfp8_mxfp8_dyn_bf16": (FORMATS["A8W8_MXFP_dynamic"], _BF16, 8, None, None),
+    "mxfp4_mxfp4_dyn_bf16": (FORMATS["A4W4_MXFP_dynamic"], _BF16, 32, None, None),
+    "nvfp4_nvfp4_dyn_fp16_w8": (FORMATS["A4W4_NVFP_dynamic"], _F16, 8, None, None),
     # dynamic activations (gemlite/kernels/act_quant.py runs first: its launch is compiled too)
     "a8w8_int8_dyn_fp16": (FORMATS["A8W8_INT8_dynamic"], _F16, 8, None, _F32),
     "a8w8_fp8_dyn_bf16": (FORMATS["A8W8_FP8_dynamic"], _BF16, 8, None, _F32),
@@ -75,6 +79,10 @@ LAYOUTS = {
     "a8w158_dyn_fp16": (FORMATS["A8W158_INT_dynamic"], _F16, 32, 1, _F32),
     "a8w8_int8_block_fp16": (FORMATS["A8W8_INT8_block_dynamic"], _F16, 8, None, _F32),
     "a8w8_fp8_block_bf16": (FORMATS["A8W8_FP8_block_dynamic"], _BF16, 8, None, _F32),
+    # 8-bit codes given by the caller, no scales: int8 x int8 with an int32 output and bias (int32 sums,
+    # int32 atomics, int32 partials as workspace bits); e4m3 x e4m3 with an fp32 output
+    "a8w8_int8_codes_i32": (FORMATS["A8W8_INT8"], torch.int8, 8, None, _F32),
+    "a8w8_fp8_codes_f32": (FORMATS["A8W8_FP8"], torch.float8_e4m3fn, 8, None, _F32),
 }
 K_COMPILE, N_COMPILE = 4096, 4096  # shapes only matter through divisibility: real LLM-like sizes
 M_FOR_FAMILY = {"GEMV": 1, "GEMV_REVSPLITK": 1, "GEMV_SPLITK": 2, "GEMM_SPLITK": 16, "GEMM": 256}
@@ -88,6 +96,15 @@ _TL_TYPES = {
     torch.int32: "i32",
     torch.float8_e4m3fn: "fp8e4nv",
 }
+
+
+def io_dtypes(layout) -> tuple[torch.dtype, torch.dtype]:
+    """(output dtype, bias dtype) a launch of `layout` is compiled with: the activation dtype for
+    fp16/bf16 activations; int32 for int8 codes (their exact output), fp32 for e4m3 codes."""
+    if layout.compute_dtype in (_F16, _BF16):
+        return layout.compute_dtype, layout.compute_dtype
+    out = torch.int32 if layout.compute_dtype == torch.int8 else _F32
+    return out, out
 
 
 def make_layout(name: str):
@@ -158,8 +175,11 @@ def compile_one(job: tuple[str, str, dict]) -> list[dict]:
     layout = make_layout(layout_name)
     W_q, scales, zeros = meta_tensors(layout_name, layout)
     x = torch.empty((M_FOR_FAMILY[family], layout.in_features), dtype=layout.compute_dtype, device="meta")
-    bias = torch.empty((layout.out_features,), dtype=layout.compute_dtype, device="meta")
-    _, launches = plan(family, x, W_q, scales, zeros, bias, layout, layout.compute_dtype, config)
+    if x.dtype == torch.float8_e4m3fn:
+        x = x.view(torch.uint8)  # e4m3 codes reach the kernels as their bytes (gemlite.matmul)
+    out_dtype, bias_dtype = io_dtypes(layout)
+    bias = torch.empty((layout.out_features,), dtype=bias_dtype, device="meta")
+    _, launches = plan(family, x, W_q, scales, zeros, bias, layout, out_dtype, config)
     launches = [step for step in launches if step.kernel is not None]  # torch steps (cuBLAS) compile nothing
     results = []
     for launch in launches:

@@ -14,6 +14,11 @@ Dynamic activations (``X_QUANT``): x arrives as int8 / e4m3 codes and the weight
 codes, so the dot is int8 x int8 (int32 accumulator) or e4m3 x e4m3; per-row scales multiply the
 accumulator after the K loop, per-group weight scales (HQQ groups, 128 x 128 blocks) and per-block
 activation scales (``X_GROUP``) multiply each K tile's product in fp32 (``common.py``: numerics).
+Codes given by the caller without scales (``X_SCALE`` off) meet weight codes without scales: the int8
+dot's int32 accumulator then reaches `common.write_result` as it is.
+Microscaled activations (MXFP8 / MXFP4 / NVFP4 codes with byte scales per 32 / 16 inputs) are
+dequantized per K tile into bf16 (exact) and meet the MX / NVFP4 weight tile dequantized the same way
+in a bf16 dot; NVFP4's two tensor scales multiply the accumulator after the K loop.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ import triton.language as tl
 from gemlite.kernels.common import (
     XQ_INT8,
     XQ_NONE,
+    XQ_NVFP4,
     ZERO_FLOAT,
     act_operand,
     dequantize,
     dequantize_mx,
     dot_acc,
     is_mx,
+    is_mx_act,
+    load_act_mx,
     load_codes,
     load_group_meta,
+    nvfp4_out_scale,
     write_result,
 )
 
@@ -39,8 +48,9 @@ from gemlite.kernels.common import (
 @triton.jit
 def gemm_kernel(
     # Pointers
-    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT)
-    xs_ptr,  # fp32 activation scales (X_QUANT only): [M], or [M, K // X_GROUP]
+    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT); MXFP4/NVFP4 [M, K // 2]
+    xs_ptr,  # activation scales (X_QUANT only): fp32 [M] or [M, K // X_GROUP]; MX / NVFP4: bytes
+    xt_ptr,  # NVFP4 activations: fp32 [amax, ts] of the call's x (unused otherwise)
     w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
@@ -69,6 +79,7 @@ def gemm_kernel(
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
     X_QUANT: tl.constexpr,  # common.XQ_*: how x is stored (the activation scheme's constant)
     X_GROUP: tl.constexpr,  # K per activation scale (128: 1 x 128 blocks, applied per K tile); 0: per row
+    X_SCALE: tl.constexpr,  # x's codes come with fp32 scales (False: fp16/bf16 x, MX, codes given as is)
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
@@ -113,7 +124,11 @@ def gemm_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
         k_idx = k0 + offs_k
-        if EVEN_K:
+        if is_mx_act(X_QUANT):
+            # Microscaled activations: codes x scales, exact in bf16 (common.load_act_mx).
+            x = load_act_mx(x_ptr, xs_ptr, offs_m.to(tl.int64)[:, None], k_idx[None, :], mask_m[:, None], K,
+                            stride_xm, X_QUANT).to(tl.bfloat16)  # fmt: skip
+        elif EVEN_K:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
         else:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)
@@ -127,7 +142,7 @@ def gemm_kernel(
         if is_mx(W_KIND):
             # MX / NVFP4: the tile holds BLOCK_K / 32 (16) scale groups (or lies inside one).
             codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg,
-                                  W_KIND, BLOCK_K, BLOCK_N)  # fmt: skip
+                                  W_KIND, BLOCK_K, BLOCK_N, X_QUANT != XQ_NVFP4)  # fmt: skip
         x = act_operand(x, X_QUANT)
         if is_mx(W_KIND) and X_QUANT != XQ_NONE:
             x = x.to(tl.bfloat16)  # e4m3 codes against MX weights (exact in bf16, not in e4m3): a bf16 dot
@@ -161,7 +176,9 @@ def gemm_kernel(
 
     # -- 4. epilogue: per-row activation scale; per-column scale, bias, cast, store (or this split's
     #       partial: scaling is linear, so each partial carries its rows' scales) -----------------------
-    if X_QUANT != XQ_NONE and X_GROUP == 0:
+    if X_QUANT == XQ_NVFP4:
+        acc = acc * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales, left out of the dot's operands
+    elif X_SCALE and X_GROUP == 0:
         acc = acc.to(tl.float32) * tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
     offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]

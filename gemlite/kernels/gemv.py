@@ -12,6 +12,13 @@ block keep enough weight bytes in flight at M = 1; their partials are combined i
 
 The families GEMV, GEMV_SPLITK and GEMV_REVSPLITK all run this kernel; they differ only in how K is
 split (`gemlite.kernels.plan`) and in their config spaces.
+
+Microscaled activations (MXFP8 / MXFP4 / NVFP4, ``X_QUANT``) are dequantized in fp32 from their codes
+and byte scales (`common.load_act_mx`, exact), against the weight dequantized in fp32 (NVFP4: without
+its tensor scale; both tensor scales multiply the row's sum at the end).
+
+int8 activation codes given without scales (A8W8_INT8, ``X_SCALE`` off) against int8 weight codes
+are multiplied and summed in int32 instead (exact: an int32 output is bit for bit the true sum).
 """
 
 from __future__ import annotations
@@ -24,15 +31,19 @@ from gemlite.kernels.common import (
     KIND_INT8,
     KIND_PACKED,
     MAGIC_BITS,
-    XQ_NONE,
+    XQ_INT8,
+    XQ_NVFP4,
     ZERO_FLOAT,
     ZERO_INT,
     act_operand,
     dequantize,
     dequantize_mx_rows,
     is_mx,
+    is_mx_act,
     is_packed,
+    load_act_mx,
     load_group_meta,
+    nvfp4_out_scale,
     write_result,
 )
 
@@ -72,8 +83,9 @@ def _grouped_partial(
 @triton.jit
 def gemv_kernel(
     # Pointers
-    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT)
-    xs_ptr,  # fp32 activation scales (X_QUANT only): [M], or [M, K // X_GROUP]
+    x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT); MXFP4/NVFP4 [M, K // 2]
+    xs_ptr,  # activation scales (X_QUANT only): fp32 [M] or [M, K // X_GROUP]; MX / NVFP4: bytes
+    xt_ptr,  # NVFP4 activations: fp32 [amax, ts] of the call's x (unused otherwise)
     w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
@@ -103,6 +115,7 @@ def gemv_kernel(
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
     X_QUANT: tl.constexpr,  # common.XQ_*: how x is stored (the activation scheme's constant)
     X_GROUP: tl.constexpr,  # K per activation scale (128: 1 x 128 blocks); 0: one per row
+    X_SCALE: tl.constexpr,  # x's codes come with fp32 scales (False: fp16/bf16 x, MX, codes given as is)
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
@@ -135,18 +148,26 @@ def gemv_kernel(
         scale, zero = load_group_meta(s_ptr, z_ptr, 0, offs_n, mask_n, stride_sg, ZERO_MODE)
 
     # -- 3. walk this split's K range --------------------------------------------------------------
-    acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.float32)
+    # int8 codes given without scales (A8W8_INT8) x int8 weight codes: exact int32 products and sums.
+    INT_ACC: tl.constexpr = X_QUANT == XQ_INT8 and not X_SCALE
+    if INT_ACC:
+        acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.float32)
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
     for k0 in range(k_start, k_end, BLOCK_K):
         k_idx = k0 + k_in_tile
-        if EVEN_K:
-            x = tl.load(x_row + k_idx)
+        if is_mx_act(X_QUANT):
+            x = load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx, k_idx < K, K, stride_xm, X_QUANT)
         else:
-            x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0)
-        x = act_operand(x, X_QUANT).to(tl.float32)
-        if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
-            x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP)
+            if EVEN_K:
+                x = tl.load(x_row + k_idx)
+            else:
+                x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0)
+            x = act_operand(x, X_QUANT).to(tl.int32 if INT_ACC else tl.float32)
+            if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
+                x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP)
         if is_packed(W_KIND):
             # One load per word ([ROWS, 1, BLOCK_N]); its E codes are cut out by a broadcast shift.
             rows = k0 // E + offs_r[:, None, None]
@@ -179,9 +200,11 @@ def gemv_kernel(
             # MX / NVFP4: scale groups of 32 (16) inputs inside the step; a word's codes share one.
             codes = dequantize_mx_rows(codes, s_ptr, z_ptr, (k0 + offs_r * E)[:, None, None], K,
                                        offs_n[None, None, :], mask_n[None, None, :], stride_sg,
-                                       W_KIND)  # fmt: skip
+                                       W_KIND, X_QUANT != XQ_NVFP4)  # fmt: skip
         if W_KIND == KIND_PACKED and PRE_SCALE:
             acc += _grouped_partial(words, x, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE)
+        elif INT_ACC:
+            acc += tl.sum(x * ((codes ^ 0x80) - 128), axis=1)  # the int8 weight bytes, sign-extended
         else:
             w = dequantize(
                 codes,
@@ -190,12 +213,14 @@ def gemv_kernel(
                 zero_int,
                 W_KIND,
                 ZERO_MODE,
-                POST_SCALE,
+                POST_SCALE or not PRE_SCALE,  # exact codes unless scales multiply each weight
                 tl.float32,
             )
             acc += tl.sum(x * w, axis=1)
     acc_n = tl.sum(acc, axis=0)
-    if X_QUANT != XQ_NONE and X_GROUP == 0:
+    if X_QUANT == XQ_NVFP4:
+        acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales (linear: partials too)
+    elif X_SCALE and X_GROUP == 0:
         acc_n = acc_n * tl.load(xs_ptr + pid_m)  # the row's activation scale (linear: partials too)
 
     # -- 4. write the row block (final) or this split's partial -------------------------------------

@@ -26,6 +26,7 @@ import torch
 
 from gemlite.kernels import act_quant, dequant, gemm, gemv
 from gemlite.kernels.common import WRITE_ATOMIC, WRITE_ATOMIC_FINAL, WRITE_FINAL, WRITE_PARTIAL
+from gemlite.schemes.activation import ActQuant
 from gemlite.settings import is_deterministic
 
 #: Largest fp32 split-K workspace one launch may allocate. GEMV_REVSPLITK splits K as finely as its
@@ -316,12 +317,14 @@ def _counters(locks: torch.Tensor | None, count: int, device) -> torch.Tensor:
 
 
 def write_mode(num_splits: int, out_dtype: torch.dtype) -> int:
-    """The write mode for a launch with `num_splits` K splits (module docstring)."""
+    """The write mode for a launch with `num_splits` K splits (module docstring). An int32 output
+    (int8 codes without scales) takes its atomics straight into the output too: integer sums are exact
+    in any order."""
     if num_splits == 1:
         return WRITE_FINAL.value
     if is_deterministic():
         return WRITE_PARTIAL.value
-    return WRITE_ATOMIC_FINAL.value if out_dtype == torch.float32 else WRITE_ATOMIC.value
+    return WRITE_ATOMIC_FINAL.value if out_dtype in (torch.float32, torch.int32) else WRITE_ATOMIC.value
 
 
 def rows_per_launch(family: str, config, M: int, K: int, N: int) -> int:
@@ -372,12 +375,13 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     if config.DEQUANT:
         return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
     pre = []
+    x_tensor = None
     if layout.act.is_dynamic:  # the matmul reads codes and row scales instead of x
-        x, x_scales, pre = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
+        x, x_scales, x_tensor, pre = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
     static = _static(family, layout, config, out_dtype, bias is not None, is_deterministic())
     kernel, runtime, meta = static.kernel, static.runtime, static.meta
     splits, k_per_split, mode = static.splits, static.k_per_split, static.mode
-    M, K = x.shape
+    M, K = x.shape[0], layout.in_features  # (x may be e2m1 codes now, two per byte)
     N = layout.out_features
     device = x.device
     tile_m = _FAMILIES[family].tile_m
@@ -408,11 +412,13 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         # Row chunks run one after another on the stream, so they share the lock counters.
         grid = ((_cdiv(m, config.BLOCK_M) if tile_m else m) * n_tiles, splits)
         named = {
-            "x_ptr": x_rows, "xs_ptr": xs_rows, "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,
+            "x_ptr": x_rows, "xs_ptr": xs_rows, "xt_ptr": out_rows if x_tensor is None else x_tensor,
+            "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,
             "b_ptr": bias if bias is not None else out_rows, "out_ptr": out_rows, "ws_ptr": ws_rows,
             "lock_ptr": locks, "M": m, "N": N, "K": K, "MN": m * N, "K_PER_SPLIT": k_per_split,
             "zero_int": layout.zero_int or 0,
-            "stride_xm": K, "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
+            # x's row stride: K, or K / 2 for e2m1 activation codes (two per byte)
+            "stride_xm": x.shape[1], "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
         }  # fmt: skip
         args = tuple([named[name] for name in runtime])
         launches.append(KernelLaunch(kernel, grid, args, meta, config.num_warps, config.num_stages, static))
@@ -439,11 +445,16 @@ def _act_static(x_quant: int, K: int, group: int) -> _Static:
     return _Static(kernel, runtime, {n: meta[n] for n in constexprs}, 1, K, WRITE_FINAL.value)
 
 
+_MX_ACT = (int(ActQuant.MXFP8), int(ActQuant.MXFP4), int(ActQuant.NVFP4))
+
+
 def _act_quant_plan(x, scheme, group: int | None = None):
-    """(codes [M, K], fp32 scales [M] (per token) or [M, K // group], [the quantizer's launch]) for x
-    ``[M, K]`` contiguous and an activation scheme of `gemlite.schemes.activation` (`ACT_QUANT`): one
+    """(codes [M, K], fp32 scales [M] (per token) or [M, K // group], None, [the quantizer's launch]) for
+    x ``[M, K]`` contiguous and an activation scheme of `gemlite.schemes.activation` (`ACT_QUANT`): one
     program per row of x, or per 1 x group block (`gemlite.kernels.act_quant`). e4m3 codes are uint8
-    bytes (what the matmul kernels read)."""
+    bytes (what the matmul kernels read). Microscaled schemes: `_mx_act_quant_plan`."""
+    if int(scheme.x_quant) in _MX_ACT:
+        return _mx_act_quant_plan(x, scheme)
     M, K = x.shape
     codes = torch.empty((M, K), dtype=scheme.kernel_dtype, device=x.device)
     x_scales = torch.empty((M, K // group) if group else (M,), dtype=torch.float32, device=x.device)
@@ -451,7 +462,43 @@ def _act_quant_plan(x, scheme, group: int | None = None):
     named = {"x_ptr": x, "codes_ptr": codes, "scales_ptr": x_scales, "K": K, "stride_xm": K}
     args = tuple(named[n] for n in static.runtime)
     grid = (M, K // group) if group else (M,)
-    return codes, x_scales, [KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static)]
+    return codes, x_scales, None, [KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _mx_act_static(kernel_name: str, x_quant: int, K: int) -> _Static:
+    kernel = getattr(act_quant, kernel_name)
+    meta = {"X_QUANT": x_quant, "BLOCK_K": min(_ACT_BLOCK_K, 1 << (K - 1).bit_length())}
+    runtime, constexprs = kernel_params(kernel)
+    return _Static(kernel, runtime, {n: meta[n] for n in constexprs}, 1, K, WRITE_FINAL.value)
+
+
+def _mx_act_quant_plan(x, scheme):
+    """(codes, scale bytes ``[M, K // g]``, NVFP4's fp32 ``[amax, ts]`` or None, [launches]) of a
+    microscaled activation scheme (`gemlite.schemes.mx.MXActQuant`) for x ``[M, K]`` contiguous: codes
+    are e4m3 bytes ``[M, K]`` or two e2m1 codes per byte ``[M, K // 2]``. One program per 1024 inputs of
+    a row (`gemlite.kernels.act_quant.quantize_mx_kernel`); NVFP4 first takes the amax of all of x
+    (`amax_kernel`, one program per row, into a zeroed cell)."""
+    M, K = x.shape
+    device = x.device
+    codes = torch.empty((M, K // 2 if scheme.packed else K), dtype=torch.uint8, device=device)
+    x_scales = torch.empty((M, K // scheme.group), dtype=torch.uint8, device=device)
+    x_tensor = torch.zeros(2, dtype=torch.float32, device=device) if scheme.has_tensor_scale else None
+    x_quant = int(scheme.x_quant)
+    named = {
+        "x_ptr": x, "codes_ptr": codes, "scales_ptr": x_scales,
+        "xt_ptr": x_scales if x_tensor is None else x_tensor, "K": K, "stride_xm": K,
+    }  # fmt: skip
+    steps = []
+    if x_tensor is not None:
+        static = _mx_act_static("amax_kernel", x_quant, K)
+        args = tuple(named[n] for n in static.runtime)
+        steps.append(KernelLaunch(static.kernel, (M,), args, static.meta, 4, 2, static))
+    static = _mx_act_static("quantize_mx_kernel", x_quant, K)
+    args = tuple(named[n] for n in static.runtime)
+    grid = (M, _cdiv(K, static.meta["BLOCK_K"]))
+    steps.append(KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static))
+    return codes, x_scales, x_tensor, steps
 
 
 def quantize_activation(
@@ -461,12 +508,43 @@ def quantize_activation(
     x ``[M, K]`` fp16/bf16 -> (codes ``[M, K]`` in ``scheme.code_dtype``, fp32 scales ``[M]``, or
     ``[M, K // group]`` per 1 x group block); scheme is ``gemlite.schemes.act_scheme(kind)`` of a dynamic
     kind. For tests, tools and the harness."""
+    if int(scheme.x_quant) in _MX_ACT:
+        raise TypeError(
+            f"scheme: {scheme.kind.name} activations have byte scales (and NVFP4 a tensor scale): use "
+            "quantize_activation_mx"
+        )
     x = x.contiguous()
-    codes, x_scales, steps = _act_quant_plan(x, scheme, group)
+    codes, x_scales, _, steps = _act_quant_plan(x, scheme, group)
     if x.shape[0] > 0:
         for step in steps:
             step.run()
     return codes.view(scheme.code_dtype), x_scales
+
+
+def quantize_activation_mx(x: torch.Tensor, scheme):
+    """Run a microscaled activation quantizer alone (what an MX / NVFP4 dynamic format's forward runs
+    first): x ``[M, K]`` fp16/bf16 -> (codes ``[M, K]`` as the reference has them: float8_e4m3fn, or
+    uint8 e2m1 indices 0..15 unpacked from the kernel's two-per-byte layout, the even k in the low
+    nibble; scales ``[M, K // g]``: uint8 e8m0 bytes or float8_e4m3fn; NVFP4's fp32 tensor scale ``[1]``,
+    else None). scheme: ``gemlite.schemes.act_scheme(kind)`` of kind MXFP8, MXFP4 or NVFP4. For tests,
+    tools and the harness."""
+    if int(scheme.x_quant) not in _MX_ACT:
+        raise TypeError(
+            f"scheme: expected an MXFP8, MXFP4 or NVFP4 activation scheme, got {scheme.kind.name}"
+        )
+    x = x.contiguous()
+    codes, x_scales, x_tensor, steps = _act_quant_plan(x, scheme)
+    if x.shape[0] > 0:
+        for step in steps:
+            step.run()
+    elif x_tensor is not None:
+        x_tensor[1] = 1.0  # no rows: the all-zero rule
+    if scheme.packed:
+        codes = torch.stack((codes & 15, codes >> 4), dim=-1).reshape(x.shape)
+    else:
+        codes = codes.view(torch.float8_e4m3fn)
+    ts = None if x_tensor is None else x_tensor[1:].clone()
+    return codes, x_scales.view(scheme.scale_dtype), ts
 
 
 @dataclass

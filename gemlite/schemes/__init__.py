@@ -14,10 +14,13 @@ module             weight kinds                          formats
 ``activation``     (activations) NONE                    every weight-only format
 ``activation``     (activations) INT8, FP8 per token     A8W8_INT8_dynamic, A8W8_FP8_dynamic,
                                                          A8W{4,2}_HQQ_INT_dynamic, A8W158_INT_dynamic
+``mx``             (activations) MXFP8, MXFP4, NVFP4     A8W{8,4}_MXFP_dynamic, A4W4_MXFP_dynamic,
+                                                         A4W4_NVFP_dynamic
+``activation``     (activations) INT8 / FP8 codes        A8W8_INT8, A8W8_FP8 (x given as codes,
+                   given as they are                     weights without scales)
 =================  ====================================  ==================================
 
-Kinds of the vocabulary without a scheme here (block-scaled 8-bit, MX/NVFP4 activations) are refused
-with NotImplementedError naming the kind.
+Kinds of the vocabulary without a scheme here are refused with NotImplementedError naming the kind.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ _SCHEMES = (
 for _scheme in _SCHEMES:
     for _kind in _scheme.kinds:
         _WEIGHT[_kind] = _scheme
-_ACT = {s.kind: s for s in activation.SCHEMES}
+_ACT = {s.kind: s for s in (*activation.SCHEMES, *mx.ACT_SCHEMES)}
 
 
 def weight_scheme(kind: WeightKind) -> WeightScheme:
@@ -84,13 +87,48 @@ _PACK_FORMATS = {
 }
 
 
-def infer_format(W_nbits: int, W_q_dtype: torch.dtype, compute_dtype: torch.dtype) -> Format:
+# The same for layers with 8-bit activations, by the activation kind the layer takes (GemLite's
+# input_dtype INT8 / FP8: codes as given, or with scaled_activations=True quantized per token).
+_PACK_FORMATS_8BIT_ACT = {
+    ActKind.INT8_CODES: {(8, torch.int8): "A8W8_INT8"},
+    ActKind.FP8_CODES: {(8, torch.float8_e4m3fn): "A8W8_FP8"},
+    ActKind.INT8: {(8, torch.int8): "A8W8_INT8_dynamic"},
+    ActKind.FP8: {
+        (8, torch.float8_e4m3fn): "A8W8_FP8_dynamic",
+        (4, torch.uint8): "A8W4_HQQ_INT_dynamic",
+        (2, torch.uint8): "A8W2_HQQ_INT_dynamic",
+    },
+}
+
+
+def infer_format(
+    W_nbits: int, W_q_dtype: torch.dtype, compute_dtype: torch.dtype, *, act: ActKind = ActKind.NONE
+) -> Format:
     """The format `GemLiteLinear.pack` gives tensors it was not told the format of.
 
-    W_nbits 16 -> A16W16 (the weight must then have the compute dtype: its scheme checks it);
-    uint8 codes -> A16W{W_nbits}_HQQ_INT; W_nbits 8 with int8 / float8_e4m3fn codes -> A16W8_INT8 /
-    A16W8_FP8. Raises TypeError for any other W_q dtype, naming what the layer takes.
+    With fp16/bf16 activations (``act`` NONE): W_nbits 16 -> A16W16 (the weight must then have the
+    compute dtype: its scheme checks it); uint8 codes -> A16W{W_nbits}_HQQ_INT; W_nbits 8 with int8 /
+    float8_e4m3fn codes -> A16W8_INT8 / A16W8_FP8.
+    With 8-bit activations (``act``: the kind the layer takes): INT8_CODES / FP8_CODES (codes given by
+    the caller) with int8 / e4m3 codes -> A8W8_INT8 / A8W8_FP8; INT8 / FP8 per token with int8 / e4m3
+    codes -> A8W8_INT8_dynamic / A8W8_FP8_dynamic, FP8 per token with 4- or 2-bit uint8 codes ->
+    A8W{4,2}_HQQ_INT_dynamic.
+    Raises TypeError for any other W_q dtype, naming what the layer takes; NotImplementedError for a
+    W_nbits no format pairs with those activations.
     """
+    if act is not ActKind.NONE:
+        table = _PACK_FORMATS_8BIT_ACT.get(act)
+        if table is None:
+            raise NotImplementedError(f"act: a layer with {act.name} activations has no pack() format")
+        name = table.get((W_nbits, W_q_dtype))
+        if name is None:
+            options = [f"W_nbits={b} with {d} codes" for (b, d) in table]
+            if all(b != W_nbits for b, _ in table):
+                raise NotImplementedError(
+                    f"W_nbits: {act.name} activations run with {' or '.join(options)}, not W_nbits={W_nbits}"
+                )
+            raise TypeError(f"W_q: {act.name} activations take {' or '.join(options)}, got {W_q_dtype}")
+        return FORMATS[name]
     if W_nbits == 16:
         return FORMATS["A16W16"]
     name = _PACK_FORMATS.get((W_nbits, W_q_dtype))

@@ -22,6 +22,9 @@ A8W158_INT_dynamic): each row m of ``x[M, K]`` is quantized at run time, before 
 The matmul then multiplies the int8 (int32 accumulation) or e4m3 (fp32 accumulation) codes with the
 weight's exact codes and applies both scales in the epilogue: ``y = acc * s_x[m] * s_w[n] + b``.
 
+``INT8_CODES`` / ``FP8_CODES`` (A8W8_INT8, A8W8_FP8): x arrives as int8 / e4m3 codes from the caller,
+without scales, and meets weight codes without scales: ``y = x_q @ W_q.T + b`` (`GivenCodes`).
+
 Each scheme here is host data only (no Triton): the dtype of the codes, the kernel's ``X_QUANT``
 id, the bytes the quantized operand costs. `gemlite.schemes.act_scheme` finds them by kind.
 """
@@ -41,6 +44,11 @@ class ActQuant(enum.IntEnum):
     NONE = 0  # fp16/bf16 activations as given
     INT8 = 1  # int8 codes [M, K] + fp32 scale per row: int8 x int8 dot, int32 accumulation
     FP8 = 2  # e4m3 codes (as their uint8 bytes) [M, K] + fp32 scale per row: fp8 dot, fp32 accumulation
+    # Microscaled activations (`gemlite.schemes.mx`): codes + byte scales per 32 / 16 inputs, dequantized
+    # to bf16 in the K loop (exact) against MX / NVFP4 weights.
+    MXFP8 = 3  # e4m3 bytes [M, K] + e8m0 bytes [M, K // 32]
+    MXFP4 = 4  # e2m1 codes two per byte [M, K // 2] (even k low) + e8m0 bytes [M, K // 32]
+    NVFP4 = 5  # e2m1 codes two per byte [M, K // 2] + e4m3 bytes [M, K // 16] + an fp32 tensor scale
 
 
 class NoActivationQuant:
@@ -48,13 +56,19 @@ class NoActivationQuant:
 
     kind = ActKind.NONE
     x_quant = ActQuant.NONE
+    x_scale = False  # the codes come with fp32 scales at xs_ptr (per row, or per X_GROUP inputs)
+    compute_dtypes = (torch.float16, torch.bfloat16)  # what a layout's compute dtype (x's dtype) may be
 
     def constexprs(self, layout) -> dict[str, int]:
-        """``X_QUANT`` (how x is stored) and ``X_GROUP`` (K per activation scale; 0: one per row)."""
-        return {"X_QUANT": int(self.x_quant), "X_GROUP": layout.act.group_size or 0}
+        """``X_QUANT`` (how x is stored), ``X_GROUP`` (K per activation scale; 0: one per row) and
+        ``X_SCALE`` (x's codes come with fp32 scales)."""
+        return {"X_QUANT": int(self.x_quant), "X_GROUP": layout.act.group_size or 0, "X_SCALE": self.x_scale}
 
     def check_spec(self, act, weight) -> None:
         """Nothing to check: fp16/bf16 activations fit every weight encoding."""
+
+    def check_layout(self, layout) -> None:
+        """Raise ValueError for sizes these activations cannot run (none here)."""
 
     def act_bytes(self, M: int, K: int, x_bytes: int) -> int:
         """HBM bytes of the activation operand of one call: x read once."""
@@ -70,6 +84,8 @@ class PerTokenQuant(NoActivationQuant):
     max_code: c of ``s = amax / c``.
     """
 
+    x_scale = True
+
     def __init__(self, kind, x_quant, code_dtype, kernel_dtype, max_code: float, weights: tuple) -> None:
         self.kind = kind
         self.x_quant = x_quant
@@ -80,13 +96,18 @@ class PerTokenQuant(NoActivationQuant):
 
     def check_spec(self, act, weight) -> None:
         """The weight's codes must be exact operands of this dot (int8: int8 and ternary codes; e4m3:
-        e4m3 codes and HQQ codes of at most 4 bits, integers <= 15); ValueError naming the format
-        otherwise. Activation groups: per token, or 1 x 128 blocks with 128 x 128 weight blocks (the
-        ``_block_dynamic`` formats); other groups are a later release (NotImplementedError)."""
+        e4m3 codes and HQQ codes of at most 4 bits, integers <= 15) and carry scales; ValueError naming
+        the format otherwise. Activation groups: per token, or 1 x 128 blocks with 128 x 128 weight
+        blocks (the ``_block_dynamic`` formats); other groups are a later release (NotImplementedError)."""
         if weight.kind not in self.weights or (weight.kind is WeightKind.HQQ and weight.bits > 4):
             raise ValueError(
                 f"format: {self.kind.name} activations multiply {', '.join(k.name for k in self.weights)} "
                 f"weights (HQQ: at most 4 bits) exactly; got {weight.bits}-bit {weight.kind.name} weights"
+            )
+        if not weight.scaled:
+            raise ValueError(
+                f"format: {self.kind.name} activations quantized per token meet weights with scales; got "
+                f"{weight.kind.name} weights without scales"
             )
         blocks = act.group_size == BLOCK_QUANT and weight.block_n == BLOCK_QUANT
         if act.group_size is not None and not blocks:
@@ -112,4 +133,54 @@ FP8 = PerTokenQuant(
     (WeightKind.FP8, WeightKind.HQQ, WeightKind.MXFP8, WeightKind.MXFP4),
 )  # fmt: skip
 
-SCHEMES = (NoActivationQuant(), INT8, FP8)
+
+
+class GivenCodes(NoActivationQuant):
+    """INT8_CODES / FP8_CODES: x is already int8 / e4m3 codes, given by the caller and multiplied as
+    they are (GemLite's ``input_dtype=DType.INT8 / DType.FP8`` without ``scaled_activations``): no
+    quantizer runs and no activation scale exists. They meet weight codes without scales (A8W8_INT8,
+    A8W8_FP8): ``y = x_q @ W_q.T (+ bias)``. int8 x int8 is summed in int32 on every kernel family, split-K
+    partials included, so an int32 output (the one integer output dtype) is exact; an fp16/bf16/fp32
+    output is that sum converted once to fp32, plus the bias in fp32, then cast. e4m3 x e4m3 products
+    are exact and summed in fp32.
+
+    code_dtype: the codes' dtype (the layout's compute dtype: x must have it). kernel_dtype: what the
+    kernels read (e4m3 as its uint8 bytes, as for `PerTokenQuant`). weight: the weight kind they pair with.
+    """
+
+    def __init__(self, kind, x_quant, code_dtype, kernel_dtype, weight: WeightKind) -> None:
+        self.kind = kind
+        self.x_quant = x_quant
+        self.code_dtype = code_dtype
+        self.kernel_dtype = kernel_dtype
+        self.weight = weight
+        self.compute_dtypes = (code_dtype,)
+
+    def check_spec(self, act, weight) -> None:
+        """The weight must be the same 8-bit kind, channel-wise and without scales; ValueError otherwise
+        (scaled weights with 8-bit activations: the per-token formats, ``scaled_activations=True``)."""
+        if weight.kind is not self.weight or weight.scaled or act.group_size is not None:
+            raise ValueError(
+                f"format: {self.kind.name} activations (codes without scales) multiply {self.weight.name} "
+                f"weights without scales; got {weight.kind.name} weights (scaled={weight.scaled}, "
+                f"activation groups {act.group_size})"
+            )
+
+    def check_layout(self, layout) -> None:
+        """int8 x int8: the int32 sum of K products of up to 2**14 in magnitude must not overflow, so
+        K <= 131071 (ValueError naming in_features otherwise)."""
+        if self.x_quant is ActQuant.INT8 and layout.in_features * 2**14 > 2**31 - 1:
+            raise ValueError(
+                f"in_features: int8 x int8 sums of K products (each up to 2**14) overflow gemlite's int32 "
+                f"accumulator beyond K = 131071, got K = {layout.in_features}"
+            )
+
+    def act_bytes(self, M: int, K: int, x_bytes: int, group: int | None = None) -> int:
+        """HBM bytes of the activation operand of one call: the codes, read once."""
+        return M * K
+
+
+INT8_CODES = GivenCodes(ActKind.INT8_CODES, ActQuant.INT8, torch.int8, torch.int8, WeightKind.INT8)
+FP8_CODES = GivenCodes(ActKind.FP8_CODES, ActQuant.FP8, torch.float8_e4m3fn, torch.uint8, WeightKind.FP8)
+
+SCHEMES = (NoActivationQuant(), INT8, FP8, INT8_CODES, FP8_CODES)

@@ -127,6 +127,31 @@ def check_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
     return bias.detach().contiguous()
 
 
+INT_BIAS_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def check_int_bias(bias, n: int, device: torch.device) -> torch.Tensor | None:
+    """The ``[N]`` bias of an int32 output (int8 codes x int8 codes without scales): integers of any
+    integer dtype within int32's range, or None; returned as a contiguous int32 tensor, detached."""
+    if bias is None:
+        return None
+    check_tensor_on("bias", bias, device)
+    if bias.dtype not in INT_BIAS_DTYPES:
+        raise TypeError(
+            "bias: an INT32 output adds an integer bias exactly; expected an int8, int16, int32 or int64 "
+            f"tensor, got {bias.dtype} (round it first, or choose a float output_dtype)"
+        )
+    if tuple(bias.shape) != (n,):
+        raise ValueError(f"bias: expected shape ({n},) (out_features), got {tuple(bias.shape)}")
+    wide = bias.detach().to(torch.int64)
+    if bias.numel() and (int(wide.min()) < -(2**31) or int(wide.max()) > 2**31 - 1):
+        raise ValueError(
+            f"bias: an INT32 output's bias must lie in int32's range, got values in "
+            f"[{int(wide.min())}, {int(wide.max())}]"
+        )
+    return wide.to(torch.int32).contiguous()
+
+
 # --------------------------------------------------------------------------------------------
 # The scheme interface
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ ragged); K must be a multiple of 128 (the activations' 1 x 128 blocks). They are
 one row of N scales per 128 inputs, ``[K / 128, N]``, the grouped layout every kernel reads (and
 applied per K tile, never folded into a weight: ``gemlite/kernels/gemm.py``); that costs ``4 * N * K /
 128`` bytes, 3% of the weight, where the blocks alone would take 1/128 of that.
+
+Without scales (``WeightSpec.scaled`` False: A8W8_INT8, A8W8_FP8, for 8-bit activation codes given by
+the caller): the codes are the weight, ``W = W_q``; ``scales`` must be None and is stored as the empty
+placeholder.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ class ChannelWise8Scheme(WeightScheme):
                 f"supported; gemlite runs channel-wise and {BLOCK_QUANT}x{BLOCK_QUANT} blocks"
             )
 
+    def has_scales(self, spec: WeightSpec) -> bool:
+        return spec.scaled
+
     def post_scale(self, layout) -> bool:
         """Channel-wise scales multiply the accumulator; block scales each K tile's product."""
-        return layout.spec.block_n == 1
+        return layout.spec.block_n == 1 and layout.spec.scaled
 
     def check_layout(self, layout) -> None:
         if layout.spec.block_n == 1:
@@ -60,6 +67,8 @@ class ChannelWise8Scheme(WeightScheme):
             )
 
     def weight_bytes(self, spec: WeightSpec, K: int, N: int, scale_bytes: int) -> int:
+        if not spec.scaled:
+            return N * K
         if spec.block_n == 1:
             return super().weight_bytes(spec, K, N, scale_bytes)
         return N * K + (K // BLOCK_QUANT) * N * 4  # the scales as stored, one row of N per block of K
@@ -76,9 +85,18 @@ class ChannelWise8Scheme(WeightScheme):
             )
         if kind is WeightKind.FP8 and bool(torch.isnan(W_q.float()).any()):
             raise ValueError("W_q: the float8_e4m3fn weight contains NaN")
+        if not fmt.weight.scaled:
+            if scales is not None:
+                raise ValueError(
+                    f"scales: {fmt.name} multiplies {kind.name} codes as they are and takes no scales "
+                    f"(None), got {type(scales).__name__}; for channel scales build the layer with "
+                    "scaled_activations=True (activations then quantized per token)"
+                )
+            return Canonical(fmt.weight, W_q.contiguous(), None, None)
         if scales is None:
             raise ValueError(
                 f"scales: {kind.name} weights need one scale per output channel (N = {n} values), got None"
+                + (" (for no weight scale, pass torch.ones(N))" if fmt.act.is_dynamic else "")
             )
         if fmt.weight.block_n != 1:
             return self._canonical_blocks(fmt, W_q, scales, n, k)
@@ -103,17 +121,15 @@ class ChannelWise8Scheme(WeightScheme):
 
     def prepare(self, layout, canonical: Canonical) -> dict[str, torch.Tensor]:
         device = canonical.codes.device
-        return {
-            "W_q": canonical.codes,
-            "scales": scales_rows(canonical.scales),
-            "zeros": empty_placeholder(device),
-        }
+        scales = empty_placeholder(device) if canonical.scales is None else scales_rows(canonical.scales)
+        return {"W_q": canonical.codes, "scales": scales, "zeros": empty_placeholder(device)}
 
     def storage(self, layout) -> dict[str, Storage]:
         K, N = layout.in_features, layout.out_features
+        scales = Storage(None, (layout.num_groups, N)) if layout.spec.scaled else Storage(torch.float32, None)
         return {
             "W_q": Storage(self.code_dtype, (N, K)),
-            "scales": Storage(None, (layout.num_groups, N)),
+            "scales": scales,
             "zeros": Storage(torch.float32, None),
         }
 

@@ -9,7 +9,9 @@ A16W4_MXFP  uint8 e2m1 indices 0..15       e8m0 bytes, g = 32              e2m1(
 A16W4_NVFP  uint8 e2m1 indices 0..15       float8_e4m3fn s_g, g = 16       e2m1(q) * s_g / ts
 ==========  =============================  ==============================  ========================
 
-(The dynamic formats A8W{8,4}_MXFP_post_scale_dynamic hold the same MXFP8 / MXFP4 weights.)
+(The dynamic formats A8W{8,4}_MXFP_post_scale_dynamic hold the same MXFP8 / MXFP4 weights; so do
+A8W{8,4}_MXFP_dynamic, A4W4_MXFP_dynamic and A4W4_NVFP_dynamic, whose ACTIVATIONS are microscaled
+too: `MXActQuant` below, the activation half of this module.)
 
 e2m1 index: bit 3 the sign, bits 0..2 index 0, 0.5, 1, 1.5, 2, 3, 4, 6 (`gemlite.formats.E2M1_VALUES`).
 
@@ -52,13 +54,16 @@ from gemlite.formats import (
     E2M1_MAX,
     E8M0_BIAS,
     FP8_E4M3_MAX,
+    MX_GROUP,
     MX_SCALE_FLOOR_EXP,
     NVFP4_GROUP,
+    ActKind,
     Format,
     WeightKind,
     WeightSpec,
 )
 from gemlite.packing import pack_codes
+from gemlite.schemes.activation import ActQuant, NoActivationQuant
 from gemlite.schemes.base import (
     Canonical,
     KernelKind,
@@ -69,7 +74,9 @@ from gemlite.schemes.base import (
     scales_rows,
 )
 
-__all__ = ["MXFP8", "MXFP4", "NVFP4", "e2m1_codes", "quantize_mx", "quantize_nvfp4"]
+__all__ = [
+    "MXFP8", "MXFP4", "NVFP4", "ACT_SCHEMES", "MXActQuant", "e2m1_codes", "quantize_mx", "quantize_nvfp4",
+]  # fmt: skip
 
 MX_MAX_EXP = 127  # the largest e8m0 exponent a quantizer writes (byte 254)
 E8M0_NAN = 255
@@ -378,3 +385,88 @@ class MXScheme(WeightScheme):
 MXFP8 = MXScheme(WeightKind.MXFP8, KernelKind.MXFP8, packed=False)
 MXFP4 = MXScheme(WeightKind.MXFP4, KernelKind.MXFP4, packed=True)
 NVFP4 = MXScheme(WeightKind.NVFP4, KernelKind.NVFP4, packed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Microscaled ACTIVATIONS: MXFP8, MXFP4, NVFP4 quantized at run time (the formats A8W8_MXFP_dynamic,
+# A8W4_MXFP_dynamic, A4W4_MXFP_dynamic, A4W4_NVFP_dynamic)
+# --------------------------------------------------------------------------------------------
+
+
+class MXActQuant(NoActivationQuant):
+    """Activations quantized at run time per group of 32 (MX) or 16 (NVFP4) inputs of a row of x, by the
+    rules of ``reference.quantize_activation`` (the weight rules above, applied to x), bit for bit:
+
+    * MXFP8 / MXFP4: ``e = ceil(log2(amax_g / m))`` (m = 448 / 6; all-zero groups -127), the e8m0 byte
+      ``e + 127``, codes ``e4m3(x / 2**e)`` / ``e2m1(x / 2**e)`` rounded once, to nearest even;
+    * NVFP4: one fp32 tensor scale ``ts = 448 * 6 / amax(|x|)`` over the WHOLE x of the call (its
+      finite values), computed at run time, so no group scale ``e4m3(amax_g / 6 * ts)`` can exceed 448
+      and no code saturates, however large x is (fp16's 65504, bf16's 3e38: a fixed tensor scale
+      would saturate there); codes ``e2m1(x * ts / s_g)`` rounded once from the exact quotient. The price
+      of a per-tensor scale: a row's codes depend on the other rows of the call (as with every
+      per-tensor activation scale). ts is clamped to fp32's largest finite value when amax is below
+      ``2688 / 3.4e38 ~ 7.9e-36`` (bf16 inputs only; the reference refuses such tensors), 1.0 for an
+      all-zero x.
+
+    The quantizer (`gemlite.kernels.act_quant`) writes the codes as bytes (e4m3, or two e2m1 codes per
+    byte with the even k in the low nibble), the scales as bytes ``[M, K // g]`` (e8m0; NVFP4 e4m3) and,
+    for NVFP4, ``[amax, ts]`` as fp32. The matmul kernels dequantize each K tile of codes with its
+    scales into bf16 (exact: at most 4 significant bits times a power of two, or e2m1 x e4m3 = 6 bits,
+    within bf16's range; the corners at the ends of that range, bf16 inputs only, are listed in
+    ``gemlite/kernels/common.py``) against the weight dequantized the same way (NVFP4: ``e2m1 * s_g``,
+    its tensor scale left out), take a bf16 dot with fp32 accumulation, and NVFP4 multiplies the
+    accumulator by ``1 / (ts_x * ts_w)`` in fp32 once (``gemlite/kernels/common.py``). A group holding
+    NaN or +-Inf gets the NaN scale byte (e8m0 255, e4m3 0x7F) and codes 0: its row of the output is
+    NaN, the other rows are untouched (NVFP4's amax skips non-finite values).
+
+    kind: the ActKind. element: "e4m3" or "e2m1". group: inputs per scale. packed: codes two per byte.
+    code_dtype / scale_dtype: the codes and scales as users and the reference see them (e4m3 codes or
+    uint8 e2m1 indices ``[M, K]``; uint8 e8m0 bytes or float8_e4m3fn). weights: the weight kinds the
+    kernels pair these activations with.
+    """
+
+    def __init__(self, kind, x_quant, element: str, group: int, scale_dtype, weights: tuple) -> None:
+        self.kind = kind
+        self.x_quant = x_quant
+        self.element = element
+        self.group = group
+        self.packed = element == "e2m1"
+        self.code_dtype = torch.float8_e4m3fn if element == "e4m3" else torch.uint8
+        self.kernel_dtype = torch.uint8
+        self.scale_dtype = scale_dtype
+        self.max_code = FP8_E4M3_MAX if element == "e4m3" else E2M1_MAX
+        self.weights = weights
+
+    @property
+    def has_tensor_scale(self) -> bool:
+        return self.kind is ActKind.NVFP4
+
+    def check_spec(self, act, weight) -> None:
+        """The group must be the kind's (32 / 16) and the weight one these kernels pair it with (MX
+        activations with MXFP8 / MXFP4 weights, NVFP4 with NVFP4): ValueError naming the format."""
+        if act.group_size != self.group:
+            raise ValueError(
+                f"format: {self.kind.name} activations take scale groups of {self.group}, "
+                f"got {act.group_size}"
+            )
+        if weight.kind not in self.weights:
+            raise ValueError(
+                f"format: {self.kind.name} activations multiply "
+                f"{', '.join(k.name for k in self.weights)} weights; got {weight.kind.name} weights"
+            )
+
+    def act_bytes(self, M: int, K: int, x_bytes: int, group: int | None = None) -> int:
+        """HBM bytes of the activation path of one call: x read by the quantizer (twice for NVFP4: its
+        amax pass), the codes (1 or 1/2 byte each) and the scale bytes written and read back."""
+        code_bytes = M * K // (2 if self.packed else 1)
+        reads = 2 if self.has_tensor_scale else 1
+        return reads * M * K * x_bytes + 2 * code_bytes + 2 * M * (K // self.group)
+
+
+_MX_WEIGHTS = (WeightKind.MXFP8, WeightKind.MXFP4)
+ACT_MXFP8 = MXActQuant(ActKind.MXFP8, ActQuant.MXFP8, "e4m3", MX_GROUP, torch.uint8, _MX_WEIGHTS)
+ACT_MXFP4 = MXActQuant(ActKind.MXFP4, ActQuant.MXFP4, "e2m1", MX_GROUP, torch.uint8, _MX_WEIGHTS)
+ACT_NVFP4 = MXActQuant(
+    ActKind.NVFP4, ActQuant.NVFP4, "e2m1", NVFP4_GROUP, torch.float8_e4m3fn, (WeightKind.NVFP4,)
+)
+ACT_SCHEMES = (ACT_MXFP8, ACT_MXFP4, ACT_NVFP4)

@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 import gemlite
+import reference as ref
 from gemlite import GemLiteLinear
+from gemlite.formats import ActKind, ActSpec
 from gemlite.helper import A16W4_HQQ_INT, A16W8_HQQ_INT, A16Wn, patch_model
 from harness.numerics import Precision, compare_output, golden_from_dequantized, sqnr_db
 
@@ -204,13 +206,17 @@ def test_torchao_non_standard_shape_and_dynamic_config(cpu_torchao, device) -> N
     assert_within_bound(
         out, x, _torchao_W64(UIntxBitPackedTensor, recorded, w, 4, None), what="torchao 128x33 chan"
     )
-    # gemlite's functional path of dynamic activation formats is a later release: torchao builds the
-    # layer, then gets a clear error where it asks for GemLite's functional arguments.
-    dyn, _ = _model(device, k=128, n=64)
-    with pytest.raises(NotImplementedError, match="get_meta_args: A8W4_HQQ_INT_dynamic .*later release"):
-        quantize_(
-            dyn, Int8DynamicActivationUIntxWeightConfig(group_size=64, bit_width=4, packing_bitwidth=32)
-        )
+    # torchao's dynamic config builds GemLite's A8Wn_HQQ_INT_dynamic (gemlite's A8W4_HQQ_INT_dynamic: e4m3
+    # activations per token) and runs it through gemlite.core.forward_functional: y is the product of the
+    # reference's e4m3 codes of x with torchao's own dequantized weight.
+    dyn, x_dyn = _model(device, k=128, n=64)
+    w_dyn = dyn.weight.detach().clone()
+    quantize_(dyn, Int8DynamicActivationUIntxWeightConfig(group_size=64, bit_width=4, packing_bitwidth=32))
+    y = dyn(x_dyn)
+    assert y.shape == (2, 64) and y.dtype == torch.float16
+    x_q = ref.dequantize_activation(ref.quantize_activation(ActSpec(ActKind.FP8), x_dyn))
+    W64 = _torchao_W64(UIntxBitPackedTensor, recorded, w_dyn, 4, 64)
+    assert_within_bound(y, x_q, W64, what="torchao dynamic 4-bit g64 (e4m3 x HQQ codes)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -154,18 +154,21 @@ def test_every_public_gemlite_name_exists() -> None:
     assert core.GEMLITE_MATMUL_TYPES == ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
 
 
-def test_later_formats_have_their_names_and_refuse_clearly() -> None:
+def test_gemlite_processor_names_are_there() -> None:
     # torchao probes these with hasattr; hqq's vLLM module reads them as attributes.
     assert not hasattr(gemlite.helper, "A8Wn_dynamic")  # absent from GemLite 0.6 too
-    for name in ("A4W4_NVFP_dynamic",):
-        with pytest.raises(NotImplementedError, match=f"{name}: .* planned for a later release"):
-            getattr(gemlite.helper, name)(device="cpu", packing_bitwidth=32)
+    for name in ("A4W4_MXFP_dynamic", "A4W4_NVFP_dynamic"):  # the last of GemLite 0.6's, now running
+        assert getattr(gemlite.helper, name)(device="cpu").format.name == name
     assert gemlite.helper.A8W8_INT8_dynamic is gemlite.helper.A8W8_int8_dynamic
-    # Dynamic activation layers run, but not through GemLite's functional path (a later release).
+    # Dynamic activation layers run through GemLite's functional path too (as torchao calls them):
+    # scaled_activations=1, FP8 input, modes (1, 3) for channel-wise 4-bit codes with an integer zero.
     proc = gemlite.helper.A8Wn_HQQ_INT_dynamic(device="cpu", packing_bitwidth=32, W_nbits=4)
     layer = proc.from_weights(torch.randint(0, 16, (64, 128), dtype=torch.uint8), torch.ones(64, 1), 8)
-    with pytest.raises(NotImplementedError, match="get_meta_args: A8W4_HQQ_INT_dynamic .*later release"):
-        layer.get_meta_args()
+    meta = layer.get_meta_args()
+    assert (meta[0], meta[5], meta[9], meta[10]) == (1, DType.FP8.value, 3, 1)
+    x = _x(k=128)
+    y = core.forward_functional(x, None, layer.get_tensor_args(), meta)
+    assert torch.equal(y, layer(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,17 +322,21 @@ def test_forward_functional_rejects_bad_arguments(device: str) -> None:
         ),
         (dict(meta_args=meta[:11]), ValueError, "meta_args: expected GemLite's 12 ints"),
         (dict(meta_args=bad_meta(3, "15")), TypeError, r"meta_args\[3\]: expected an int, got str"),
-        (dict(meta_args=bad_meta(0, 1)), NotImplementedError, r"meta_args\[0\]: scaled_activations=1"),
-        (dict(meta_args=bad_meta(9, 3)), NotImplementedError, r"meta_args\[9\]: channel_scale_mode=3"),
+        (
+            dict(meta_args=bad_meta(0, 1)),
+            ValueError,
+            r"meta_args\[0\]: scaled_activations=1 quantizes INT8 or FP8 activations, but .* says FP16",
+        ),
+        (dict(meta_args=bad_meta(9, 3)), ValueError, r"meta_args\[9\]: channel_scale_mode=3 scales activa"),
         (
             dict(meta_args=bad_meta(5, DType.INT8.value)),
-            NotImplementedError,
-            r"meta_args\[5\]: INT8 activations",
+            ValueError,
+            r"meta_args\[10\]: INT8 codes given as they are .* multiply int8 weight codes",
         ),
         (
             dict(meta_args=bad_meta(5, 0)),
             ValueError,
-            r"meta_args\[5\]: expected FP16 or BF16 activations, got FP32",
+            r"meta_args\[5\]: expected FP16, BF16, INT8 or FP8 activations, got FP32",
         ),
         (
             dict(meta_args=bad_meta(6, DType.INT8.value)),
@@ -725,7 +732,7 @@ def test_settings_of_public_gemlite(device: str) -> None:
         gemlite.enable_tma(1)
     with pytest.raises(ValueError, match="dtype: expected DType.FP16 or DType.FP32"):
         gemlite.set_acc_dtype(DType.BF16)
-    assert gemlite.auto_detect_ptx_fp4_pack() is False and gemlite.enable_activation_scaling(64) is False
+    assert gemlite.auto_detect_ptx_fp4_pack() is False and gemlite.enable_activation_scaling(64) is True
 
 
 def test_set_autotune_takes_public_gemlites_values() -> None:

@@ -71,6 +71,17 @@ def _pins(name: str) -> list[Case]:
             # A long same-sign reduction led by a massive activation: an fp16 accumulator loses the tail.
             pinned(name, group_size=128, K=2048, N=16, M=2, zeros="float", dist="massive", seed=14),
         ]
+    sup = SUPPORT[name]
+    if sup.input_dtypes[0] not in ("float16", "bfloat16"):
+        # Codes in (A8W8_INT8, A8W8_FP8): x is codes, the bias of the output dtype.
+        first, *others = sup.output_dtypes
+        return [
+            pinned(name, K=96, N=40, M=3, bias="output", seed=21),
+            pinned(name, K=160, N=33, M=17, output_dtype=others[0], bias="output", seed=22),
+            pinned(name, K=128, N=24, M=2, output_dtype="float16", bias="output", seed=23),
+            # Same-sign sums past 2**24 (int8: up to 2048 * 2**14): only an exact accumulator gets them.
+            pinned(name, K=2048, N=16, M=2, output_dtype=first, dist="positive", seed=24),
+        ]
     out_fp32 = "float32" in SUPPORT[name].output_dtypes_for("bfloat16")
     blocks = FORMATS[name].weight.block_n > 1  # 128 x 128 blocks: K a multiple of 128, N ragged
     return [

@@ -59,6 +59,14 @@ CASES = {
     "nvfp4-f32-out": _case("A16W4_NVFP", output_dtype="float32"),
     "a8w8-mxfp-post": _case("A8W8_MXFP_post_scale_dynamic"),
     "a8w4-mxfp-post": _case("A8W4_MXFP_post_scale_dynamic"),
+    # 8-bit codes given as they are, no scales: x is codes; the int32 output takes an int32 bias
+    "a8w8-int8-codes-i32": _case("A8W8_INT8", bias="output"),
+    "a8w8-fp8-codes-bf16": _case("A8W8_FP8", output_dtype="bfloat16", bias="output"),
+    # microscaled activations: the metadata names their quantization (e4m3 / e2m1 codes, byte scales)
+    "a8w8-mxfp-bf16": _case("A8W8_MXFP_dynamic", input_dtype="bfloat16"),
+    "a8w4-mxfp": _case("A8W4_MXFP_dynamic"),
+    "a4w4-mxfp": _case("A4W4_MXFP_dynamic"),
+    "a4w4-nvfp-f32-out": _case("A4W4_NVFP_dynamic", output_dtype="float32"),
 }
 
 

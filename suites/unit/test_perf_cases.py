@@ -32,6 +32,12 @@ ISSUE_LABELS += [  # issue 10, "Kernels II": dynamic activations
     "A8W2_HQQ_INT_dynamic/g128",
     "A8W158_INT_dynamic",
 ]
+ISSUE_LABELS += [  # issue 11, "Kernels III": microscaled activations
+    "A8W8_MXFP_dynamic",
+    "A8W4_MXFP_dynamic",
+    "A4W4_MXFP_dynamic",
+    "A4W4_NVFP_dynamic",
+]
 ISSUE_SHAPES = [
     (4096, 4096),
     (4096, 14336),
@@ -143,6 +149,7 @@ def _write(tmp_path, **over):
             "fixed group size",
         ),
         ({"formats": [{"label": "A16W8_INT8", "helper": "A16W8_INT8", "act_dtype": "float32"}]}, "act_dtype"),
+        ({"formats": [{"label": "A16W8_INT8", "helper": "A16W8_INT8", "init": [1]}]}, "init: expected an"),
         ({"formats": [{"label": "A16W8_INT8", "helper": "A16W8_INT8"}] * 2}, "duplicate labels"),
         ({"shapes": [[100, 64]]}, "not a multiple of 32"),
         (
@@ -166,6 +173,17 @@ def _write(tmp_path, **over):
 def test_bad_suite_files_are_refused(tmp_path, over, match):
     with pytest.raises(ValueError, match=match):
         load_suite(_write(tmp_path, **over))
+
+
+def test_entry_init_goes_to_the_constructor_and_round_trips():
+    """``init`` (the processor's constructor arguments: A8W8_MXFP_dynamic's post_scale=False) is kept
+    through a record's round trip and left out of the records of entries without it."""
+    s = load_suite(suite_path("h200"))
+    entry = next(f for f in s.formats if f.label == "A8W8_MXFP_dynamic")
+    assert entry.init == {"post_scale": False}
+    assert FormatEntry.from_dict(entry.to_dict()).init == {"post_scale": False}
+    plain = next(f for f in s.formats if f.label == "A16W8_INT8")
+    assert "init" not in plain.to_dict() and FormatEntry.from_dict(plain.to_dict()).init == {}
 
 
 def test_bad_json_and_missing_file(tmp_path):
@@ -325,6 +343,8 @@ def _hand_bytes(label: str, K: int, N: int) -> int:
         return K * N * bits // 8 + 2 * 2 * N * (K // g)
     mx = {"A16W8_MXFP": K * N + K * N // 32, "A16W4_MXFP": K * N // 2 + K * N // 32,
           "A16W4_NVFP": K * N // 2 + K * N // 16 + 4}  # fmt: skip
+    mx.update({"A8W8_MXFP_dynamic": mx["A16W8_MXFP"], "A8W4_MXFP_dynamic": mx["A16W4_MXFP"],
+               "A4W4_MXFP_dynamic": mx["A16W4_MXFP"], "A4W4_NVFP_dynamic": mx["A16W4_NVFP"]})  # fmt: skip
     return {"A16W8_INT8": K * N + 4 * N, "A16W8_FP8": K * N + 4 * N, "A16W16": 2 * K * N, **mx}[label]
 
 

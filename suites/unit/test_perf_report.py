@@ -102,8 +102,10 @@ def test_build_report_schema():
         "host_us",
         "fp16_host_us",
         "baseline_host_us",
+        "peer_us",
     }
     assert r["host_us"] is None and r["fp16_host_us"] is None and rep["meta"]["host_calls"] is None
+    assert r["peer_us"] is None and rep["peer"] is None  # no peer in this run (harness.peer)
     assert (r["format"], r["M"], r["us"], r["fp16_us"], r["baseline_us"]) == (E4.label, 1, 6.0, 20.0, 5.0)
     assert r["flops"] == 2 * 4096 * 4096 and r["iqr_us"] == pytest.approx(0.12)
     assert r["bytes"] == 4096 * 4096 // 2 + 2 * 4096 * 32 * 2 + 4096 * 2 + 4096 * 2

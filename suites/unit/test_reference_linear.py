@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference as ref
-from gemlite.formats import FORMATS, WeightKind
+from gemlite.formats import CODE_ACT_KINDS, FORMATS, WeightKind
 
 F32, F64 = torch.float32, torch.float64
+# Formats quantized from a float weight (the codes-in formats A8W8_INT8 / A8W8_FP8 take codes instead).
+FLOAT_FORMATS = [name for name, f in FORMATS.items() if f.act.kind not in CODE_ACT_KINDS]
 
 
 def int8_weight(fmt_name: str) -> ref.QuantizedWeight:
@@ -82,7 +84,7 @@ def test_out_dtype_casts_the_float64_result_once():
 REL_ERROR_LIMIT = {16: 1e-3, 8: 0.06, 4: 0.25, 2: 0.75, 1: 2.6}
 
 
-@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("name", FLOAT_FORMATS)
 def test_every_format_quantizes_and_runs(name):
     fmt = FORMATS[name]
     gen = torch.Generator().manual_seed(sum(map(ord, name)))
@@ -108,7 +110,7 @@ def test_every_format_quantizes_and_runs(name):
 
 @settings(deadline=None, max_examples=30)
 @given(
-    name=st.sampled_from(list(FORMATS)),
+    name=st.sampled_from(FLOAT_FORMATS),
     m=st.integers(0, 4),
     n=st.integers(1, 5),
     k_blocks=st.integers(1, 2),
@@ -160,7 +162,9 @@ def test_linear_bad_input():
     with pytest.raises(ValueError, match="qw: was quantized for A16W8_INT8, not for fmt A16W8_FP8"):
         ref.linear(FORMATS["A16W8_FP8"], x, qw)
     with pytest.raises(TypeError, match="out_dtype: expected None or"):
-        ref.linear(fmt, x, qw, out_dtype=torch.int32)
+        ref.linear(fmt, x, qw, out_dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"out_dtype: int32 holds integer results only, got 1.5"):
+        ref.linear(fmt, torch.tensor([[1.0, 1.0]]), qw, out_dtype=torch.int32)
     with pytest.raises(TypeError, match="qw: expected a reference.QuantizedWeight, got Tensor"):
         ref.linear(fmt, x, torch.ones(2, 2))
     with pytest.raises(ValueError, match="x: expected finite values, found nan"):
@@ -168,6 +172,26 @@ def test_linear_bad_input():
     with pytest.raises(ValueError, match=r"act.group_size: INT8 activation groups of 128 must divide K=200"):
         block = FORMATS["A8W8_INT8_block_dynamic"]
         ref.linear(block, torch.ones(1, 200), ref.quantize_weight(block, torch.ones(4, 200)))
+
+
+def test_codes_in_goldens_take_the_codes_as_they_are():
+    """A8W8_INT8 / A8W8_FP8: x is int8 / e4m3 codes, W its codes, no scale anywhere; an integer bias and
+    an int32 output are exact."""
+    fmt = FORMATS["A8W8_INT8"]
+    qw = ref.QuantizedWeight(fmt, torch.tensor([[1, -128], [127, 3]], dtype=torch.int8), None, None)
+    x = torch.tensor([[-128, 127], [2, -1]], dtype=torch.int8)
+    bias = torch.tensor([5, -7], dtype=torch.int32)
+    y = ref.linear(fmt, x, qw, bias, out_dtype=torch.int32)
+    # row 0: [-128 - 16256 + 5, -16256 + 381 - 7]; row 1: [2 + 128 + 5, 254 - 3 - 7]
+    assert y.dtype == torch.int32 and y.tolist() == [[-16379, -15882], [135, 244]]
+    with pytest.raises(TypeError, match="x: expected dtype torch.int8"):
+        ref.linear(fmt, x.float(), qw)
+    fp8 = FORMATS["A8W8_FP8"]
+    qw8 = ref.QuantizedWeight(fp8, torch.tensor([[0.5, -448.0]]).to(torch.float8_e4m3fn), None, None)
+    x8 = torch.tensor([[2.0, 0.015625]]).to(torch.float8_e4m3fn)
+    assert ref.linear(fp8, x8, qw8).tolist() == [[1.0 - 7.0]]
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        ref.linear(fp8, torch.tensor([[math.nan, 1.0]]).to(torch.float8_e4m3fn), qw8)
 
 
 def test_weight_kinds_all_covered_by_formats():

@@ -314,7 +314,7 @@ def check_error_bound(qw: ref.QuantizedWeight, W: torch.Tensor, scale_dtype: tor
 
 @settings(deadline=None, max_examples=60)
 @given(
-    name=st.sampled_from(sorted({f.name for f in FORMATS.values() if not f.act.is_dynamic})),
+    name=st.sampled_from(sorted({f.name for f in FORMATS.values() if not f.act.is_quantized})),
     n=st.integers(1, 6),
     k_groups=st.integers(1, 4),
     group=st.sampled_from([8, 16, 32, 64, None]),
@@ -577,3 +577,23 @@ def test_scales_follow_the_stated_formulas(n, k_groups, seed):
     group_amax = W.abs().reshape(n, k // 16, 16).amax(-1)
     expected = ((group_amax / 6) * ts).clamp(max=448).to(torch.float8_e4m3fn)
     assert torch.equal(nv.scales.view(torch.uint8), expected.view(torch.uint8))
+
+
+@pytest.mark.parametrize("name", ["A8W8_INT8", "A8W8_FP8"])
+def test_unscaled_8bit_weights_are_their_codes(name):
+    """INT8 / FP8 weights without scales (for 8-bit activation codes): W = q; quantize_weight takes a
+    W that holds its codes exactly and refuses anything else."""
+    fmt = FORMATS[name]
+    if fmt.weight.kind is WeightKind.INT8:
+        W = torch.tensor([[-128.0, 127.0, 0.0], [3.0, -7.0, 1.0]])
+        bad, dtype = 0.5, torch.int8
+    else:
+        W = torch.tensor([[-448.0, 448.0, 0.0], [2.0**-9, -1.125, 96.0]])
+        bad, dtype = 1.0625, torch.float8_e4m3fn
+    qw = ref.quantize_weight(fmt, W)
+    assert qw.codes.dtype == dtype and qw.scales is None and ref.weight_scale_shape(fmt, 2, 3) is None
+    assert torch.equal(ref.dequantize_weight(qw), W.double())
+    with pytest.raises(ValueError, match=f"W: {name} has no scales, so W must hold its codes exactly"):
+        ref.quantize_weight(fmt, torch.tensor([[bad, 1.0, 2.0]]))
+    with pytest.raises(ValueError, match=f"scales: {name} weights take no scales"):
+        ref.QuantizedWeight(fmt, qw.codes, torch.ones(2, 1), None)
