@@ -426,7 +426,9 @@ class A8W8_dynamic(A16W8):
     The weights are quantized (or taken) exactly as `A16W8`'s (``s_w = amax / 127`` or ``/ 448`` per
     output channel, fp32); each row of x gets ``s_x = max(amax / 127, 1e-6)`` (or ``/ 448``) and its codes
     in the layer's forward (`gemlite.schemes.activation`). x stays fp16/bf16 for the caller: the layer
-    takes ``dtype`` activations and returns ``dtype`` outputs.
+    quantizes fp16 or bf16 x and returns ``dtype`` outputs. (GemLite's lower-level spelling of the same
+    layer: ``GemLiteLinear(8, ..., input_dtype=DType.INT8 / DType.FP8, scaled_activations=True)`` then
+    ``pack(W_q, scales, None, bias)``.)
 
     Args:
         device, dtype: as for every processor (module docstring).

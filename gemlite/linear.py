@@ -266,7 +266,6 @@ class GemLiteLinear(nn.Module):
         # The decoded `metadata` buffer; a Python object (no tensors), so it survives .to(device).
         self._layout: WeightLayout | None = None
         self._layout_key = ""  # WeightLayout.key(): the custom op's layout argument
-        self._x_dtype = self._compute_dtype
         # The dtypes forward takes (`gemlite.matmul.x_dtypes_of` once packed): fp16 or bf16 for a layer
         # that quantizes its activations, else the compute dtype.
         self._x_dtypes = (
@@ -721,7 +720,6 @@ class GemLiteLinear(nn.Module):
         self._layout_key = "" if layout is None else layout.key()
         if layout is not None:
             self._x_dtypes = _matmul.x_dtypes_of(layout)
-        if layout is not None:
             device = self.metadata.device
             count = lock_count(layout.out_features)
             if self._locks is None or self._locks.numel() != count or self._locks.device != device:

@@ -238,7 +238,9 @@ def precision(case: Case, layout=None, config=None) -> Precision:
     """The dtypes a run of `case` rounds in: output, compute (the activation dtype), fp32 accumulator,
     and what the weights are rounded to on the path that ran (`harness.numerics`, the bullets of
     ``u_deq``): none for A16W16; the compute dtype for a DEQUANT=1 config and for pre-scaled layouts on
-    the tensor-core families; fp32 for the GEMV families and for post-scaled layouts.
+    the tensor-core families; fp32 for the GEMV families and for post-scaled layouts. Microscaled
+    activations (MXFP8 / MXFP4 / NVFP4) and their weights are both dequantized exactly, into bf16 on the
+    tensor-core families (its underflow term charged) and fp32 on GEMV (`FormatSupport.exact_weights`).
 
     layout: the layer's ``WeightLayout`` (default: `Case.layout`). config: the ``gemlite.autotune.Config``
     that ran (`launched_config`); default: the case's forced tile, else unknown, in which case a GEMM

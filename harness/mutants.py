@@ -206,6 +206,14 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="A16W8_INT8",
     ),
     Mutant(
+        "int8_f16_unsigned",
+        "tensor-core INT8 weights to fp16 without the sign flip (negative weights become 256 + q)",
+        _COMMON,
+        "return (codes.to(tl.int16) ^ 0x6480).to(tl.float16, bitcast=True) - 1152.0",
+        "return (codes.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True) - 1024.0",
+        focus="A16W8_INT8 and GEMM",
+    ),
+    Mutant(
         "fp8_format",
         "FP8 weight bytes decoded as e5m2 instead of e4m3",
         _COMMON,
@@ -223,10 +231,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "magic_offset",
-        "integer-to-float trick off by one: codes come out as q - 1 (2**23 - 1 subtracted)",
-        _COMMON,
-        "return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0",
-        "return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388607.0",
+        "GEMV grouped sum's integer-to-float trick off by one: codes come out as q - 1 (2**23 - 1 off)",
+        "gemlite/kernels/gemv.py",
+        "| MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0",
+        "| MAGIC_BITS).to(tl.float32, bitcast=True) - 8388607.0",
         focus="A16W2_HQQ_INT",
     ),
     Mutant(
@@ -535,8 +543,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "block_weight_scale_unused",
         "128 x 128 weight blocks on GEMV: the block scale is never applied (the codes are used as weights)",
         _COMMON,
-        "return (int8_to_f32(codes) * scale).to(DTYPE)",
-        "return int8_to_f32(codes).to(DTYPE)",
+        "return (int8_to_f32(codes.to(tl.int32)) * scale).to(DTYPE)",
+        "return int8_to_f32(codes.to(tl.int32)).to(DTYPE)",
         focus="INT8_block and GEMV",
     ),
     Mutant(

@@ -55,10 +55,12 @@ one launch, in one of these write modes (`gemlite.kernels.plan.write_mode` picks
 The counters are a persistent int32 buffer (`gemlite.kernels.plan`), zero between launches: every
 launch that takes tickets leaves its counters at 0 again, so CUDA-graph replays need no memset.
 
-Integer codes become floats without integer-to-float conversions (one quarter of the FP32 rate on
-Hopper): an unsigned code ``q < 2**23`` OR-ed into the bits of 2**23 is the float ``2**23 + q``
-exactly, and one subtraction gives ``q`` (`codes_to_f32`). The result is the same float a cast would
-give, so the numerics do not change.
+Integer codes to floats (sm_90 SASS counted with tools/sass_count.py, suites/perf/NOTES.md): a
+packed code cut out of its word converts with one I2FP (``codes.to(tl.float32)``); the GEMV's grouped
+sum ORs the bits of 2**23 into the code in place instead (the float ``2**23 + q * 2**shift``, one LOP3
+for the mask and the OR), which saves the shift. int8 bytes become fp16 by the same trick in 16 bits
+(`int8_to_f16`, two per instruction), fp32 by `int8_to_f32`. Every way gives the same float a cast
+would give: the numerics do not depend on it.
 """
 
 from __future__ import annotations
@@ -151,15 +153,18 @@ def mx_act_group(x_quant) -> int:
 
 
 @triton.jit
-def codes_to_f32(codes):
-    """Unsigned integer codes (int32, each < 2**23) to the same fp32 values, by the 2**23 trick."""
-    return (codes | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0
-
-
-@triton.jit
 def int8_to_f32(codes):
     """int8 codes (loaded as their uint8 bytes b, widened to int32) to fp32: ``b ^ 0x80 = q + 128``."""
     return ((codes ^ 0x80) | MAGIC_BITS).to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
+def int8_to_f16(codes):
+    """int8 codes as their uint8 bytes b to fp16, by the fp16 form of the same trick: the 16-bit
+    ``b ^ 0x6480`` is the fp16 ``1024 + (q + 128)`` (b ^ 0x80 = q + 128 < 1024 fills the mantissa), and
+    subtracting 1152 gives q exactly. Two fp16 values per LOP3 / HADD2 pair (sm_90: 2.5 instructions
+    per weight in the GEMM K loop, against 5.5 through fp32)."""
+    return (codes.to(tl.int16) ^ 0x6480).to(tl.float16, bitcast=True) - 1152.0
 
 
 @triton.jit
@@ -246,10 +251,10 @@ def load_codes(
             ptrs = byte_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
             return tl.load(ptrs, mask=mask, other=0).to(tl.float8e4nv, bitcast=True)
         elif W_KIND == KIND_INT8:
-            # The bytes, widened without sign extension (int8_to_f32 decodes them).
+            # The raw bytes (uint8): `dequantize` decodes them.
             byte_ptr = w_ptr.to(tl.pointer_type(tl.uint8))
             ptrs = byte_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-            return tl.load(ptrs, mask=mask, other=0).to(tl.int32)
+            return tl.load(ptrs, mask=mask, other=0)
         else:
             ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
             return tl.load(ptrs, mask=mask, other=0)
@@ -287,7 +292,7 @@ def dequantize(
     if W_KIND == KIND_FLOAT:
         return codes.to(DTYPE)
     elif W_KIND == KIND_PACKED:
-        q = codes_to_f32(codes)
+        q = codes.to(tl.float32)  # one I2FP on sm_90 (the 2**23 trick would take two instructions here)
         if ZERO_MODE == ZERO_INT:
             q = q - zero_int
         if POST_SCALE:
@@ -300,13 +305,16 @@ def dequantize(
         # MX / NVFP4: `dequantize_mx` (called by the kernel first) made the fp32 values; one cast.
         return codes.to(DTYPE)
     elif W_KIND == KIND_INT8:
-        # Post-scaled (channel-wise): int8 values are exact in fp16/bf16/fp32.
+        # Post-scaled (channel-wise): int8 values are exact in fp16/bf16/fp32. `codes` are the weight's
+        # bytes: uint8 from `load_codes`, or already widened to int32 (GEMV).
         if DTYPE == tl.int8:
-            return codes.to(tl.int8)  # the bytes again (int8 activations: an int8 dot)
+            return codes.to(tl.int8, bitcast=True)  # an int8 dot (int8 activations; GEMM, uint8 bytes)
+        elif POST_SCALE and DTYPE == tl.float16 and codes.dtype == tl.uint8:
+            return int8_to_f16(codes)
         elif POST_SCALE:
-            return int8_to_f32(codes).to(DTYPE)
+            return int8_to_f32(codes.to(tl.int32)).to(DTYPE)
         else:
-            return (int8_to_f32(codes) * scale).to(DTYPE)  # 128 x 128 blocks (GEMV: fp32)
+            return (int8_to_f32(codes.to(tl.int32)) * scale).to(DTYPE)  # 128 x 128 blocks (GEMV: fp32)
     else:
         # FP8, post-scaled (channel-wise): e4m3 values are exact in fp16/bf16/fp32.
         if DTYPE == codes.dtype:
