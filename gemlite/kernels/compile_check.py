@@ -2,6 +2,10 @@
 
     TRITON_INTERPRET=0 python -m gemlite.kernels.compile_check [--jobs 2] [--families GEMM,GEMV]
                                                                [--layouts hqq4_g128_fp16,int8] [--report PATH]
+                                                               [--cover]
+
+Every config of every mode on every layout, or with ``--cover`` the covering selection (`all_jobs`):
+every config on `COVER_LAYOUTS`, the default configs on the others (what the CPU test suite compiles).
 
 Prints a JSON list, one entry per compiled kernel: family, layout, config, kernel name, ``shared``
 (bytes of shared memory per block), ``tensor_core`` ("wgmma", "mma" or "none", read from the PTX),
@@ -215,14 +219,31 @@ def compile_one(job: tuple[str, str, dict]) -> list[dict]:
     return results
 
 
-def all_jobs(families, layouts) -> list[tuple[str, str, dict]]:
-    """Every (layout, family, config) to compile: each config of every mode legal for the layout."""
+# Layouts compiled with every config of every mode under the covering selection (`all_jobs`): one per
+# kind of tile the shared memory holds (packed int32 words, 16-bit weights, byte codes with byte
+# scales, int8 x int8, MX activation codes with their scales, e4m3 codes with an fp32 output). The
+# others get their default configs (mode False, what an untuned layer launches).
+COVER_LAYOUTS = (
+    "hqq4_g128_fp16",
+    "a16w16_fp16",
+    "mxfp8_bf16",
+    "a8w8_int8_dyn_fp16",
+    "mxfp4_mxfp4_dyn_bf16",
+    "a8w8_fp8_codes_f32",
+)
+
+
+def all_jobs(families, layouts, every: bool = True) -> list[tuple[str, str, dict]]:
+    """The (layout, family, config) triples to compile. every=True: each config of every mode legal for
+    the layout. every=False (the covering selection the CPU test suite compiles, a third of the
+    kernels): that on `COVER_LAYOUTS`, and each other layout's default-mode configs."""
     jobs = []
     for layout_name in layouts:
         layout = make_layout(layout_name)
+        modes = autotune.MODES if every or layout_name in COVER_LAYOUTS else (False,)
         for family in families:
             seen = []
-            for mode in autotune.MODES:
+            for mode in modes:
                 for cfg in autotune.legal_configs(family, layout, mode):
                     if cfg not in seen:
                         seen.append(cfg)
@@ -246,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--report", default=None, help="also write a text table here")
+    parser.add_argument(
+        "--cover",
+        action="store_true",
+        help="the covering selection: every config on COVER_LAYOUTS, default configs elsewhere",
+    )
     args = parser.parse_args(argv)
     if interpreter_active():
         print(
@@ -261,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in layouts:
         if name not in LAYOUTS:
             parser.error(f"--layouts: unknown layout {name!r}; known: {list(LAYOUTS)}")
-    jobs = all_jobs(families, layouts)
+    jobs = all_jobs(families, layouts, every=not args.cover)
     results: list[dict] = []
     if args.jobs <= 1:
         for job in jobs:
