@@ -4,11 +4,11 @@
         --config '{"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1, "GROUP_M": 8,
                    "num_warps": 8, "num_stages": 3}' [--top 25] [--sass PATH]
 
-Compiles the launch the way `gemlite.kernels.compile_check` does (the plan's own arguments on "meta"
-tensors, for sm_90) and prints the total instruction count, the count inside the innermost loop (the
-instructions between the last backward branch's target and that branch: the K loop of these kernels)
-and an opcode histogram of that loop. A prediction tool for kernel changes: the K loop's
-instructions per weight element bound an issue-limited kernel's time (NOTES.md).
+Compiles the launch with `gemlite.kernels.compile_check`'s own functions (the plan's arguments on
+"meta" tensors, for sm_90) and prints the total instruction count, the count inside the K loop (the
+body of the largest backward branch: from its target to the branch) and an opcode histogram of it.
+A prediction tool for kernel changes: the K loop's instructions per weight element bound an
+issue-limited kernel's time (suites/perf/NOTES.md).
 """
 
 from __future__ import annotations
@@ -59,31 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         print("sass_count: run with TRITON_INTERPRET=0", file=sys.stderr)
         return 2
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from gemlite import autotune
     from gemlite.kernels import compile_check as cc
-    from gemlite.kernels.plan import plan
 
     config = autotune.Config.from_dict(json.loads(args.config))
-    layout = cc.make_layout(args.layout)
-    import torch
-
-    W_q, scales, zeros = cc.meta_tensors(args.layout, layout)
-    M = cc.M_FOR_FAMILY[args.family]
-    x = torch.empty((M, layout.in_features), dtype=layout.compute_dtype, device="meta")
-    out_dtype, bias_dtype = cc.io_dtypes(layout)
-    bias = torch.empty((layout.out_features,), dtype=bias_dtype, device="meta")
-    _, launches = plan(args.family, x, W_q, scales, zeros, bias, layout, out_dtype, config)
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    for launch in (s for s in launches if s.kernel is not None):
-        signature, constexprs, attrs = cc._signature(launch)
-        compiled = triton.compile(
-            ASTSource(launch.kernel, signature, constexprs, attrs),
-            target=GPUTarget(*cc.TARGET),
-            options={"num_warps": launch.num_warps, "num_stages": launch.num_stages},
-        )
+    for launch in cc.kernel_launches(args.layout, args.family, config):
+        compiled = cc.compile_launch(launch)
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
             f.write(compiled.asm["cubin"])
             f.flush()

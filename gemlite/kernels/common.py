@@ -160,10 +160,10 @@ def int8_to_f32(codes):
 
 @triton.jit
 def int8_to_f16(codes):
-    """int8 codes as their uint8 bytes b to fp16, by the fp16 form of the same trick: the 16-bit
-    ``b ^ 0x6480`` is the fp16 ``1024 + (q + 128)`` (b ^ 0x80 = q + 128 < 1024 fills the mantissa), and
-    subtracting 1152 gives q exactly. Two fp16 values per LOP3 / HADD2 pair (sm_90: 2.5 instructions
-    per weight in the GEMM K loop, against 5.5 through fp32)."""
+    """int8 codes as their bytes b (uint8, or widened to int32) to fp16, by the fp16 form of the same
+    trick: the 16-bit ``b ^ 0x6480`` is the fp16 ``1024 + (q + 128)`` (b ^ 0x80 = q + 128 < 1024 fills
+    the mantissa), and subtracting 1152 gives q exactly. Two fp16 values per LOP3 / HADD2 pair (sm_90:
+    2.5 instructions per weight in the GEMM K loop, against 5.5 through fp32)."""
     return (codes.to(tl.int16) ^ 0x6480).to(tl.float16, bitcast=True) - 1152.0
 
 
@@ -309,7 +309,7 @@ def dequantize(
         # bytes: uint8 from `load_codes`, or already widened to int32 (GEMV).
         if DTYPE == tl.int8:
             return codes.to(tl.int8, bitcast=True)  # an int8 dot (int8 activations; GEMM, uint8 bytes)
-        elif POST_SCALE and DTYPE == tl.float16 and codes.dtype == tl.uint8:
+        elif POST_SCALE and DTYPE == tl.float16:
             return int8_to_f16(codes)
         elif POST_SCALE:
             return int8_to_f32(codes.to(tl.int32)).to(DTYPE)

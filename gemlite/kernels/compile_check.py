@@ -168,14 +168,9 @@ def _tensor_core(ptx: str) -> str:
     return "none"
 
 
-def compile_one(job: tuple[str, str, dict]) -> list[dict]:
-    """Compile the kernel of a (layout, family, config) launch. One result dict per kernel."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    layout_name, family, cfg_dict = job
-    config = autotune.Config.from_dict(cfg_dict)
+def kernel_launches(layout_name: str, family: str, config) -> list:
+    """The kernel launches (`gemlite.kernels.plan` steps with a Triton kernel; cuBLAS steps compile
+    nothing) of a (layout, family, config) call, planned on "meta" tensors."""
     layout = make_layout(layout_name)
     W_q, scales, zeros = meta_tensors(layout_name, layout)
     x = torch.empty((M_FOR_FAMILY[family], layout.in_features), dtype=layout.compute_dtype, device="meta")
@@ -184,9 +179,29 @@ def compile_one(job: tuple[str, str, dict]) -> list[dict]:
     out_dtype, bias_dtype = io_dtypes(layout)
     bias = torch.empty((layout.out_features,), dtype=bias_dtype, device="meta")
     _, launches = plan(family, x, W_q, scales, zeros, bias, layout, out_dtype, config)
-    launches = [step for step in launches if step.kernel is not None]  # torch steps (cuBLAS) compile nothing
+    return [step for step in launches if step.kernel is not None]
+
+
+def compile_launch(launch):
+    """`triton.compile` of one planned launch for sm_90 (the compiled kernel: ``asm``, ``metadata``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constexprs, attrs = _signature(launch)
+    return triton.compile(
+        ASTSource(launch.kernel, signature, constexprs, attrs),
+        target=GPUTarget(*TARGET),
+        options={"num_warps": launch.num_warps, "num_stages": launch.num_stages},
+    )
+
+
+def compile_one(job: tuple[str, str, dict]) -> list[dict]:
+    """Compile the kernel of a (layout, family, config) launch. One result dict per kernel."""
+    layout_name, family, cfg_dict = job
+    config = autotune.Config.from_dict(cfg_dict)
     results = []
-    for launch in launches:
+    for launch in kernel_launches(layout_name, family, config):
         entry = {
             "family": family,
             "layout": layout_name,
@@ -197,13 +212,7 @@ def compile_one(job: tuple[str, str, dict]) -> list[dict]:
         }
         t0 = time.time()
         try:
-            signature, constexprs, attrs = _signature(launch)
-            src = ASTSource(launch.kernel, signature, constexprs, attrs)
-            compiled = triton.compile(
-                src,
-                target=GPUTarget(*TARGET),
-                options={"num_warps": launch.num_warps, "num_stages": launch.num_stages},
-            )
+            compiled = compile_launch(launch)
             ptx = compiled.asm["ptx"]
             entry.update(
                 ok=True,
