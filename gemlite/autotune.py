@@ -168,20 +168,20 @@ _SPLITK_GEMV_MAX_EXTRA = [
     _cfg(BLOCK_N=4, BLOCK_K=512, SPLIT_K=2, num_warps=4),
 ]
 _GEMM_SPLITK_FAST = [
-    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, SPLIT_K=8, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, num_warps=4, num_stages=4),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 _GEMM_SPLITK_MAX_EXTRA = [
-    _cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, num_warps=4, num_stages=3),
-    _cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4, num_stages=4),
+    _cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 _GEMM_FAST = [
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),

@@ -383,16 +383,19 @@ def golden(case: Case, ops: Operands) -> Golden:
 
 
 def zeros_apart(case: Case, layout=None) -> bool:
-    """Whether the run of `case` accumulates the zero-points apart from the codes
-    (``s * (sum x q - z * sum x)``), so the bound charges its accumulator ``S_acc`` (`harness.numerics`):
-    the GEMV families' grouped sums of pre-scaled packed codes with zeros (``gemlite/kernels/gemv.py``),
-    and the tensor-core families with 8-bit activations and float zeros (``gemlite/kernels/gemm.py``)."""
+    """Whether the run of `case` keeps the zero-points apart from the codes, so the bound charges its
+    accumulator ``S_acc`` (`harness.numerics`): the GEMV families' grouped sums of pre-scaled packed
+    codes with zeros, ``s * (sum x q - z * sum x)`` (``gemlite/kernels/gemv.py``); the tensor-core
+    families with 8-bit activations and float zeros (``gemlite/kernels/gemm.py``); and the tensor-core
+    and DEQUANT paths of pre-scaled packed codes with fp16/bf16 activations, whose fp32 weight
+    ``q * s - z * s`` (one FMA, `gemlite.kernels.common.dequantize_words`) carries the rounding of
+    ``z * s``, up to ``u_fp32 |z s|`` per weight: inside ``(K + 1) u_acc S_acc``."""
     layout = case.layout() if layout is None else layout
     if not layout.is_packed or layout.post_scale or layout.zero_mode is Zeros.NONE:
         return False
-    if launched_family(case, layout) in GEMV_FAMILIES:
+    if launched_family(case, layout) in GEMV_FAMILIES or not layout.act.is_dynamic:
         return True
-    return layout.act.is_dynamic and layout.zero_mode is Zeros.FLOAT
+    return layout.zero_mode is Zeros.FLOAT
 
 
 def _unfolded_weight(qw) -> torch.Tensor:

@@ -22,8 +22,9 @@ is left is rounding inside the kernel, which can be bounded element by element (
   the layout, following the kernels' own arithmetic, ``gemlite/kernels/common.py``):
 
   - tensor-core families (GEMM, GEMM_SPLITK) on pre-scaled layouts (grouped HQQ; channel-wise HQQ with
-    float zeros): ``(q - z) * s`` is computed in fp32 and rounded ONCE to the compute dtype (fp16/bf16)
-    for ``tl.dot``: ``u_deq = u_compute``;
+    float zeros): ``q * s - z * s`` is computed in fp32 (one FMA; ``z * s`` rounded first, see
+    "Zero-points" below) and rounded ONCE to the compute dtype (fp16/bf16) for ``tl.dot``:
+    ``u_deq = u_compute``;
   - the DEQUANT=1 GEMM path (dequantize into a [K, N] scratch of the compute dtype, then cuBLAS / an fp32
     matmul on CPU) rounds every weight to the compute dtype, post-scaled layouts included (the channel
     scale is applied before that rounding): ``u_deq = u_compute``;
@@ -56,7 +57,10 @@ is left is rounding inside the kernel, which can be bounded element by element (
   are ``|x_k| |q_k| |s|`` and ``|x_k| |z| |s|``, which cancel in the result: its fp32 accumulation error
   is bounded by the same ``(K + 1) u_acc`` times ``S_acc = sum_k |x_k| (|q_k| + |z|) |s| + |b|``
   (`Golden.acc_magnitude`, >= S) instead of S. Every product stays exact (codes of at most 8 bits
-  times an fp16/bf16/e4m3 x), so no other term changes.
+  times an fp16/bf16/e4m3 x), so no other term changes. The pre-scaled tensor-core and DEQUANT paths
+  (fp16/bf16 x) keep the zero-point apart inside each weight instead: ``q * s - round(z * s)`` is off by
+  at most ``u_fp32 |z s|``, i.e. ``u_fp32 sum_k |x_k| |z| |s|`` in the sum, well inside the extra
+  ``(K + 1) u_acc (S_acc - S)`` that charging ``S_acc`` adds (`harness.build.zeros_apart`).
 
 The safety factor ``c`` (`SAFETY`) is 2, which makes the bound rigorous to first order whether the
 hardware truncates or rounds:

@@ -224,12 +224,7 @@ def load_codes(
     code instead.
     """
     if is_packed(W_KIND) and BLOCK_K % ELEMS_PER_WORD == 0:
-        offs_w = k0 // ELEMS_PER_WORD + tl.arange(0, BLOCK_K // ELEMS_PER_WORD)
-        if MASK_K:
-            mask = (offs_w < K // ELEMS_PER_WORD)[:, None] & mask_n[None, :]
-        else:
-            mask = mask_n[None, :]
-        words = tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn, mask=mask, other=0)
+        words = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD, BLOCK_K, MASK_K)
         shifts = tl.arange(0, ELEMS_PER_WORD) * W_BITS
         codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((1 << W_BITS) - 1)
         return tl.reshape(codes, (BLOCK_K, BLOCK_N))
@@ -261,6 +256,49 @@ def load_codes(
 
 
 @triton.jit
+def load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD: tl.constexpr,
+               BLOCK_K: tl.constexpr, MASK_K: tl.constexpr):  # fmt: skip
+    """The packed words ``[BLOCK_K // E, BLOCK_N]`` holding K indices ``k0 .. k0 + BLOCK_K`` (E divides
+    BLOCK_K); words outside K (when MASK_K) or N read as 0."""
+    offs_w = k0 // ELEMS_PER_WORD + tl.arange(0, BLOCK_K // ELEMS_PER_WORD)
+    if MASK_K:
+        mask = (offs_w < K // ELEMS_PER_WORD)[:, None] & mask_n[None, :]
+    else:
+        mask = mask_n[None, :]
+    return tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn, mask=mask, other=0)
+
+
+@triton.jit
+def dequantize_words(words, scale, zero, zero_int, W_BITS: tl.constexpr, ELEMS_PER_WORD: tl.constexpr,
+                     ZERO_MODE: tl.constexpr, DTYPE: tl.constexpr):  # fmt: skip
+    """Pre-scaled packed words ``[R, BLOCK_N]`` (`load_words`) to the weight tile ``[R * E, BLOCK_N]``
+    in DTYPE: row ``r * E + j`` is code j of word r, ``(q - z) * s`` rounded once to DTYPE.
+
+    Code j sits at bit ``p = W_BITS * j``. Masked in place (one LOP3) and converted as an unsigned
+    integer (one I2FP) it gives ``q * 2**p`` exactly (at most 8 significant bits), and one FMA with
+    ``s * 2**-p`` (exact: a power of two; per column and j, not per weight) and ``-(z * s)`` gives
+    ``q * s - z * s`` with the product exact: 3 instructions per weight, where shifting each code down,
+    converting it and ``(q - z) * s`` took 5 (sm_90 SASS of the GEMM_SPLITK K loop: 860 against 988
+    for a 4-bit 128 x 128 tile with the FMA alone, `tools/sass_count.py`). The fp32 result differs from
+    ``(q - z) * s`` by the rounding of ``z * s``, at most ``u_fp32 |z s|``: the error bound charges it
+    through the zero-points' magnitude (`harness.build.zeros_apart`). (Scales below 2**-95 in
+    magnitude would lose bits to fp32 subnormals in ``s * 2**-p``.)
+    """
+    E: tl.constexpr = ELEMS_PER_WORD
+    pos = tl.arange(0, E)[None, :, None] * W_BITS
+    field = ((1 << W_BITS) - 1) << pos  # the top field's mask wraps to a negative int32: the same bits
+    q = (words.to(tl.int32)[:, None, :] & field).to(tl.uint32).to(tl.float32)
+    s = scale[None, None, :] * ((127 - pos) << 23).to(tl.float32, bitcast=True)  # s * 2**-p
+    if ZERO_MODE == ZERO_FLOAT:
+        w = tl.fma(q, s, -(zero * scale)[None, None, :])
+    elif ZERO_MODE == ZERO_INT:
+        w = tl.fma(q, s, -(zero_int * scale)[None, None, :])
+    else:
+        w = q * s
+    return tl.reshape(w.to(DTYPE), (words.shape[0] * E, words.shape[1]))
+
+
+@triton.jit
 def load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE: tl.constexpr):
     """Scale and float zero rows ``[BLOCK_N]`` (fp32) of K-group `group` (zero is 0 unless ZERO_FLOAT)."""
     scale = tl.load(s_ptr + group * stride_sg + offs_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -287,19 +325,22 @@ def dequantize(
 
     POST_SCALE: return the exact ``q`` / ``q - zero_int`` (the scale comes in the epilogue; with dynamic
     activations also the exact operand of the 8-bit dot, DTYPE int8 or e4m3).
-    Otherwise ``(q - z) * s`` in fp32, then one cast to DTYPE (a no-op when DTYPE is fp32).
+    Otherwise ``q * s - z * s`` in fp32 (one FMA; `dequantize_words` says why), then one cast to DTYPE
+    (a no-op when DTYPE is fp32).
     """
     if W_KIND == KIND_FLOAT:
         return codes.to(DTYPE)
     elif W_KIND == KIND_PACKED:
         q = codes.to(tl.float32)  # one I2FP on sm_90 (the 2**23 trick would take two instructions here)
-        if ZERO_MODE == ZERO_INT:
-            q = q - zero_int
         if POST_SCALE:
+            if ZERO_MODE == ZERO_INT:
+                q = q - zero_int
             return q.to(DTYPE)
+        elif ZERO_MODE == ZERO_FLOAT:  # q * s - z * s with one rounding, as `dequantize_words`
+            return tl.fma(q, scale, -(zero * scale)).to(DTYPE)
+        elif ZERO_MODE == ZERO_INT:
+            return tl.fma(q, scale, -(zero_int * scale)).to(DTYPE)
         else:
-            if ZERO_MODE == ZERO_FLOAT:
-                q = q - zero
             return (q * scale).to(DTYPE)
     elif is_mx(W_KIND):
         # MX / NVFP4: `dequantize_mx` (called by the kernel first) made the fp32 values; one cast.

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
+    KIND_PACKED,
     XQ_INT8,
     XQ_NONE,
     XQ_NVFP4,
@@ -34,12 +35,14 @@ from gemlite.kernels.common import (
     act_operand,
     dequantize,
     dequantize_mx,
+    dequantize_words,
     dot_acc,
     is_mx,
     is_mx_act,
     load_act_mx,
     load_codes,
     load_group_meta,
+    load_words,
     nvfp4_out_scale,
     write_result,
 )
@@ -132,8 +135,15 @@ def gemm_kernel(
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
         else:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)
-        codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
-                           W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+        # Pre-scaled packed codes against fp16/bf16 x: dequantized from the words in place.
+        FROM_WORDS: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and not POST_SCALE
+                                    and X_QUANT == XQ_NONE and BLOCK_K % ELEMS_PER_WORD == 0)  # fmt: skip
+        if FROM_WORDS:
+            codes = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD, BLOCK_K,
+                               not EVEN_K)  # fmt: skip
+        else:
+            codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                               W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
         if GROUP_SIZE > 0:
             # BLOCK_K divides GROUP_SIZE (autotune legality), so the tile lies in one group.
             scale, zero = load_group_meta(
@@ -146,17 +156,20 @@ def gemm_kernel(
         x = act_operand(x, X_QUANT)
         if is_mx(W_KIND) and X_QUANT != XQ_NONE:
             x = x.to(tl.bfloat16)  # e4m3 codes against MX weights (exact in bf16, not in e4m3): a bf16 dot
-        # Quantized activations meet the weight's exact codes (common.py: numerics).
-        w = dequantize(
-            codes,
-            scale[None, :],
-            zero[None, :],
-            zero_int,
-            W_KIND,
-            ZERO_MODE,
-            POST_SCALE or X_QUANT != XQ_NONE,
-            x.dtype,
-        )
+        if FROM_WORDS:
+            w = dequantize_words(codes, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE, x.dtype)
+        else:
+            # Quantized activations meet the weight's exact codes (common.py: numerics).
+            w = dequantize(
+                codes,
+                scale[None, :],
+                zero[None, :],
+                zero_int,
+                W_KIND,
+                ZERO_MODE,
+                POST_SCALE or X_QUANT != XQ_NONE,
+                x.dtype,
+            )
         if PRE_SCALE and X_QUANT != XQ_NONE:
             # HQQ groups (or 128 x 128 weight blocks) with 8-bit activations: this tile's exact-code
             # product, then its group's zero (through the tile's row sums of x) and scale, in fp32.
