@@ -110,7 +110,8 @@ MUTANTS: tuple[Mutant, ...] = (
         _COMMON,
         "return tl.fma(q, scale, -(zero * scale)).to(DTYPE)",
         "return tl.fma(q, scale, (zero * scale)).to(DTYPE)",
-        focus="HQQ and DEQUANT",
+        focus="DEQUANT",
+        tests=_PATHS,
     ),
     Mutant(
         "words_signed",
