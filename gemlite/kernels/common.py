@@ -224,7 +224,8 @@ def load_codes(
     code instead.
     """
     if is_packed(W_KIND) and BLOCK_K % ELEMS_PER_WORD == 0:
-        words = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD, BLOCK_K, MASK_K)
+        words = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                           ELEMS_PER_WORD, BLOCK_K, MASK_K)  # fmt: skip
         shifts = tl.arange(0, ELEMS_PER_WORD) * W_BITS
         codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((1 << W_BITS) - 1)
         return tl.reshape(codes, (BLOCK_K, BLOCK_N))
