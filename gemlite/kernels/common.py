@@ -279,11 +279,11 @@ def dequantize_words(words, scale, zero, zero_int, W_BITS: tl.constexpr, ELEMS_P
     integer (one I2FP) it gives ``q * 2**p`` exactly (at most 8 significant bits), and one FMA with
     ``s * 2**-p`` (exact: a power of two; per column and j, not per weight) and ``-(z * s)`` gives
     ``q * s - z * s`` with the product exact: 3 instructions per weight, where shifting each code down,
-    converting it and ``(q - z) * s`` took 5 (sm_90 SASS of the GEMM_SPLITK K loop: 860 against 988
-    for a 4-bit 128 x 128 tile with the FMA alone, `tools/sass_count.py`). The fp32 result differs from
-    ``(q - z) * s`` by the rounding of ``z * s``, at most ``u_fp32 |z s|``: the error bound charges it
-    through the zero-points' magnitude (`harness.build.zeros_apart`). (Scales below 2**-95 in
-    magnitude would lose bits to fp32 subnormals in ``s * 2**-p``.)
+    converting it and ``(q - z) * s`` took 5 (sm_90 SASS of a 4-bit BM16 BN128 BK128 GEMM_SPLITK K
+    loop, `tools/sass_count.py`: 771 instructions, 860 with the FMA alone, 988 before). The fp32
+    result differs from ``(q - z) * s`` by the rounding of ``z * s``, at most ``u_fp32 |z s|``: the
+    error bound charges it through the zero-points' magnitude (`harness.build.zeros_apart`). (Scales
+    below 2**-95 in magnitude would lose bits to fp32 subnormals in ``s * 2**-p``.)
     """
     E: tl.constexpr = ELEMS_PER_WORD
     pos = tl.arange(0, E)[None, :, None] * W_BITS
