@@ -40,7 +40,15 @@ from pathlib import Path
 from harness import git
 from harness.perf_cases import ROOT, Case
 from harness.perf_report import HOST_GOAL, geomean, md_table
-from harness.perf_run import FakeMeasurer, GpuMeasurer, Measurement, RunSettings, fake_gpu, write_json_atomic
+from harness.perf_run import (
+    FakeMeasurer,
+    GpuMeasurer,
+    Measurement,
+    RunSettings,
+    config_cache_path,
+    fake_gpu,
+    write_json_atomic,
+)
 
 __all__ = ["ABRow", "Worker", "WorkerError", "ab_order", "render_ab", "run_ab", "summarize_ab", "worker_main"]
 
@@ -462,6 +470,18 @@ def run_ab(
         for side in SIDES:
             shim = make_shim(tmp, side, roots[side])
             workers[side] = Worker(side, shim, roots[side], side_settings[side], gpu, log)
+        if settings.loads_config_cache:
+            # A base without its cache would autotune inside the run while the head reads its own:
+            # two different experiments under one ratio (and a cache-less `git archive` of an old
+            # revision is easy to make by accident).
+            base_cache = config_cache_path(workers["base"].hello["gpu"]["key"], settings.autotune, base_configs)
+            if not base_cache.is_file():
+                raise FileNotFoundError(
+                    f"the base revision has no tuned-config cache for this GPU ({base_cache}): "
+                    f"include it in the checkout (revisions before the caches moved into the package "
+                    f"keep them in suites/perf/configs: `git archive <ref> gemlite suites/perf/configs`), "
+                    f"or pass --no-config-cache to autotune both sides"
+                )
         rows = []
         for i, case in enumerate(cases):
             if deadline is not None and time.monotonic() > deadline:

@@ -4,6 +4,7 @@ processes over a temporary git repository, and the CLI's refusals."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,8 @@ def toy_repo(tmp_path):
     (repo / "gemlite").mkdir(parents=True)
     (repo / "gemlite" / "__init__.py").write_text("")
     (repo / "gemlite" / "formats.py").write_text((ROOT / "gemlite" / "formats.py").read_text())
+    (repo / "gemlite" / "configs").mkdir()
+    (repo / "gemlite" / "configs" / "h100-sxm.json").write_text("{}")  # its tuned-config cache
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -296,3 +299,14 @@ def test_ab_refusals(toy_repo, tmp_path):
         ab.run_ab(cases, against_dir=str(plain), repo=toy_repo, **kw)
     with pytest.raises(ValueError, match="exactly one"):
         ab.run_ab(cases, repo=toy_repo, **kw)
+    # a base checkout without its tuned configs (an old revision archived without suites/perf/configs)
+    uncached = tmp_path / "uncached"
+    shutil.copytree(toy_repo / "gemlite", uncached / "gemlite", ignore=shutil.ignore_patterns("configs"))
+    with pytest.raises(FileNotFoundError, match="no tuned-config cache for this GPU"):
+        ab.run_ab(cases, against_dir=str(uncached), repo=toy_repo, **kw)
+    (uncached / "suites" / "perf" / "configs").mkdir(parents=True)  # where older revisions kept it
+    (uncached / "suites" / "perf" / "configs" / "h100-sxm.json").write_text("{}")
+    assert ab.run_ab(cases, against_dir=str(uncached), repo=toy_repo, **kw) == 0
+    shutil.rmtree(uncached / "suites")
+    no_cache = dict(kw, settings=RunSettings(dry_run=True, config_cache=False))
+    assert ab.run_ab(cases, against_dir=str(uncached), repo=toy_repo, **no_cache) == 0  # both autotune
