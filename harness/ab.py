@@ -474,7 +474,8 @@ def run_ab(
             # A base without its cache would autotune inside the run while the head reads its own:
             # two different experiments under one ratio (and a cache-less `git archive` of an old
             # revision is easy to make by accident).
-            base_cache = config_cache_path(workers["base"].hello["gpu"]["key"], settings.autotune, base_configs)
+            key = workers["base"].hello["gpu"]["key"]
+            base_cache = config_cache_path(key, settings.autotune, base_configs)
             if not base_cache.is_file():
                 raise FileNotFoundError(
                     f"the base revision has no tuned-config cache for this GPU ({base_cache}): "
