@@ -45,7 +45,7 @@ class Config:
 
     GEMV: BLOCK_N, BLOCK_K, SPLIT_K (K splits over programs); GEMV_REVSPLITK: BLOCK_N, BLOCK_K (each
     program reduces 2 * BLOCK_K of K); GEMV_SPLITK: BLOCK_N, BLOCK_K, SPLIT_K; GEMM_SPLITK: BLOCK_M,
-    BLOCK_N, BLOCK_K, SPLIT_K; GEMM: BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, and DEQUANT = 1 to dequantize
+    BLOCK_N, BLOCK_K, SPLIT_K, GROUP_M; GEMM: the same, and DEQUANT = 1 to dequantize
     the weight into a scratch tensor (tiles BLOCK_K x BLOCK_N) and hand the product to cuBLAS
     (`gemlite.kernels.dequant`). All: num_warps, num_stages.
     """
@@ -120,6 +120,12 @@ def _cfg(**kw) -> Config:
 #   (4096x14336, 50.3 us), BM64 BN128 BK128 SK8 s3 (14336x4096, 48.5 us).
 # * GEMM, 4096x14336: DEQUANT=1 (dequantize + cuBLAS) 212 us at M = 1024 and 672 us at M = 4096 against
 #   the best fused tiles' 373 / 1451 us (BM128 BN128 BK64 w4).
+# * GEMM with a K split (2026-12-03, not yet timed): at M = 128-512 the unsplit tiles leave one
+#   4-warp program per SM (4096x4096 M = 128 / 256 / 512 with BM64 BN128: 64 / 128 / 256 programs,
+#   58.5 / 59.0 / 72.2 us in the perf suite against cuBLAS fp16's 13.7 / 18.9 / 24.9): its K loop
+#   (427 SASS instructions per thread per BLOCK_K step, `tools/sass_count.py`) runs at one warp per
+#   scheduler, latency-bound at ~0.9 us a step. SPLIT_K 4 / 2 multiplies the programs per SM, as in
+#   GEMM_SPLITK. BM64 BN256 BK64 w4 s3 (chosen for 1 of 225 H200 keys, 0 of 225 H100 keys) made room.
 # * Restored 2026-12-02 after the perf-suite A/B against baa9cfe (reports/ab/h200-core-v2-vs-baa9cfe.md):
 #   the re-sweep above had dropped the old spaces' most frequent H200 winners, and 132 of 540 cases
 #   ran slower than baa9cfe, nearly all at M = 2-64: GEMM_SPLITK BM16 BN256 BK64 SK4 (76 of 270 keys),
@@ -187,7 +193,8 @@ _GEMM_FAST = [
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
-    _cfg(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=4),
+    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 # Dequantize into a scratch weight, then cuBLAS (the BLOCK_K x BLOCK_N tile of the dequantization).
@@ -273,7 +280,8 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
     BLOCK_K >= 16; the weight scheme says which K tiles its scale groups allow (`k_tile_problem`: a
     tile must not straddle two groups, so BLOCK_K divides the group size; MX/NVFP4 groups may also run
-    inside a tile); families without a K split take SPLIT_K == 1. Formats whose activations are codes
+    inside a tile); GEMV_REVSPLITK (no K split parameter) and
+    DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose activations are codes
     (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product would not
     multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
     """
@@ -288,10 +296,12 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
             )
     elif min(config.BLOCK_M, config.BLOCK_N, config.BLOCK_K) < 16:
         return f"{family} uses tl.dot: BLOCK_M/N/K must be >= 16, got {config.short()}"
-    if family in ("GEMV_REVSPLITK", "GEMM") and config.SPLIT_K != 1:
+    if family == "GEMV_REVSPLITK" and config.SPLIT_K != 1:
         return f"{family} has no SPLIT_K parameter: it must be 1, got {config.SPLIT_K}"
     if config.DEQUANT and family != "GEMM":
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
+    if config.DEQUANT and config.SPLIT_K != 1:
+        return f"{family}: DEQUANT=1 hands cuBLAS the whole product: SPLIT_K must be 1, got {config.SPLIT_K}"
     if layout.act.is_quantized:
         if config.DEQUANT:
             return (

@@ -11,12 +11,13 @@ copies, 2026-11-24), every family forced at each M:
   grows linearly with M (A16W4 at M = 2: GEMM_SPLITK 113.7 us vs GEMV 142.1; A16W8_INT8 31.5 vs 47.8),
   while a 16-row tensor-core tile reads it once; at M = 64 GEMM_SPLITK still beats GEMM (A16W8_INT8
   59.1 vs 98.1 us, A16W2 72.8 vs 113.5; A16W4 8192x28672 167.2 vs 161.4).
-* M >= 128: GEMM (A16W4 8192x28672 at M = 256: 435 us vs GEMM_SPLITK 528).
+* M >= 128: GEMM (A16W4 8192x28672 at M = 256: 435 us vs GEMM_SPLITK 528). Its space holds large
+  tiles, a few of them split over K (for M x N too small to fill the SMs), and dequantize + cuBLAS.
 """
 
 from __future__ import annotations
 
-GEMM_MIN_M = 128  # from here tensor-core tiles without a K split have enough parallelism over M x N
+GEMM_MIN_M = 128  # from here the large tiles of GEMM's space pay (some split over K, autotuned)
 GEMV_MAX_M = 1  # a GEMV family re-reads the weight for every row of x: only worth it for one row
 
 

@@ -111,6 +111,7 @@ INTERPRETER_TILES: dict[str, tuple[Config, ...]] = {
     "GEMM": (
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=2),
         _c(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128),
+        _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, GROUP_M=2),
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, DEQUANT=1),
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, DEQUANT=1),
     ),
@@ -265,7 +266,7 @@ PATH_TILES: dict[str, Config] = {
     "GEMV_REVSPLITK": _c(BLOCK_N=32, BLOCK_K=64),
     "GEMV_SPLITK": _c(BLOCK_N=16, BLOCK_K=64, SPLIT_K=2),
     "GEMM_SPLITK": _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, SPLIT_K=2),
-    "GEMM": _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=2),
+    "GEMM": _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, SPLIT_K=2, GROUP_M=2),
 }
 _DEQUANT_TILES = {
     True: _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, DEQUANT=1),
@@ -284,8 +285,8 @@ def path_cases() -> list[tuple[str, Case]]:
     * each split-K family (`PATH_TILES`) x determinism on / off x every output dtype: the fixed-order
       reduction, and with ``set_deterministic(False)`` fp32 atomics into a workspace (fp16/bf16 out) or
       into the output (fp32 out);
-    * GEMM with a K tail and GEMM with DEQUANT=1 (not for dynamic activation formats, whose codes a
-      16-bit cuBLAS product would not multiply), x every output dtype.
+    * GEMM with a K tail, split in two, and GEMM with DEQUANT=1 (not for dynamic activation formats,
+      whose codes a 16-bit cuBLAS product would not multiply), x every output dtype.
 
     Rotated through those (so that across the matrix each value meets each path): the bias (none, the
     activation dtype, fp32), the activation dtype, the scale dtype (fp32 wherever the output is fp32:

@@ -1,4 +1,5 @@
-"""GEMM: tensor-core tiles, with or without a K split (GEMM_SPLITK: small and medium M; GEMM: large M).
+"""GEMM: tensor-core tiles, with or without a K split (GEMM_SPLITK: small and medium M; GEMM: large M;
+the two differ only in their config spaces and in GEMM's DEQUANT alternative).
 
 Each program owns a ``[BLOCK_M, BLOCK_N]`` output tile and K split ``pid_k`` of SPLIT_K: it walks K
 tiles ``pid_k, pid_k + SPLIT_K, ...`` (interleaved, so concurrently running splits read neighbouring

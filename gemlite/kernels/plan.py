@@ -65,7 +65,7 @@ def _split_pairs(config, K: int) -> tuple[int, int]:
 
 
 def _split_interleaved(config, K: int) -> tuple[int, int]:
-    """GEMM_SPLITK: split s takes K tiles s, s + SPLIT_K, ...; no empty splits."""
+    """GEMM_SPLITK / GEMM: split s takes K tiles s, s + SPLIT_K, ...; no empty splits."""
     return max(1, min(config.SPLIT_K, _cdiv(K, config.BLOCK_K))), config.BLOCK_K
 
 
@@ -74,7 +74,7 @@ _FAMILIES = {
     "GEMV_REVSPLITK": _Family(gemv.gemv_kernel, _split_pairs, tile_m=False),
     "GEMV_SPLITK": _Family(gemv.gemv_kernel, _split_contiguous, tile_m=False),
     "GEMM_SPLITK": _Family(gemm.gemm_kernel, _split_interleaved, tile_m=True),
-    "GEMM": _Family(gemm.gemm_kernel, lambda config, K: (1, K), tile_m=True),
+    "GEMM": _Family(gemm.gemm_kernel, _split_interleaved, tile_m=True),
 }
 
 

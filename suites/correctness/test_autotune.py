@@ -153,9 +153,12 @@ def test_illegal_tiles_are_named():
     assert "whole words" in autotune.illegal_reason("GEMV", Config(BLOCK_N=64, BLOCK_K=16), _layout(bits=1))
     assert "BLOCK_M" in autotune.illegal_reason("GEMV", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), g32)
     assert ">= 16" in autotune.illegal_reason("GEMM_SPLITK", Config(BLOCK_M=8, BLOCK_N=64, BLOCK_K=32), g32)
+    rev_split = Config(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)
+    assert "SPLIT_K" in autotune.illegal_reason("GEMV_REVSPLITK", rev_split, g32)
     assert "SPLIT_K" in autotune.illegal_reason(
-        "GEMM", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2), g32
+        "GEMM", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, DEQUANT=1), g32
     )
+    assert autotune.illegal_reason("GEMM", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2), g32) is None
     # Channel-wise: no group to straddle, any K tile is fine.
     assert (
         autotune.illegal_reason("GEMM", Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128), _layout(group=None))
