@@ -92,8 +92,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "code_mask",
         "code mask one bit too wide: the neighbouring code leaks into each unpacked code",
         _COMMON,
-        "codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((1 << W_BITS) - 1)",
-        "codes = (words.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & ((2 << W_BITS) - 1)",
+        "codes = (words.to(tl.int32) >> shifts[None, :, None]) & ((1 << W_BITS) - 1)",
+        "codes = (words.to(tl.int32) >> shifts[None, :, None]) & ((2 << W_BITS) - 1)",
         focus="A16W2_HQQ_INT",
     ),
     Mutant(
@@ -117,8 +117,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "words_signed",
         "in-place fields converted as signed int32: a top field with its high bit set turns negative",
         _COMMON,
-        "q = (words.to(tl.int32)[:, None, :] & field).to(tl.uint32).to(tl.float32)",
-        "q = (words.to(tl.int32)[:, None, :] & field).to(tl.float32)",
+        "q = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)",
+        "q = (words.to(tl.int32) & field).to(tl.float32)",
         focus="HQQ and GEMM",
     ),
     Mutant(
