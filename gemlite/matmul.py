@@ -124,12 +124,16 @@ def launch_choice(x, W_q, scales, zeros, bias, layout: WeightLayout, out_dtype, 
 
 def _timed_call(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks):
     """What the autotuner times for one candidate config: after one planned call (which compiles),
-    the kernel relaunched through a `Replay` where the plan is one launch, else the planned call.
+    the kernel relaunched through a `Replay` where the plan is one launch; a plan of several steps
+    (DEQUANT: dequantize, then cuBLAS) replayed as a CUDA graph of its steps; the planned call on CPU.
+    Each returns the output.
 
-    The planned call costs the host tens of microseconds (the plan, Triton's launch path); timed with
-    ``do_bench``, a kernel of comparable length then measures the host as much as itself, and a slow
-    stretch of the host (the H200 VM has them, see harness/baselines.py) picks a config at random.
-    A replay costs the host a few microseconds, as an eager forward of a layer does.
+    The planned call costs the host tens of microseconds (the plan, Triton's launch path, cuBLAS's);
+    timed with ``do_bench``, a kernel of comparable length then measures the host as much as itself,
+    and a slow stretch of the host (the H200 VM has them, see harness/baselines.py) picks a config at
+    random. A replay costs the host a few microseconds, as an eager forward of a layer does. A
+    DEQUANT plan timed as planned lost to slower one-launch tiles whenever the host was slow: on the
+    H200, A16W4 4096x4096 at M = 128 was tuned to a 58.5 us tile instead of its 24.7 us DEQUANT plan.
     """
     out, launches = plan(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks)
     for step in launches:
@@ -138,6 +142,17 @@ def _timed_call(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, loc
     replay = replay(x, out) if replay is not None else None
     if replay is not None:
         return lambda: replay(x)
+    if x.is_cuda:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # the steps write the plan's own scratch and output again
+            for step in launches:
+                step.run()
+
+        def replay_graph():
+            graph.replay()
+            return out
+
+        return replay_graph
     return lambda: launch(fam, x, W_q, scales, zeros, bias, layout, out_dtype, config, locks)
 
 

@@ -220,8 +220,8 @@ def load_codes(
     then merge: row ``w * E + j`` is code j of word w, i.e. K index ``k0 + w * E + j``. (Loading word
     ``k // E`` once per code instead, as public GemLite does, makes the pipeliner stage E copies of
     every word in shared memory: 132 KB instead of 74 KB for a 128x128x64 4-bit tile on sm_90.) The
-    mask drops an int32 word's sign extension. A tile narrower than a word (BLOCK_K < E) reads word ``k // E`` per
-    code instead.
+    mask drops an int32 word's sign extension. A tile narrower than a word (BLOCK_K < E) reads word
+    ``k // E`` per code instead.
     """
     if is_packed(W_KIND) and BLOCK_K % ELEMS_PER_WORD == 0:
         words = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,

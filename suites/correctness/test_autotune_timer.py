@@ -1,9 +1,9 @@
 """What the autotuner times for a candidate config (`gemlite.matmul._timed_call`).
 
 The tuner must time the candidate's kernel, not the host's planning of it: on the GPU a one-launch
-plan is timed through a `Replay` (a few microseconds of host time) and computes what the planned call
-computes; a plan of several steps (DEQUANT) is timed as planned. On CPU (no compiled launchers) the
-planned call is what is timed.
+plan is timed through a `Replay` (a few microseconds of host time) and a plan of several steps
+(DEQUANT) as a CUDA graph of its steps, and each computes what the planned call computes. On CPU (no
+compiled launchers, no graphs) the planned call is what is timed.
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ def test_the_timed_call_computes_the_candidates_product(device: str) -> None:
         fn = gm._timed_call(family, x, *args, config, layer._locks)
         got, want = fn(), _planned(layer, x, family, config)
         assert torch.equal(got, want), f"{family} M={M} {config.short()}"
-        # What is timed: a Replay of the one launch on a GPU, the planned call otherwise (CPU; a
-        # DEQUANT plan's two steps).
-        replayed = any(isinstance(c.cell_contents, Replay) for c in (fn.__closure__ or ()))
+        # What is timed: on a GPU a Replay of the one launch, or a CUDA graph of a DEQUANT plan's two
+        # steps; the planned call on CPU.
+        held = [c.cell_contents for c in (fn.__closure__ or ())]
+        replayed = any(isinstance(c, Replay) for c in held)
+        graphed = any(isinstance(c, torch.cuda.CUDAGraph) for c in held)
         assert replayed == (device == "cuda" and not config.DEQUANT), f"{family} M={M} {config.short()}"
+        assert graphed == (device == "cuda" and bool(config.DEQUANT)), f"{family} M={M} {config.short()}"
+        if graphed:  # a second replay: the graph reads x again (here changed in place) and recomputes
+            x.copy_(torch.randn_like(x))
+            assert torch.equal(fn(), _planned(layer, x, family, config)), f"{family} M={M} replayed"
