@@ -247,12 +247,21 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="GEMM_SPLITK",
     ),
     Mutant(
-        "magic_offset",
-        "GEMV grouped sum's integer-to-float trick off by one: codes come out as q - 1 (2**23 - 1 off)",
+        "gemv_field_scale",
+        "GEMV grouped sum's x pre-scaled by 2**-(p+1) instead of 2**-p: every code counts half",
         "gemlite/kernels/gemv.py",
-        "| MAGIC_BITS).to(tl.float32, bitcast=True) - 8388608.0",
-        "| MAGIC_BITS).to(tl.float32, bitcast=True) - 8388607.0",
+        "inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos",
+        "inv = ((126 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos",
         focus="A16W2_HQQ_INT",
+    ),
+    Mutant(
+        "gemv_fields_signed",
+        "GEMV grouped sum's in-place fields converted as signed int32: a top field with its high bit "
+        "set turns negative",
+        "gemlite/kernels/gemv.py",
+        "v = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)  # q * 2**pos, exact",
+        "v = (words.to(tl.int32) & field).to(tl.float32)  # q * 2**pos, exact",
+        focus="HQQ and GEMV",
     ),
     Mutant(
         "post_scale_float_zero",
