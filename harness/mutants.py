@@ -247,7 +247,7 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="GEMM_SPLITK",
     ),
     Mutant(
-        "gemv_field_scale",
+        "gemv_grouped_field_scale",
         "GEMV grouped sum's x pre-scaled by 2**-(p+1) instead of 2**-p: every code counts half",
         "gemlite/kernels/gemv.py",
         "inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos",
@@ -335,16 +335,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "gemlite/kernels/gemv.py",
         "        p = p - zero[None, :] * tl.sum(x, axis=1)\n",
         "        p = p - zero[None, :] * tl.sum(x.to(tl.float16), axis=1).to(tl.float32)\n",
-        focus="pre and GEMV",
-        tests=_PATHS,
-    ),
-    Mutant(
-        "gemv_grouped_field_scale",
-        "GEMV's grouped sum pre-scales x by the field's bit position instead of where the field sits "
-        "after the shift (the high codes of a word, shifted down to bit 0, come out 2**-20 too small)",
-        "gemlite/kernels/gemv.py",
-        "    inv = ((127 - left) << 23)",
-        "    inv = ((127 - pos) << 23)",
         focus="pre and GEMV",
         tests=_PATHS,
     ),
