@@ -115,7 +115,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "words_signed",
-        "in-place fields converted as signed int32: a top field with its high bit set turns negative",
+        "in-place fields converted as signed int32 (`fields_in_place`: GEMV and GEMM): a top field with "
+        "its high bit set turns negative",
         _COMMON,
         "q = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)",
         "q = (words.to(tl.int32) & field).to(tl.float32)",
@@ -248,20 +249,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "gemv_grouped_field_scale",
-        "GEMV grouped sum's x pre-scaled by 2**-(p+1) instead of 2**-p: every code counts half",
-        "gemlite/kernels/gemv.py",
-        "inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos",
-        "inv = ((126 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos",
+        "in-place fields' factor 2**-(p+1) instead of 2**-p (`fields_in_place`: the GEMV's grouped sum "
+        "and `dequantize_words`): every code counts half",
+        _COMMON,
+        "inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)",
+        "inv = ((126 - pos) << 23).to(tl.float32, bitcast=True)",
         focus="A16W2_HQQ_INT",
-    ),
-    Mutant(
-        "gemv_fields_signed",
-        "GEMV grouped sum's in-place fields converted as signed int32: a top field with its high bit "
-        "set turns negative",
-        "gemlite/kernels/gemv.py",
-        "v = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)  # q * 2**pos, exact",
-        "v = (words.to(tl.int32) & field).to(tl.float32)  # q * 2**pos, exact",
-        focus="HQQ and GEMV",
     ),
     Mutant(
         "post_scale_float_zero",

@@ -279,6 +279,20 @@ def load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WOR
 
 
 @triton.jit
+def fields_in_place(words, W_BITS: tl.constexpr, ELEMS_PER_WORD: tl.constexpr):
+    """The E codes of packed words ``[R, 1, BLOCK_N]`` where they sit: ``(q, inv)`` with q ``[R, E,
+    BLOCK_N]`` the fp32 ``q_j * 2**p_j`` (field j masked in place, one LOP3, converted as an unsigned
+    integer, one I2FP: exact, at most 8 significant bits) and inv ``[1, E, 1]`` the matching
+    ``2**-p_j`` (``p_j = W_BITS * j``), which a factor per field and column (the scale, in
+    `dequantize_words`) or per x element (the GEMV's grouped sum) absorbs exactly."""
+    pos = tl.arange(0, ELEMS_PER_WORD)[None, :, None] * W_BITS
+    field = ((1 << W_BITS) - 1) << pos  # the top field's mask wraps to a negative int32: the same bits
+    q = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)
+    inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)
+    return q, inv
+
+
+@triton.jit
 def dequantize_words(words, scale, zero, zero_int, W_BITS: tl.constexpr, ELEMS_PER_WORD: tl.constexpr,
                      ZERO_MODE: tl.constexpr, DTYPE: tl.constexpr):  # fmt: skip
     """Pre-scaled packed words ``[R, 1, BLOCK_N]`` (`load_words`) to the weight tile ``[R * E, BLOCK_N]``
@@ -295,10 +309,8 @@ def dequantize_words(words, scale, zero, zero_int, W_BITS: tl.constexpr, ELEMS_P
     below 2**-95 in magnitude would lose bits to fp32 subnormals in ``s * 2**-p``.)
     """
     E: tl.constexpr = ELEMS_PER_WORD
-    pos = tl.arange(0, E)[None, :, None] * W_BITS
-    field = ((1 << W_BITS) - 1) << pos  # the top field's mask wraps to a negative int32: the same bits
-    q = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)
-    s = scale[None, None, :] * ((127 - pos) << 23).to(tl.float32, bitcast=True)  # s * 2**-p
+    q, inv = fields_in_place(words, W_BITS, E)
+    s = scale[None, None, :] * inv  # s * 2**-p
     if ZERO_MODE == ZERO_FLOAT:
         w = tl.fma(q, s, -(zero * scale)[None, None, :])
     elif ZERO_MODE == ZERO_INT:

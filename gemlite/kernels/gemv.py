@@ -37,6 +37,7 @@ from gemlite.kernels.common import (
     act_operand,
     dequantize,
     dequantize_mx_rows,
+    fields_in_place,
     is_mx,
     is_mx_act,
     is_packed,
@@ -55,9 +56,9 @@ def _grouped_partial(
     partials ``s * (sum_j x_j q_j - z * sum_j x_j)`` over each word's E codes (the step lies in one
     scale group), instead of dequantizing every weight.
 
-    Code j of a word sits at bit ``p = W_BITS * j``. Masked in place (one LOP3) and converted as an
-    unsigned integer (one I2FP) it gives ``q * 2**p`` exactly, and x_j is pre-multiplied by ``2**-p``
-    (exact: a power of two, per x element, not per weight) to match: with the FMA with x, 3
+    Code j of a word sits at bit ``p = W_BITS * j``. Masked in place and converted as an unsigned
+    integer (`common.fields_in_place`) it gives ``q * 2**p`` exactly, and x_j is pre-multiplied by
+    ``2**-p`` (exact: a power of two, per x element, not per weight) to match: with the FMA with x, 3
     instructions per weight for every field. (Before: OR-ing in the bits of 2**23 and subtracting
     2**23, which only works for fields ending at or below bit 23, so the top fields of a word were
     shifted and sign-extended first: the sm_90 K loop of a 4-bit BN64 BK128 tile was 339 SASS
@@ -66,10 +67,7 @@ def _grouped_partial(
     ``sum_k |x_k| (|q_k| + |z|) |s|`` rather than ``sum_k |x_k| |q_k - z| |s|`` (harness/numerics.py).
     (x below 2**-95 in magnitude, bf16 only, would lose bits to fp32 subnormals in the pre-scaling.)
     """
-    pos = tl.arange(0, E)[None, :, None] * W_BITS
-    field = ((1 << W_BITS) - 1) << pos  # the top field's mask wraps to a negative int32: the same bits
-    v = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)  # q * 2**pos, exact
-    inv = ((127 - pos) << 23).to(tl.float32, bitcast=True)  # 2**-pos
+    v, inv = fields_in_place(words, W_BITS, E)  # q * 2**p exactly, and 2**-p
     p = tl.sum((x * inv) * v, axis=1)
     if ZERO_MODE == ZERO_FLOAT:
         p = p - zero[None, :] * tl.sum(x, axis=1)
