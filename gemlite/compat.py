@@ -654,6 +654,7 @@ def forward_functional(
     for name, t in (("W_q", W_q), ("scales", scales), ("zeros", zeros)):
         if t.device != x.device:
             raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got one on {t.device}")
+    _matmul.require_runnable(x)
     if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,)):
         got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
         raise ValueError(f"bias: expected a float tensor of shape ({N},) or None, got {got}")

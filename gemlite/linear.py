@@ -23,7 +23,6 @@ from torch import nn
 from gemlite import autotune, compat
 from gemlite import matmul as _matmul
 from gemlite.formats import FAMILIES, FORMATS, ActKind, DType, Format, WeightKind
-from gemlite.kernels import interpreter_active
 from gemlite.kernels.plan import lock_count
 from gemlite.layout import WeightLayout
 from gemlite.packing import unpack_codes
@@ -54,7 +53,6 @@ _LATER_INPUT_DTYPES = (
     DType.NVFP4,
 )
 _BUFFERS = ("W_q", "scales", "zeros", "metadata", "bias")
-_INTERPRETER = interpreter_active()  # decided when the kernels were imported (gemlite.kernels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,12 +580,7 @@ class GemLiteLinear(nn.Module):
             raise ValueError(
                 f"x: expected a tensor on {W_q.device} (the layer's device), got one on {x.device}"
             )
-        if not _INTERPRETER and not x.is_cuda:
-            raise RuntimeError(
-                "GemLiteLinear: the tensors are on the CPU and the Triton interpreter is off. gemlite's "
-                "kernels need a CUDA GPU (move the layer and x with .cuda()), or, to run them on the CPU "
-                "(slowly), TRITON_INTERPRET=1 set in the environment before importing gemlite"
-            )
+        _matmul.require_runnable(x)
         two_d = x.dim() == 2
         y = _matmul.run(
             x if two_d else x.reshape(-1, self.in_features), W_q, scales, zeros, bias, layout,

@@ -294,10 +294,17 @@ def _check_inputs(x, W_q, scales, zeros, bias, layout, out_dtype, matmul_type) -
             raise ValueError(f"bias: expected {want} tensor of shape ({N},) or None, got {got}")
         if bias.device != x.device:
             raise ValueError(f"bias: expected to be on x's device {x.device}, got {bias.device}")
+    require_runnable(x)
+
+
+def require_runnable(x: torch.Tensor) -> None:
+    """A RuntimeError that says what to do when x is on the CPU and the Triton interpreter is off
+    (Triton itself would fail every candidate config with "cannot be accessed from Triton")."""
     if x.device.type != "cuda" and not _INTERPRETER:
         raise RuntimeError(
-            f"x: the kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before gemlite is imported; "
-            f"got a tensor on {x.device} with the interpreter off"
+            f"x: gemlite's kernels need a CUDA GPU (move the layer and x with .cuda()), or, to run them "
+            f"on the CPU (slowly), TRITON_INTERPRET=1 set before gemlite is imported; got a tensor on "
+            f"{x.device} with the interpreter off"
         )
 
 

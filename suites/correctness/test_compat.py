@@ -154,7 +154,7 @@ def test_every_public_gemlite_name_exists() -> None:
     assert core.GEMLITE_MATMUL_TYPES == ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK", "GEMM")
 
 
-def test_gemlite_processor_names_are_there() -> None:
+def test_gemlite_processor_names_are_there(device) -> None:
     # torchao probes these with hasattr; hqq's vLLM module reads them as attributes.
     assert not hasattr(gemlite.helper, "A8Wn_dynamic")  # absent from GemLite 0.6 too
     for name in ("A4W4_MXFP_dynamic", "A4W4_NVFP_dynamic"):  # the last of GemLite 0.6's, now running
@@ -162,11 +162,12 @@ def test_gemlite_processor_names_are_there() -> None:
     assert gemlite.helper.A8W8_INT8_dynamic is gemlite.helper.A8W8_int8_dynamic
     # Dynamic activation layers run through GemLite's functional path too (as torchao calls them):
     # scaled_activations=1, FP8 input, modes (1, 3) for channel-wise 4-bit codes with an integer zero.
-    proc = gemlite.helper.A8Wn_HQQ_INT_dynamic(device="cpu", packing_bitwidth=32, W_nbits=4)
-    layer = proc.from_weights(torch.randint(0, 16, (64, 128), dtype=torch.uint8), torch.ones(64, 1), 8)
+    proc = gemlite.helper.A8Wn_HQQ_INT_dynamic(device=device, packing_bitwidth=32, W_nbits=4)
+    W_q = torch.randint(0, 16, (64, 128), dtype=torch.uint8, device=device)
+    layer = proc.from_weights(W_q, torch.ones(64, 1, device=device), 8)
     meta = layer.get_meta_args()
     assert (meta[0], meta[5], meta[9], meta[10]) == (1, DType.FP8.value, 3, 1)
-    x = _x(k=128)
+    x = _x(k=128, device=device)
     y = core.forward_functional(x, None, layer.get_tensor_args(), meta)
     assert torch.equal(y, layer(x))
 

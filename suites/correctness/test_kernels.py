@@ -346,7 +346,8 @@ def test_interpreter_active_matches_device(device):
 
 
 def test_cpu_tensors_without_interpreter_raise_a_clear_error():
-    """In a process where the interpreter is off, CPU tensors get a RuntimeError that says what to do."""
+    """In a process where the interpreter is off, CPU tensors get a RuntimeError that says what to do,
+    from every entry (not "every candidate config failed" from inside the tuner)."""
     script = (
         "import torch\n"
         "from gemlite.kernels import interpreter_active\n"
@@ -357,10 +358,19 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
         "case = pinned('A16W8_INT8', M=1, K=32, N=8)\n"
         "ops = make_operands(case)\n"
         "layer = build_layer(case, ops)\n"
-        "try:\n"
-        "    matmul(ops.x, layer.W_q, layer.scales, layer.zeros, None, layer.layout, torch.float16)\n"
-        "except RuntimeError as e:\n"
-        "    print('RAISED', e)\n"
+        "from gemlite.compat import forward_functional\n"
+        "calls = [\n"
+        "    lambda: matmul(\n"
+        "        ops.x, layer.W_q, layer.scales, layer.zeros, None, layer.layout, torch.float16\n"
+        "    ),\n"
+        "    lambda: layer(ops.x),\n"
+        "    lambda: forward_functional(ops.x, None, layer.get_tensor_args(), layer.get_meta_args()),\n"
+        "]\n"
+        "for call in calls:\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as e:\n"
+        "        print('RAISED', e)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
@@ -369,7 +379,10 @@ def test_cpu_tensors_without_interpreter_raise_a_clear_error():
         [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "RAISED" in proc.stdout and "TRITON_INTERPRET=1" in proc.stdout and "CUDA GPU" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3, proc.stdout  # matmul, the layer's forward, GemLite's functional path
+    for line in lines:
+        assert line.startswith("RAISED x:") and "TRITON_INTERPRET=1" in line and "CUDA GPU" in line, line
 
 
 # ------------------------------------------------------------------------------------------------

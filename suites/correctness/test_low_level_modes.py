@@ -295,7 +295,7 @@ def test_bad_inputs_of_the_8bit_modes(device):
         TypeError, match="bias: expected a float16, bfloat16 or float32 tensor, got torch.int32"
     ):
         GemLiteLinear(8, K, K, N, DType.INT8, DType.FP32).pack(
-            W8, None, None, torch.ones(N, dtype=torch.int32)
+            W8, None, None, torch.ones(N, dtype=torch.int32, device=device)
         )
     with pytest.raises(
         ValueError, match=r"scales: INT8 weights need one scale per output channel .*torch.ones"
