@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-import gemlite.linear
+import gemlite.matmul
 from gemlite import DType, GemLiteLinear
 from gemlite.helper import (
     A16W4_HQQ_INT,
@@ -330,9 +330,9 @@ def test_forward_checks_x(packed_layer: GemLiteLinear) -> None:
 
 
 def test_forward_on_cpu_without_interpreter(packed_layer: GemLiteLinear, monkeypatch) -> None:
-    monkeypatch.setattr(gemlite.linear, "_INTERPRETER", False)
+    monkeypatch.setattr(gemlite.matmul, "_INTERPRETER", False)
     with pytest.raises(
-        RuntimeError, match="need a CUDA GPU .*TRITON_INTERPRET=1 set in the environment before importing"
+        RuntimeError, match="need a CUDA GPU .*TRITON_INTERPRET=1 set before gemlite is imported"
     ):
         packed_layer(torch.randn(2, K).half())
 
