@@ -1,6 +1,7 @@
 """GEMV: one activation row per program, CUDA-core FMAs, fp32 dequantization (decode, M of 1).
 
-Program (row m, column block, K split) walks its contiguous K range in BLOCK_K steps. Each step
+Program (row m, column block, K split) walks its contiguous K range in BLOCK_K steps, two per loop
+iteration with both weight tiles loaded before either is used (two tiles of bytes in flight). Each step
 loads a ``[BLOCK_K // E, E, BLOCK_N]`` weight tile (``E`` codes per packed word, 1 for unpacked
 weights): packed words ``[K // E, N]`` are read along N, unpacked ``[N, K]`` weights along K, both
 as wide coalesced loads. It dequantizes the tile in fp32 (no rounding to fp16/bf16 at all: there is
@@ -74,6 +75,92 @@ def _grouped_partial(
     elif ZERO_MODE == ZERO_INT:
         p = p - zero_int * tl.sum(x, axis=1)
     return scale[None, :] * p
+
+
+@triton.jit
+def _load_weight_tile(
+    w_cols, k0, live, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND: tl.constexpr, E: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    """The raw weight tile of the K step at k0 (every lane masked off unless `live`): packed words
+    ``[ROWS, 1, BLOCK_N]``, one load per word, or unpacked ``[BLOCK_K, 1, BLOCK_N]`` elements read
+    along K. INT8 and FP8 come as their bytes (`_step` widens or reinterprets them: masked lanes must
+    read +0.0, and Triton cannot cast `other` to fp8)."""
+    if is_packed(W_KIND):
+        rows = k0 // E + offs_r[:, None, None]
+        ptrs = w_cols + rows * stride_wk
+        in_k = rows < K // E
+    else:
+        k_idx = k0 + k_in_tile
+        ptrs = w_cols + k_idx * stride_wk
+        if W_KIND == KIND_INT8 or W_KIND == KIND_FP8:
+            ptrs = ptrs.to(tl.pointer_type(tl.uint8))
+        in_k = k_idx < K
+    if EVEN_K:
+        return tl.load(ptrs, mask=mask_n[None, None, :] & live, other=0)
+    return tl.load(ptrs, mask=in_k & mask_n[None, None, :] & live, other=0)
+
+
+@triton.jit
+def _load_x(x_ptr, xs_ptr, x_row, pid_m, k0, live, k_in_tile, K, stride_xm, X_QUANT: tl.constexpr,
+            X_GROUP: tl.constexpr, INT_ACC: tl.constexpr, EVEN_K: tl.constexpr):  # fmt: skip
+    """The ``[ROWS, E, 1]`` activations of the K step at k0 (0 unless `live`), as the step multiplies
+    them: fp32, or int32 codes (INT_ACC)."""
+    k_idx = k0 + k_in_tile
+    if is_mx_act(X_QUANT):
+        return load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx, live, K, stride_xm, X_QUANT)
+    if EVEN_K:
+        x = tl.load(x_row + k_idx, mask=live, other=0.0)
+    else:
+        x = tl.load(x_row + k_idx, mask=(k_idx < K) & live, other=0.0)
+    x = act_operand(x, X_QUANT).to(tl.int32 if INT_ACC else tl.float32)
+    if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
+        # (a dead step's k0 may reach K: its x is 0 anyway, the index is kept inside the row)
+        x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + tl.minimum(k0, K - 1) // X_GROUP)
+    return x
+
+
+@triton.jit
+def _step(
+    raw, x, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero, zero_int,
+    W_KIND: tl.constexpr, W_BITS: tl.constexpr, E: tl.constexpr, GROUP_SIZE: tl.constexpr,
+    ZERO_MODE: tl.constexpr, POST_SCALE: tl.constexpr, PRE_SCALE: tl.constexpr, X_QUANT: tl.constexpr,
+    INT_ACC: tl.constexpr,
+):  # fmt: skip
+    """The ``[ROWS, BLOCK_N]`` partial sums of the K step at k0 from its raw weight tile and x."""
+    if is_packed(W_KIND):
+        words = raw  # its E codes are cut out by a broadcast shift
+        codes = (words.to(tl.int32) >> shifts) & ((1 << W_BITS) - 1)
+    elif W_KIND == KIND_INT8:
+        codes = raw.to(tl.int32)  # the bytes, widened without sign extension (int8_to_f32)
+    elif W_KIND == KIND_FP8:
+        codes = raw.to(tl.float8e4nv, bitcast=True)
+    else:
+        codes = raw
+    if GROUP_SIZE > 0:
+        # BLOCK_K divides GROUP_SIZE and K_PER_SPLIT is a multiple of BLOCK_K: one group per step.
+        scale, zero = load_group_meta(s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE)
+    if is_mx(W_KIND):
+        # MX / NVFP4: scale groups of 32 (16) inputs inside the step; a word's codes share one.
+        codes = dequantize_mx_rows(codes, s_ptr, z_ptr, (k0 + offs_r * E)[:, None, None], K,
+                                   offs_n[None, None, :], mask_n[None, None, :], stride_sg,
+                                   W_KIND, X_QUANT != XQ_NVFP4)  # fmt: skip
+    if W_KIND == KIND_PACKED and PRE_SCALE:
+        return _grouped_partial(words, x, scale, zero, zero_int, W_BITS, E, ZERO_MODE)
+    elif INT_ACC:
+        return tl.sum(x * ((codes ^ 0x80) - 128), axis=1)  # the int8 weight bytes, sign-extended
+    else:
+        w = dequantize(
+            codes,
+            scale[None, None, :],
+            zero[None, None, :],
+            zero_int,
+            W_KIND,
+            ZERO_MODE,
+            POST_SCALE or not PRE_SCALE,  # exact codes unless scales multiply each weight
+            tl.float32,
+        )
+        return tl.sum(x * w, axis=1)
 
 
 @triton.jit
@@ -152,67 +239,31 @@ def gemv_kernel(
         acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.float32)
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        k_idx = k0 + k_in_tile
-        if is_mx_act(X_QUANT):
-            x = load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx, k_idx < K, K, stride_xm, X_QUANT)
-        else:
-            if EVEN_K:
-                x = tl.load(x_row + k_idx)
-            else:
-                x = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0)
-            x = act_operand(x, X_QUANT).to(tl.int32 if INT_ACC else tl.float32)
-            if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
-                x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP)
-        if is_packed(W_KIND):
-            # One load per word ([ROWS, 1, BLOCK_N]); its E codes are cut out by a broadcast shift.
-            rows = k0 // E + offs_r[:, None, None]
-            ptrs = w_cols + rows * stride_wk
-            if EVEN_K:
-                words = tl.load(ptrs, mask=mask_n[None, None, :], other=0)
-            else:
-                words = tl.load(ptrs, mask=(rows < K // E) & mask_n[None, None, :], other=0)
-            codes = (words.to(tl.int32) >> shifts) & ((1 << W_BITS) - 1)
-        else:
-            ptrs = w_cols + k_idx * stride_wk
-            if W_KIND == KIND_INT8 or W_KIND == KIND_FP8:
-                # The bytes: INT8 widened without sign extension (int8_to_f32), FP8 reinterpreted
-                # after the load (masked lanes must read +0.0, and Triton cannot cast `other` to fp8).
-                ptrs = ptrs.to(tl.pointer_type(tl.uint8))
-            if EVEN_K:
-                codes = tl.load(ptrs, mask=mask_n[None, None, :], other=0)
-            else:
-                codes = tl.load(ptrs, mask=(k_idx < K) & mask_n[None, None, :], other=0)
-            if W_KIND == KIND_INT8:
-                codes = codes.to(tl.int32)
-            elif W_KIND == KIND_FP8:
-                codes = codes.to(tl.float8e4nv, bitcast=True)
-        if GROUP_SIZE > 0:
-            # BLOCK_K divides GROUP_SIZE and K_PER_SPLIT is a multiple of BLOCK_K: one group per step.
-            scale, zero = load_group_meta(
-                s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
-            )
-        if is_mx(W_KIND):
-            # MX / NVFP4: scale groups of 32 (16) inputs inside the step; a word's codes share one.
-            codes = dequantize_mx_rows(codes, s_ptr, z_ptr, (k0 + offs_r * E)[:, None, None], K,
-                                       offs_n[None, None, :], mask_n[None, None, :], stride_sg,
-                                       W_KIND, X_QUANT != XQ_NVFP4)  # fmt: skip
-        if W_KIND == KIND_PACKED and PRE_SCALE:
-            acc += _grouped_partial(words, x, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE)
-        elif INT_ACC:
-            acc += tl.sum(x * ((codes ^ 0x80) - 128), axis=1)  # the int8 weight bytes, sign-extended
-        else:
-            w = dequantize(
-                codes,
-                scale[None, None, :],
-                zero[None, None, :],
-                zero_int,
-                W_KIND,
-                ZERO_MODE,
-                POST_SCALE or not PRE_SCALE,  # exact codes unless scales multiply each weight
-                tl.float32,
-            )
-            acc += tl.sum(x * w, axis=1)
+    # Two K steps per iteration, both weight tiles loaded before either is used: two tiles of weight
+    # bytes in flight per program (the loop holds no tl.dot, so Triton's pipeliner leaves its loads
+    # alone; a tile carried across iterations instead costs a layout conversion per step). The second
+    # step past the split's end loads nothing and is skipped.
+    for k0 in range(k_start, k_end, 2 * BLOCK_K):
+        k1 = k0 + BLOCK_K
+        live1 = k1 < k_end
+        # The steps' masks as [1, 1, 1] tensors (uniform; Triton's interpreter takes no scalar mask).
+        on0 = tl.full((1, 1, 1), 1, tl.int1)
+        on1 = on0 & live1
+        x0 = _load_x(x_ptr, xs_ptr, x_row, pid_m, k0, on0, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+                     INT_ACC, EVEN_K)  # fmt: skip
+        x1 = _load_x(x_ptr, xs_ptr, x_row, pid_m, k1, on1, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+                     INT_ACC, EVEN_K)  # fmt: skip
+        raw0 = _load_weight_tile(w_cols, k0, on0, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND,
+                                 ELEMS_PER_WORD, EVEN_K)  # fmt: skip
+        raw1 = _load_weight_tile(w_cols, k1, on1, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND,
+                                 ELEMS_PER_WORD, EVEN_K)  # fmt: skip
+        acc += _step(raw0, x0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero,
+                     zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE, PRE_SCALE,
+                     X_QUANT, INT_ACC)  # fmt: skip
+        if live1:
+            acc += _step(raw1, x1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
+                         zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
+                         PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
     acc_n = tl.sum(acc, axis=0)
     if X_QUANT == XQ_NVFP4:
         acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales (linear: partials too)
