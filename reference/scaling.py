@@ -150,20 +150,32 @@ def nvfp4_tensor_scale(x: torch.Tensor, name: str = "x") -> float:
     return float(scale)
 
 
+def nvfp4_group_scale(amax_g: torch.Tensor, ts32: torch.Tensor) -> torch.Tensor:
+    """``min(fp32(amax_g / 6) * ts, 448)`` in fp32, before the e4m3 rounding: the quotient correctly
+    rounded on every device. (CUDA torch divides an fp32 tensor by a Python scalar as a product with
+    the rounded reciprocal, one ulp off the quotient at times: 2.921875 / 6 then lands 1 ulp above,
+    and ``* 558.5454`` rounds to 272.00003 instead of the e4m3 tie 272.) The float64 quotient of a
+    value with at most 24 significant bits by 6 rounds once more to fp32 without a double-rounding
+    error: its binary expansion repeats ``01`` (one third), so it never lies on an fp32 midpoint."""
+    q = (amax_g.double() / E2M1_MAX).to(torch.float32)
+    return (q * ts32).clamp(max=FP8_E4M3_MAX)
+
+
 def nvfp4_quantize(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor, float]:
     """NVFP4 codes, group scales and tensor scale of ``x[R, K]`` (K a multiple of 16, checked by the caller).
 
     ``s_g = e4m3(min(amax_g / 6 * tensor_scale, 448))``, computed in fp32 in that order as the
-    kernels do; codes ``e2m1(x / (s_g / tensor_scale))``, evaluated as ``x * tensor_scale / s_g``
-    (the product is exact in float64, so one rounding remains); a zero group scale gives code 0.
+    kernels do (`nvfp4_group_scale`: the quotient correctly rounded on every device); codes
+    ``e2m1(x / (s_g / tensor_scale))``, evaluated as ``x * tensor_scale / s_g`` (the product is exact
+    in float64, so one rounding remains); a zero group scale gives code 0.
     name: the argument name for error messages. Raises ValueError as `nvfp4_tensor_scale`.
     Returns (codes uint8 [R, K], s_g float8_e4m3fn [R, K // 16], tensor_scale float).
     """
     rows, cols = x.shape
     tensor_scale = nvfp4_tensor_scale(x, name)
-    amax_g = x.abs().reshape(rows, cols // NVFP4_GROUP, NVFP4_GROUP).amax(dim=-1).to(torch.float32)
+    amax_g = x.abs().reshape(rows, cols // NVFP4_GROUP, NVFP4_GROUP).amax(dim=-1)
     ts32 = torch.tensor(tensor_scale, dtype=torch.float32, device=x.device)
-    s_g = float_to_e4m3(((amax_g / E2M1_MAX) * ts32).clamp(max=FP8_E4M3_MAX))
+    s_g = float_to_e4m3(nvfp4_group_scale(amax_g, ts32))
     s_full = s_g.double().repeat_interleave(NVFP4_GROUP, dim=1)
     safe = torch.where(s_full == 0, torch.ones_like(s_full), s_full)
     codes = float_to_e2m1(x * tensor_scale / safe)

@@ -27,6 +27,7 @@ from gemlite.helper import A16W4_MXFP, A16W4_NVFP, A16W8_MXFP, A16Wn, A16Wn_MXFP
 from gemlite.schemes import weight_scheme
 from gemlite.schemes.mx import e2m1_codes, quantize_mx, quantize_nvfp4
 from harness.numerics import Precision, assert_exact, check_output, golden_from_dequantized, sqnr_db
+from reference.scaling import nvfp4_quantize
 
 MX_FORMATS = ("A16W8_MXFP", "A16W4_MXFP", "A16W4_NVFP")
 PROCESSORS = {"A16W8_MXFP": A16W8_MXFP, "A16W4_MXFP": A16W4_MXFP, "A16W4_NVFP": A16W4_NVFP}
@@ -85,6 +86,25 @@ def test_quantizers_match_the_reference_exactly(name, dtype):
             codes, s_g = quantize_mx(w, "e4m3" if name == "A16W8_MXFP" else "e2m1")
         assert_exact(s_g.view(torch.uint8), qw.scales.view(torch.uint8), what=f"{name} scales")
         assert_exact(codes.view(torch.uint8), qw.codes.view(torch.uint8), what=f"{name} codes")
+
+
+def test_nvfp4_group_scale_is_rounded_from_the_exact_quotient(device):
+    # amax 4.8125 gives ts = fp32(2688 / 4.8125) = 558.54547; a group of amax 2.921875 then has
+    # fp32(2.921875 / 6) * ts = 272, the tie between e4m3 256 and 288 (to even: 256). With the rounded
+    # reciprocal of 6 instead (CUDA torch's tensor / scalar), the product is 272.00003 and rounds to
+    # 288: the reference did that on the H200 and disagreed with the kernel's div_rn.
+    from gemlite.kernels.plan import quantize_activation_mx
+    from gemlite.schemes.mx import ACT_NVFP4
+
+    x = torch.zeros(2, 32, dtype=torch.bfloat16)
+    x[0, 0], x[0, 16], x[1, 5] = 4.8125, 2.921875, -2.921875
+    x = x.to(device)
+    want = torch.tensor([[448.0, 256.0], [256.0, 0.0]])
+    _, s_ref, _ = nvfp4_quantize(x.double())
+    _, s_lib, _ = quantize_nvfp4(x)
+    _, s_kernel, _ = quantize_activation_mx(x, ACT_NVFP4)
+    for what, s in (("reference", s_ref), ("quantize_nvfp4", s_lib), ("kernel", s_kernel)):
+        assert_exact(s.float().cpu(), want, what=f"NVFP4 group scales ({what})")
 
 
 def test_quantizers_refuse_bad_input():
