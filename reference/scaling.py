@@ -151,13 +151,13 @@ def nvfp4_tensor_scale(x: torch.Tensor, name: str = "x") -> float:
 
 
 def nvfp4_group_scale(amax_g: torch.Tensor, ts32: torch.Tensor) -> torch.Tensor:
-    """``min(fp32(amax_g / 6) * ts, 448)`` in fp32, before the e4m3 rounding: the quotient correctly
+    """``min(fp32(fp32(amax_g) / 6) * ts, 448)`` in fp32, before the e4m3 rounding: the quotient correctly
     rounded on every device. (CUDA torch divides an fp32 tensor by a Python scalar as a product with
     the rounded reciprocal, one ulp off the quotient at times: 2.921875 / 6 then lands 1 ulp above,
     and ``* 558.5454`` rounds to 272.00003 instead of the e4m3 tie 272.) The float64 quotient of a
     value with at most 24 significant bits by 6 rounds once more to fp32 without a double-rounding
     error: its binary expansion repeats ``01`` (one third), so it never lies on an fp32 midpoint."""
-    q = (amax_g.double() / E2M1_MAX).to(torch.float32)
+    q = (amax_g.to(torch.float32).double() / E2M1_MAX).to(torch.float32)
     return (q * ts32).clamp(max=FP8_E4M3_MAX)
 
 

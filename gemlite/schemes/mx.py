@@ -200,10 +200,10 @@ def quantize_nvfp4(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torc
     _require_finite(name, x)
     ts = nvfp4_tensor_scale(x, name)
     amax_g = x.abs().reshape(rows, cols // NVFP4_GROUP, NVFP4_GROUP).amax(dim=-1)
-    # The quotient correctly rounded to fp32 (as the kernels' div_rn) on every device: CUDA torch
+    # fp32(amax) / 6 correctly rounded to fp32 (as the kernels' div_rn) on every device: CUDA torch
     # divides by a Python scalar through its reciprocal, one ulp off at times (the float64 quotient by 6
     # rounds to fp32 exactly once: reference.scaling.nvfp4_group_scale).
-    q = (amax_g.double() / E2M1_MAX).float()
+    q = (amax_g.float().double() / E2M1_MAX).float()
     s_g = (q * ts).clamp(max=FP8_E4M3_MAX).to(torch.float8_e4m3fn)
     codes = torch.empty((rows, cols), dtype=torch.uint8, device=x.device)
     ts64 = ts.double()
