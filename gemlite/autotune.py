@@ -44,7 +44,8 @@ class Config:
     """One launch configuration. Families read only the fields they use:
 
     GEMV: BLOCK_N, BLOCK_K, SPLIT_K (K splits over programs); GEMV_REVSPLITK: BLOCK_N, BLOCK_K (each
-    program reduces 2 * BLOCK_K of K); GEMV_SPLITK: BLOCK_N, BLOCK_K, SPLIT_K; GEMM_SPLITK: BLOCK_M,
+    program reduces 2 * BLOCK_K of K); GEMV_SPLITK: BLOCK_N, BLOCK_K, SPLIT_K; the three GEMV families
+    also BLOCK_M, the rows of x per program (1 or 2, against the same weight tiles); GEMM_SPLITK: BLOCK_M,
     BLOCK_N, BLOCK_K, SPLIT_K, GROUP_M; GEMM: the same, and DEQUANT = 1 to dequantize
     the weight into a scratch tensor (tiles BLOCK_K x BLOCK_N) and hand the product to cuBLAS
     (`gemlite.kernels.dequant`). All: num_warps, num_stages.
@@ -276,7 +277,8 @@ def interpreter_configs(family: str) -> list[Config]:
 def illegal_reason(family: str, config: Config, layout) -> str | None:
     """Why `config` cannot run `family` on `layout`, or None when it can.
 
-    Rules: GEMV families reduce one activation row per program (BLOCK_M == 1) and read whole packed
+    Rules: GEMV families reduce one or two activation rows per program (BLOCK_M <= 2; two rows share
+    each weight tile) and read whole packed
     words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
     BLOCK_K >= 16; the weight scheme says which K tiles its scale groups allow (`k_tile_problem`: a
     tile must not straddle two groups, so BLOCK_K divides the group size; MX/NVFP4 groups may also run
@@ -287,8 +289,8 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
-        if config.BLOCK_M != 1:
-            return f"{family} reduces one row per program: BLOCK_M must be 1, got {config.BLOCK_M}"
+        if config.BLOCK_M > 2:
+            return f"{family} reduces one or two rows per program: BLOCK_M must be <= 2, got {config.BLOCK_M}"
         if config.BLOCK_K % layout.elems_per_word:
             return (
                 f"{family} reads whole words: BLOCK_K must be a multiple of the {layout.elems_per_word} "

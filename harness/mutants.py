@@ -332,6 +332,16 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="HQQ and GEMV",
     ),
     Mutant(
+        "gemv_pair_stale_row",
+        "a GEMV program of two rows multiplies the first row's x into the second row's sums (the pair "
+        "shares each weight tile, not its activations)",
+        "gemlite/kernels/gemv.py",
+        "            acc1 += _step(raw0, y0, k0,",
+        "            acc1 += _step(raw0, x0, k0,",
+        focus="GEMV and not SPLITK and not REVSPLITK",
+        tests=_PATHS,
+    ),
+    Mutant(
         "gemv_grouped_zero_fp16",
         "GEMV's grouped sum adds the zero-point term's x in fp16 (rounded row sums: the fp32 precision "
         "GEMV documents is lost)",
@@ -500,7 +510,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "gemv_act_scale_dropped",
         "GEMV families never apply the activation scale (the integer-code product is returned)",
         "gemlite/kernels/gemv.py",
-        "acc_n = acc_n * tl.load(xs_ptr + pid_m)",
+        "acc_n = acc_n * tl.load(xs_ptr + row)",
         "acc_n = acc_n",
         focus="dynamic and GEMV",
     ),
@@ -687,8 +697,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "gemv_mx_act_row",
         "GEMV reads the microscaled activations of row 0 for every row",
         "gemlite/kernels/gemv.py",
-        "return load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx,",
-        "return load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64) * 0, k_idx,",
+        "return load_act_mx(x_ptr, xs_ptr, row.to(tl.int64), k_idx,",
+        "return load_act_mx(x_ptr, xs_ptr, row.to(tl.int64) * 0, k_idx,",
         focus="mx_activation_k_tails and GEMV",
         tests=(_MX_TESTS,),
     ),

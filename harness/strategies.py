@@ -100,9 +100,14 @@ INTERPRETER_TILES: dict[str, tuple[Config, ...]] = {
         _c(BLOCK_N=64, BLOCK_K=64, SPLIT_K=2),
         _c(BLOCK_N=64, BLOCK_K=128, SPLIT_K=1),
         _c(BLOCK_N=64, BLOCK_K=32, SPLIT_K=3),
+        _c(BLOCK_M=2, BLOCK_N=64, BLOCK_K=64, SPLIT_K=2),
     ),
     "GEMV_REVSPLITK": (_c(BLOCK_N=64, BLOCK_K=64), _c(BLOCK_N=128, BLOCK_K=16)),
-    "GEMV_SPLITK": (_c(BLOCK_N=64, BLOCK_K=128, SPLIT_K=1), _c(BLOCK_N=64, BLOCK_K=32, SPLIT_K=3)),
+    "GEMV_SPLITK": (
+        _c(BLOCK_N=64, BLOCK_K=128, SPLIT_K=1),
+        _c(BLOCK_N=64, BLOCK_K=32, SPLIT_K=3),
+        _c(BLOCK_M=2, BLOCK_N=64, BLOCK_K=32, SPLIT_K=3),
+    ),
     "GEMM_SPLITK": (
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, SPLIT_K=2),
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4),
@@ -260,9 +265,10 @@ PATH_VARIANTS: dict[str, dict] = {
 #: The kernel paths of the matrix: each family forced to a tile that splits K (a K tail too where the
 #: layout allows one: K = 160 = 2.5 tiles of 64 for channel-wise and unpacked weights; grouped ones run
 #: K = 192 in whole groups of 64), and the DEQUANT=1 GEMM path (its tile smaller than the group of the
-#: grouped weights, one K tail for the others).
+#: grouped weights, one K tail for the others). GEMV takes two rows per program (M = 3: a pair, then a
+#: row with no partner); GEMV_SPLITK and GEMV_REVSPLITK, the same kernel, one.
 PATH_TILES: dict[str, Config] = {
-    "GEMV": _c(BLOCK_N=32, BLOCK_K=64, SPLIT_K=2),
+    "GEMV": _c(BLOCK_M=2, BLOCK_N=32, BLOCK_K=64, SPLIT_K=2),
     "GEMV_REVSPLITK": _c(BLOCK_N=32, BLOCK_K=64),
     "GEMV_SPLITK": _c(BLOCK_N=16, BLOCK_K=64, SPLIT_K=2),
     "GEMM_SPLITK": _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, SPLIT_K=2),

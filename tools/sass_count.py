@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", required=True, help="a gemlite.kernels.compile_check.LAYOUTS name")
     p.add_argument("--family", required=True)
     p.add_argument("--config", required=True, help="the config as JSON (autotune.Config fields)")
+    p.add_argument("--M", type=int, help="rows of x (default: the compile check's M for the family)")
     p.add_argument("--top", type=int, default=25, help="opcodes shown in the loop histogram")
     p.add_argument("--sass", help="also write the SASS listing here")
     args = p.parse_args(argv)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = autotune.Config.from_dict(json.loads(args.config))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    for launch in cc.kernel_launches(args.layout, args.family, config):
+    for launch in cc.kernel_launches(args.layout, args.family, config, args.M):
         compiled = cc.compile_launch(launch)
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
             f.write(compiled.asm["cubin"])

@@ -168,12 +168,15 @@ def _tensor_core(ptx: str) -> str:
     return "none"
 
 
-def kernel_launches(layout_name: str, family: str, config) -> list:
+def kernel_launches(layout_name: str, family: str, config, M: int | None = None) -> list:
     """The kernel launches (`gemlite.kernels.plan` steps with a Triton kernel; cuBLAS steps compile
-    nothing) of a (layout, family, config) call, planned on "meta" tensors."""
+    nothing) of a (layout, family, config) call with M rows of x (default: `M_FOR_FAMILY`, and at
+    least the config's BLOCK_M: an M of 1 compiles as a constant), planned on "meta" tensors."""
     layout = make_layout(layout_name)
     W_q, scales, zeros = meta_tensors(layout_name, layout)
-    x = torch.empty((M_FOR_FAMILY[family], layout.in_features), dtype=layout.compute_dtype, device="meta")
+    if M is None:
+        M = max(M_FOR_FAMILY[family], config.BLOCK_M)
+    x = torch.empty((M, layout.in_features), dtype=layout.compute_dtype, device="meta")
     if x.dtype == torch.float8_e4m3fn:
         x = x.view(torch.uint8)  # e4m3 codes reach the kernels as their bytes (gemlite.matmul)
     out_dtype, bias_dtype = io_dtypes(layout)

@@ -1,4 +1,4 @@
-"""GEMV: one activation row per program, CUDA-core FMAs, fp32 dequantization (decode, M of 1).
+"""GEMV: one or two activation rows per program, CUDA-core FMAs, fp32 dequantization (decode, M of 1-2).
 
 Program (row m, column block, K split) walks its contiguous K range in BLOCK_K steps, two per loop
 iteration with both weight tiles loaded before either is used (two tiles of bytes in flight). Each step
@@ -10,6 +10,12 @@ word's E codes (held by one thread) into a ``[BLOCK_K // E, BLOCK_N]`` fp32 accu
 reduction over its leading axis at the end gives the ``[BLOCK_N]`` result. SPLIT_K programs per column
 block keep enough weight bytes in flight at M = 1; their partials are combined in the same launch
 (`common.write_result`: fixed-order, deterministic by default).
+
+BLOCK_M = 2: the program multiplies two rows of x into every weight tile it loads, each into its own
+accumulator, so the weight is read once for the pair; the unpacking of a tile (the same operations on
+the same raw words) is computed once for both rows by the compiler (sm_90 SASS, 4-bit BN64 BK128:
+K loop 744 instructions for two rows against 542 for one, `tools/sass_count.py --M 2`). Each row's
+sums are formed exactly as in a one-row program, so the output is bitwise the same.
 
 The families GEMV, GEMV_SPLITK and GEMV_REVSPLITK all run this kernel; they differ only in how K is
 split (`gemlite.kernels.plan`) and in their config spaces.
@@ -102,13 +108,13 @@ def _load_weight_tile(
 
 
 @triton.jit
-def _load_x(x_ptr, xs_ptr, x_row, pid_m, k0, live, k_in_tile, K, stride_xm, X_QUANT: tl.constexpr,
+def _load_x(x_ptr, xs_ptr, x_row, row, k0, live, k_in_tile, K, stride_xm, X_QUANT: tl.constexpr,
             X_GROUP: tl.constexpr, INT_ACC: tl.constexpr, EVEN_K: tl.constexpr):  # fmt: skip
     """The ``[ROWS, E, 1]`` activations of the K step at k0 (0 unless `live`), as the step multiplies
     them: fp32, or int32 codes (INT_ACC)."""
     k_idx = k0 + k_in_tile
     if is_mx_act(X_QUANT):
-        return load_act_mx(x_ptr, xs_ptr, pid_m.to(tl.int64), k_idx, live, K, stride_xm, X_QUANT)
+        return load_act_mx(x_ptr, xs_ptr, row.to(tl.int64), k_idx, live, K, stride_xm, X_QUANT)
     if EVEN_K:
         x = tl.load(x_row + k_idx, mask=live, other=0.0)
     else:
@@ -116,7 +122,7 @@ def _load_x(x_ptr, xs_ptr, x_row, pid_m, k0, live, k_in_tile, K, stride_xm, X_QU
     x = act_operand(x, X_QUANT).to(tl.int32 if INT_ACC else tl.float32)
     if X_GROUP > 0:  # BLOCK_K divides the block (the weight's group): one scale per step
         # (a dead step's k0 may reach K: its x is 0 anyway, the index is kept inside the row)
-        x = x * tl.load(xs_ptr + pid_m.to(tl.int64) * (K // X_GROUP) + tl.minimum(k0, K - 1) // X_GROUP)
+        x = x * tl.load(xs_ptr + row.to(tl.int64) * (K // X_GROUP) + tl.minimum(k0, K - 1) // X_GROUP)
     return x
 
 
@@ -203,15 +209,21 @@ def gemv_kernel(
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
     # Tile configuration
+    BLOCK_M: tl.constexpr,  # rows of x per program: 1, or 2 (both against each weight tile it loads)
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """y[m, n-block] (or this split's partial of it) over K split program_id(1)."""
-    # -- 1. map program ids to (row, column block, K split) ----------------------------------------
+    """y[rows, n-block] (or this split's partial of it) over K split program_id(1)."""
+    # -- 1. map program ids to (rows, column block, K split) ---------------------------------------
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
-    pid_m = pid % M  # the rows of one column block run side by side and share its weight in L2
-    pid_n = pid // M
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % num_pid_m  # the rows of one column block run side by side and share its weight in L2
+    pid_n = pid // num_pid_m
+    row0 = pid_m * BLOCK_M
+    # BLOCK_M = 2: the pair's second row (past the last row: the last row again, its result not written,
+    # so every load stays inside x). Its dot with each raw weight tile shares the unpacking with row0's.
+    row1 = tl.minimum(row0 + 1, M - 1)
 
     # -- 2. offsets: the tile is [BLOCK_K // E, E, BLOCK_N] with E = ELEMS_PER_WORD (1 unpacked);
     #       K index = k0 + row * E + j ------------------------------------------------------------
@@ -221,7 +233,8 @@ def gemv_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     k_in_tile = offs_r[:, None, None] * E + offs_j[None, :, None]  # [ROWS, E, 1]
-    x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
+    x_row = x_ptr + row0.to(tl.int64) * stride_xm
+    x_row1 = x_ptr + row1.to(tl.int64) * stride_xm
     w_cols = w_ptr + offs_n[None, None, :] * stride_wn
     shifts = offs_j[None, :, None] * W_BITS
 
@@ -233,10 +246,10 @@ def gemv_kernel(
     # -- 3. walk this split's K range --------------------------------------------------------------
     # int8 codes given without scales (A8W8_INT8) x int8 weight codes: exact int32 products and sums.
     INT_ACC: tl.constexpr = X_QUANT == XQ_INT8 and not X_SCALE
-    if INT_ACC:
-        acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.int32)
-    else:
-        acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=tl.float32)
+    ACC_DTYPE: tl.constexpr = tl.int32 if INT_ACC else tl.float32
+    acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=ACC_DTYPE)
+    if BLOCK_M == 2:
+        acc1 = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=ACC_DTYPE)  # row1's
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
     # Two K steps per iteration, both weight tiles loaded before either is used: two tiles of weight
@@ -249,10 +262,15 @@ def gemv_kernel(
         # The steps' masks as [1, 1, 1] tensors (uniform; Triton's interpreter takes no scalar mask).
         on0 = tl.full((1, 1, 1), 1, tl.int1)
         on1 = on0 & live1
-        x0 = _load_x(x_ptr, xs_ptr, x_row, pid_m, k0, on0, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+        x0 = _load_x(x_ptr, xs_ptr, x_row, row0, k0, on0, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
                      INT_ACC, EVEN_K)  # fmt: skip
-        x1 = _load_x(x_ptr, xs_ptr, x_row, pid_m, k1, on1, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+        x1 = _load_x(x_ptr, xs_ptr, x_row, row0, k1, on1, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
                      INT_ACC, EVEN_K)  # fmt: skip
+        if BLOCK_M == 2:
+            y0 = _load_x(x_ptr, xs_ptr, x_row1, row1, k0, on0, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+                         INT_ACC, EVEN_K)  # fmt: skip
+            y1 = _load_x(x_ptr, xs_ptr, x_row1, row1, k1, on1, k_in_tile, K, stride_xm, X_QUANT, X_GROUP,
+                         INT_ACC, EVEN_K)  # fmt: skip
         raw0 = _load_weight_tile(w_cols, k0, on0, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND,
                                  ELEMS_PER_WORD, EVEN_K)  # fmt: skip
         raw1 = _load_weight_tile(w_cols, k1, on1, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND,
@@ -260,19 +278,46 @@ def gemv_kernel(
         acc += _step(raw0, x0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero,
                      zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE, PRE_SCALE,
                      X_QUANT, INT_ACC)  # fmt: skip
+        if BLOCK_M == 2:
+            acc1 += _step(raw0, y0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
+                          zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
+                          PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
         if live1:
             acc += _step(raw1, x1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
                          zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
                          PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
+            if BLOCK_M == 2:
+                acc1 += _step(raw1, y1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
+                              zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
+                              POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
+    acc_n = _row_result(acc, row0, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE)
+
+    # -- 4. write the rows (final) or this split's partial of them -----------------------------------
+    if BLOCK_M == 1:
+        offs_mn = row0.to(tl.int64) * N + offs_n
+        write_result(
+            acc_n, offs_mn, mask_n, offs_n, mask_n, pid_k, pid, MN, out_ptr, ws_ptr, lock_ptr, s_ptr, b_ptr,
+            WRITE_MODE, POST_SCALE, HAS_BIAS,
+        )  # fmt: skip
+    else:
+        acc1_n = _row_result(acc1, row1, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE)
+        rows = row0 + tl.arange(0, 2)[:, None]
+        pair = tl.where(rows == row0, acc_n[None, :], acc1_n[None, :])  # [2, BLOCK_N]
+        write_result(
+            pair, rows.to(tl.int64) * N + offs_n[None, :], (rows < M) & mask_n[None, :], offs_n[None, :],
+            mask_n[None, :], pid_k, pid, MN, out_ptr, ws_ptr, lock_ptr, s_ptr, b_ptr, WRITE_MODE, POST_SCALE,
+            HAS_BIAS,
+        )  # fmt: skip
+
+
+@triton.jit
+def _row_result(acc, row, xs_ptr, xt_ptr, z_ptr, X_QUANT: tl.constexpr, X_GROUP: tl.constexpr,
+                X_SCALE: tl.constexpr):  # fmt: skip
+    """The ``[BLOCK_N]`` sums of one row's accumulator, times the row's activation scale (per-row
+    codes) or NVFP4's tensor scales (linear: split partials carry them too)."""
     acc_n = tl.sum(acc, axis=0)
     if X_QUANT == XQ_NVFP4:
-        acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales (linear: partials too)
+        acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales
     elif X_SCALE and X_GROUP == 0:
-        acc_n = acc_n * tl.load(xs_ptr + pid_m)  # the row's activation scale (linear: partials too)
-
-    # -- 4. write the row block (final) or this split's partial -------------------------------------
-    offs_mn = pid_m.to(tl.int64) * N + offs_n
-    write_result(
-        acc_n, offs_mn, mask_n, offs_n, mask_n, pid_k, pid, MN, out_ptr, ws_ptr, lock_ptr, s_ptr, b_ptr,
-        WRITE_MODE, POST_SCALE, HAS_BIAS,
-    )  # fmt: skip
+        acc_n = acc_n * tl.load(xs_ptr + row)  # the row's activation scale
+    return acc_n

@@ -41,12 +41,11 @@ class _Family:
     """What one family's launch looks like.
 
     kernel: the @triton.jit kernel. split: how K is cut, ``(config, K) -> (splits, k_per_split)``.
-    tile_m: the family tiles M by BLOCK_M (tensor cores) rather than one row per program.
+    Every family tiles M by the config's BLOCK_M (the GEMV families by 1 or 2 rows per program).
     """
 
     kernel: object
     split: object
-    tile_m: bool
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -70,11 +69,11 @@ def _split_interleaved(config, K: int) -> tuple[int, int]:
 
 
 _FAMILIES = {
-    "GEMV": _Family(gemv.gemv_kernel, _split_contiguous, tile_m=False),
-    "GEMV_REVSPLITK": _Family(gemv.gemv_kernel, _split_pairs, tile_m=False),
-    "GEMV_SPLITK": _Family(gemv.gemv_kernel, _split_contiguous, tile_m=False),
-    "GEMM_SPLITK": _Family(gemm.gemm_kernel, _split_interleaved, tile_m=True),
-    "GEMM": _Family(gemm.gemm_kernel, _split_interleaved, tile_m=True),
+    "GEMV": _Family(gemv.gemv_kernel, _split_contiguous),
+    "GEMV_REVSPLITK": _Family(gemv.gemv_kernel, _split_pairs),
+    "GEMV_SPLITK": _Family(gemv.gemv_kernel, _split_contiguous),
+    "GEMM_SPLITK": _Family(gemm.gemm_kernel, _split_interleaved),
+    "GEMM": _Family(gemm.gemm_kernel, _split_interleaved),
 }
 
 
@@ -384,7 +383,6 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     M, K = x.shape[0], layout.in_features  # (x may be e2m1 codes now, two per byte)
     N = layout.out_features
     device = x.device
-    tile_m = _FAMILIES[family].tile_m
     rows = _rows(M, N, splits)
     out = (torch.zeros if mode == WRITE_ATOMIC_FINAL.value else torch.empty)(
         (M, N), dtype=out_dtype, device=device
@@ -397,7 +395,7 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         ws = out  # not read (WRITE_FINAL, WRITE_ATOMIC_FINAL)
     n_tiles = _cdiv(N, config.BLOCK_N)
     if mode in (WRITE_PARTIAL.value, WRITE_ATOMIC.value):
-        locks = _counters(locks, (_cdiv(rows, config.BLOCK_M) if tile_m else rows) * n_tiles, device)
+        locks = _counters(locks, _cdiv(rows, config.BLOCK_M) * n_tiles, device)
     else:
         locks = ws
     stride_wk, stride_wn = _weight_strides(layout, W_q)
@@ -407,10 +405,10 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         m = x_rows.shape[0]
         xs_rows = out_rows if not pre else x_scales if rows == M else x_scales[m0 : m0 + rows]
         ws_rows = ws[m0 : m0 + rows] if mode == WRITE_ATOMIC.value and rows != M else ws
-        # Axis 0: one program per output tile (GEMV families: per row and BLOCK_N columns, rows
-        # fastest, so the rows of one column block share its weight in L2); axis 1: one per K split.
+        # Axis 0: one program per output tile (GEMV families: per BLOCK_M rows and BLOCK_N columns,
+        # rows fastest, so the rows of one column block share its weight in L2); axis 1: one per K split.
         # Row chunks run one after another on the stream, so they share the lock counters.
-        grid = ((_cdiv(m, config.BLOCK_M) if tile_m else m) * n_tiles, splits)
+        grid = (_cdiv(m, config.BLOCK_M) * n_tiles, splits)
         named = {
             "x_ptr": x_rows, "xs_ptr": xs_rows, "xt_ptr": out_rows if x_tensor is None else x_tensor,
             "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,

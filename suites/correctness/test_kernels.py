@@ -314,6 +314,36 @@ def test_deterministic_bitwise(family, device):
         assert launches[0].constexprs["WRITE_MODE"] == WRITE_PARTIAL.value
 
 
+# Row pairs: every kind of weight and of activation the GEMV kernel reads (per-row and per-block
+# activation scales, microscaled activations, NVFP4's tensor scales, the int32 sums of int8 codes).
+PAIR_CASES = [
+    (v, "float16", "float16", "input")
+    for v in KIND_VARIANTS
+    + [
+        dict(format="A8W8_INT8_dynamic"),
+        dict(format="A8W8_FP8_block_dynamic"),
+        dict(format="A8W4_HQQ_INT_dynamic", group_size=128, zeros="float", scale_dtype="act"),
+        dict(format="A16W4_MXFP"),
+        dict(format="A4W4_NVFP_dynamic"),
+    ]
+] + [(dict(format="A8W8_INT8"), "int8", "float32", "none")]  # int32 sums, converted at the end
+
+
+@pytest.mark.parametrize("variant,act,out,bias", PAIR_CASES, ids=[variant_id(c[0]) for c in PAIR_CASES])
+def test_gemv_row_pairs_equal_single_rows(variant, act, out, bias, device):
+    """A GEMV program of two rows (BLOCK_M = 2: both against each weight tile it loads) gives bitwise
+    the one-row programs' output, the last of M = 3 rows without a partner included."""
+    case = kernel_case(variant, family="GEMV", act=act, out=out, M=3, N=64, K=256, bias=bias, seed=21)
+    one = autotune.Config(BLOCK_N=32, BLOCK_K=32, SPLIT_K=2)
+    with autotune.forced_config("GEMV", one):
+        y1, ops, layer = run_contract(case, device)
+    with autotune.forced_config("GEMV", autotune.Config(BLOCK_M=2, BLOCK_N=32, BLOCK_K=32, SPLIT_K=2)):
+        y2 = call_again(ops, layer, case.output_dtype, "GEMV")
+        launches = family_launches(launch_plan(ops, layer, case.output_dtype, "GEMV"))
+    assert launches[0].grid == (2 * 2, 2), "grid: 2 row blocks x 2 column blocks, 2 K splits"
+    assert_exact(y2, y1, what=f"{variant_id(variant)}: two rows per program")
+
+
 @pytest.mark.parametrize("family", ["GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"])
 @pytest.mark.parametrize("out", ["float16", "float32"], ids=["f16-atomic-ws", "f32-atomic-out"])
 def test_atomic_paths_when_allowed(family, out, device):
