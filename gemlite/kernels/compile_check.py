@@ -21,6 +21,7 @@ tensors, so the compiled signatures are exactly those a real launch would use.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -248,17 +249,24 @@ COVER_LAYOUTS = (
 def all_jobs(families, layouts, every: bool = True) -> list[tuple[str, str, dict]]:
     """The (layout, family, config) triples to compile. every=True: each config of every mode legal for
     the layout. every=False (the covering selection the CPU test suite compiles, a third of the
-    kernels): that on `COVER_LAYOUTS`, and each other layout's default-mode configs."""
+    kernels): that on `COVER_LAYOUTS`, and each other layout's default-mode configs. Where every
+    config is compiled, the GEMV families' first config also with two rows per program (BLOCK_M = 2,
+    in no config space yet)."""
     jobs = []
     for layout_name in layouts:
         layout = make_layout(layout_name)
-        modes = autotune.MODES if every or layout_name in COVER_LAYOUTS else (False,)
+        full = every or layout_name in COVER_LAYOUTS
+        modes = autotune.MODES if full else (False,)
         for family in families:
             seen = []
             for mode in modes:
                 for cfg in autotune.legal_configs(family, layout, mode):
                     if cfg not in seen:
                         seen.append(cfg)
+            if full and family.startswith("GEMV") and seen:
+                pair = dataclasses.replace(seen[0], BLOCK_M=2)
+                if pair not in seen and autotune.illegal_reason(family, pair, layout) is None:
+                    seen.append(pair)
             jobs += [(layout_name, family, cfg.as_dict()) for cfg in seen]
     return jobs
 
