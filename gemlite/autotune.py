@@ -118,7 +118,10 @@ def _cfg(**kw) -> Config:
 # * GEMV_SPLITK, A16W8_INT8, M = 1: BN16 BK256 SK1 w4 (4096x14336, 20.0 us) and BN8 BK1024 SK1 w4
 #   (14336x4096, 20.2 us); splitting K is slower for unpacked weights.
 # * GEMM_SPLITK: M = 16: BM16 BN128 BK64/128 SK8 s3 (38.1 / 40.2 us); M = 64: BM64 BN64 BK64 SK4 s3
-#   (4096x14336, 50.3 us), BM64 BN128 BK128 SK8 s3 (14336x4096, 48.5 us).
+#   (4096x14336, 50.3 us), BM64 BN128 BK128 SK8 s3 (14336x4096, 48.5 us). A16W8_FP8 16384x16384 M = 32
+#   (2026-12-03, 32 configs): BM32 BN128 BK128 SK2 s4 77.5 us, where the tuner had picked BM16 SK4 (>83).
+#   In the re-tuned H200 cache (2026-12-03, 270 keys) BM16 BN128 BK128 SK8 wins 67 keys and BM16 BN128
+#   BK64 SK8 none: the first is the default now, the second left the space (for the SK2 one).
 # * GEMM, 4096x14336: DEQUANT=1 (dequantize + cuBLAS) 212 us at M = 1024 and 672 us at M = 4096 against
 #   the best fused tiles' 373 / 1451 us (BM128 BN128 BK64 w4).
 # * GEMM with a K split (2026-12-03, not yet timed): at M = 128-512 the unsplit tiles leave one
@@ -175,13 +178,13 @@ _SPLITK_GEMV_MAX_EXTRA = [
     _cfg(BLOCK_N=4, BLOCK_K=512, SPLIT_K=2, num_warps=4),
 ]
 _GEMM_SPLITK_FAST = [
-    _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=16, BLOCK_N=256, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=3),
+    _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=2, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, GROUP_M=8, num_warps=4, num_stages=3),
     _cfg(BLOCK_M=32, BLOCK_N=128, BLOCK_K=32, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=4),
 ]
