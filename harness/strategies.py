@@ -260,6 +260,12 @@ PATH_VARIANTS: dict[str, dict] = {
     # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path.
     "int8-dyn-post": dict(format="A8W8_INT8_dynamic"),
     "fp8-dyn-post": dict(format="A8W8_FP8_dynamic"),
+    # ... per 1 x 128 block (K = 256: whole blocks), e4m3 codes against HQQ groups, and microscaled
+    # activation codes (MXFP8: e8m0 per 32; NVFP4: e4m3 per 16 and the call's tensor scale).
+    "int8-block-dyn": dict(format="A8W8_INT8_block_dynamic", K=256),
+    "hqq4-g64-fp8-dyn": dict(format="A8W4_HQQ_INT_dynamic", group_size=64, zeros="float"),
+    "mxfp8-mxact": dict(format="A8W8_MXFP_dynamic"),
+    "nvfp4-nvact": dict(format="A4W4_NVFP_dynamic"),
 }
 
 #: The kernel paths of the matrix: each family forced to a tile that splits K (a K tail too where the
@@ -311,7 +317,7 @@ def path_cases() -> list[tuple[str, Case]]:
     for v, (vname, variant) in enumerate(PATH_VARIANTS.items()):
         sup = SUPPORT[variant["format"]]
         grouped = variant.get("group_size") is not None
-        K = 192 if grouped else 160
+        K = variant.get("K", 192 if grouped else 160)
         rows = [(fam, det) for fam in _SPLIT_FAMILIES for det in (True, False)]
         rows += [("GEMM", True)] + ([] if FORMATS[variant["format"]].act.is_dynamic else [("DEQUANT", True)])
         for f, (path, det) in enumerate(rows):
@@ -331,7 +337,7 @@ def path_cases() -> list[tuple[str, Case]]:
                 # Splits of K = 160 / 192 at BLOCK_K = 64: 2 for every split family (GEMV_REVSPLITK: one
                 # per 2 * 64), so 2 rows per launch take 2 * 2 * N fp32 partials.
                 workspace = 2 * 2 * _PATH_N * 4 if split and t % 2 == 0 else None
-                fields = {k: w for k, w in variant.items() if k != "format"}
+                fields = {k: w for k, w in variant.items() if k not in ("format", "K")}
                 case = pinned(
                     variant["format"],
                     **fields,

@@ -2,7 +2,8 @@
 
 The drawn cases of ``test_formats.py`` reach these paths too, but a few derandomized examples per format
 and family (the quick profile) cannot promise to reach each one. Here each weight scale mode (none,
-pre-scaled, post-scaled) meets each kernel path: every split-K family with determinism on and off
+pre-scaled, post-scaled) and each kind of activation (fp16/bf16, int8 / e4m3 codes per token or per
+block, MXFP8 and NVFP4 codes) meets each kernel path: every split-K family with determinism on and off
 (fixed-order reduction; fp32 atomics into a workspace or into an fp32 output), GEMM with a K tail, GEMM
 with DEQUANT=1, in every output dtype; the bias, activation and scale dtypes, row-chunked launches
 (a shrunk workspace bound), packed codes handed to ``pack(packed=True)`` and state_dict round trips

@@ -221,8 +221,10 @@ def test_path_matrix_reaches_every_path_of_every_scale_mode():
 
 def test_path_matrix_runs_k_tails_and_splits():
     for _, c in PATHS:
-        # Grouped HQQ runs whole groups; microscaled groups (32 / 16) run inside tiles, K tails included.
+        # Grouped HQQ and 128 x 128 blocks run whole groups; microscaled groups (32 / 16) run inside
+        # tiles, K tails included.
         grouped = c.group_size is not None and c.fmt.weight.kind is WeightKind.HQQ
+        grouped = grouped or c.fmt.act.group_size == 128
         assert (c.K % c.config.BLOCK_K != 0) == (not grouped and c.config.BLOCK_K == 64), c
     # Every mode's split families meet each other setting both ways across the matrix.
     for det in (True, False):
