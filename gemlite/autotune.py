@@ -281,14 +281,13 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     """Why `config` cannot run `family` on `layout`, or None when it can.
 
     Rules: GEMV families reduce one or two activation rows per program (BLOCK_M <= 2; two rows share
-    each weight tile) and read whole packed
-    words (BLOCK_K a multiple of the codes per word); tensor-core tiles need BLOCK_M, BLOCK_N,
-    BLOCK_K >= 16; the weight scheme says which K tiles its scale groups allow (`k_tile_problem`: a
-    tile must not straddle two groups, so BLOCK_K divides the group size; MX/NVFP4 groups may also run
-    inside a tile); GEMV_REVSPLITK (no K split parameter) and DEQUANT=1 configs (cuBLAS takes the
-    whole product) take SPLIT_K == 1. Formats whose activations are codes (quantized at run time, or
-    given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product would not multiply their codes),
-    BLOCK_K >= 32 for the 8-bit dot.
+    each weight tile) and read whole packed words (BLOCK_K a multiple of the codes per word);
+    tensor-core tiles need BLOCK_M, BLOCK_N, BLOCK_K >= 16; the weight scheme says which K tiles its
+    scale groups allow (`k_tile_problem`: a tile must not straddle two groups, so BLOCK_K divides the
+    group size; MX/NVFP4 groups may also run inside a tile); GEMV_REVSPLITK (no K split parameter)
+    and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose
+    activations are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit
+    cuBLAS product would not multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
