@@ -152,6 +152,8 @@ def test_illegal_tiles_are_named():
     # GEMV families read whole packed words: 1-bit codes in 32-bit words need BLOCK_K % 32 == 0.
     assert "whole words" in autotune.illegal_reason("GEMV", Config(BLOCK_N=64, BLOCK_K=16), _layout(bits=1))
     assert "BLOCK_M" in autotune.illegal_reason("GEMV", Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), g32)
+    assert "<= 2" in autotune.illegal_reason("GEMV_SPLITK", Config(BLOCK_M=4, BLOCK_N=64, BLOCK_K=32), g32)
+    assert autotune.illegal_reason("GEMV", Config(BLOCK_M=2, BLOCK_N=64, BLOCK_K=32), g32) is None
     assert ">= 16" in autotune.illegal_reason("GEMM_SPLITK", Config(BLOCK_M=8, BLOCK_N=64, BLOCK_K=32), g32)
     rev_split = Config(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)
     assert "SPLIT_K" in autotune.illegal_reason("GEMV_REVSPLITK", rev_split, g32)
