@@ -143,14 +143,20 @@ _GEMV_FAST = [
     _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, num_warps=4),
     _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=4),
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=2),
-    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=4),
     _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
     _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
 ]
+# Two rows per program (M >= 2; `_for_rows` keeps these for M >= 2 and the others for M = 1).
+_GEMV_PAIR_FAST = [
+    _cfg(BLOCK_M=2, BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
+    _cfg(BLOCK_M=2, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, num_warps=4),
+    _cfg(BLOCK_M=2, BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=2),
+    _cfg(BLOCK_M=2, BLOCK_N=32, BLOCK_K=64, SPLIT_K=8, num_warps=2),
+    _cfg(BLOCK_M=2, BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
+]
 _GEMV_MAX_EXTRA = [
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=4),
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
-    _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=1),
-    _cfg(BLOCK_N=64, BLOCK_K=64, SPLIT_K=16, num_warps=1),
 ]
 _REV_FAST = [
     _cfg(BLOCK_N=256, BLOCK_K=64, num_warps=4),
@@ -216,9 +222,9 @@ _GEMM_MAX_EXTRA = [
 # "interpreter" (small tiles for CPU runs under TRITON_INTERPRET=1; never used on a GPU).
 _SPACES: dict[str, dict[str, list[Config]]] = {
     "GEMV": {
-        "fast": _GEMV_FAST,
-        "max": _GEMV_FAST + _GEMV_MAX_EXTRA,
-        "default": [_GEMV_FAST[0], _GEMV_FAST[-1]],
+        "fast": _GEMV_FAST + _GEMV_PAIR_FAST,
+        "max": _GEMV_FAST + _GEMV_PAIR_FAST + _GEMV_MAX_EXTRA,
+        "default": [_GEMV_FAST[0], _GEMV_FAST[-1], _GEMV_PAIR_FAST[0], _GEMV_PAIR_FAST[-1]],
         "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=4)],
     },
     "GEMV_REVSPLITK": {
@@ -320,17 +326,30 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     return None
 
 
-def legal_configs(family: str, layout, mode: str | bool) -> list[Config]:
-    return [c for c in configs(family, mode) if illegal_reason(family, c, layout) is None]
+def _for_rows(family: str, candidates: list[Config], M: int | None) -> list[Config]:
+    """The candidates that suit M rows of x: for the GEMV families those with BLOCK_M = min(M, 2)
+    (a second row at M = 1 is wasted work; one row per program at M >= 2 streams the weight once per
+    row), or all of them when none does (the interpreter's tiles); unchanged for M None."""
+    if M is None or not family.startswith("GEMV"):
+        return candidates
+    fit = [c for c in candidates if c.BLOCK_M == min(M, 2)]
+    return fit or candidates
 
 
-def default_config(family: str, layout, interpreter: bool = False) -> Config:
-    """The heuristic config: the first legal default (interpreter: the first legal small tile)."""
+def legal_configs(family: str, layout, mode: str | bool, M: int | None = None) -> list[Config]:
+    """The configs of `mode`'s space legal for `layout` (and, given M, those that suit M rows)."""
+    legal = [c for c in configs(family, mode) if illegal_reason(family, c, layout) is None]
+    return _for_rows(family, legal, M)
+
+
+def default_config(family: str, layout, interpreter: bool = False, M: int | None = None) -> Config:
+    """The heuristic config: the first legal default (interpreter: the first legal small tile) that
+    suits M rows (`_for_rows`; any M when None)."""
     space = _SPACES[family]
     pool = space["interpreter"] if interpreter else space["default"]
-    for c in pool:
-        if illegal_reason(family, c, layout) is None:
-            return c
+    legal = _for_rows(family, [c for c in pool if illegal_reason(family, c, layout) is None], M)
+    if legal:
+        return legal[0]
     raise ValueError(
         f"group_size: no {family} tile is legal for group_size={layout.group_size} "
         f"(K={layout.in_features}); use a multiple of 32 that divides K"
@@ -476,13 +495,13 @@ def choose_config(family, M, layout, out_dtype, scale_dtype, *, timer=None, inte
             return cached, "cache"
         warnings.warn(f"gemlite: ignoring cached {family} config for {key}: {reason}", stacklevel=2)
     if interpreter:
-        return default_config(family, layout, interpreter=True), "interpreter"
+        return default_config(family, layout, interpreter=True, M=M), "interpreter"
     mode = _MODE
     if mode is False:
-        return default_config(family, layout), "default"
+        return default_config(family, layout, M=M), "default"
     if timer is None:
-        return default_config(family, layout), "untimed"
-    best = _tune(family, legal_configs(family, layout, mode), timer)
+        return default_config(family, layout, M=M), "untimed"
+    best = _tune(family, legal_configs(family, layout, mode, M), timer)
     with _LOCK:
         _CACHE[family][key] = best
     return best, "cache"

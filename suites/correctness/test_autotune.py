@@ -206,12 +206,30 @@ def test_max_mode_times_the_larger_space():
     autotune.set_autotune("max")
     timer = FakeTimer()
     autotune.get_config("GEMV", 1, LAYOUT, torch.float16, torch.float16, timer=timer)
-    assert timer.calls == autotune.legal_configs("GEMV", LAYOUT, "max")
-    assert len(timer.calls) > len(autotune.legal_configs("GEMV", LAYOUT, "fast"))
+    assert timer.calls == autotune.legal_configs("GEMV", LAYOUT, "max", M=1)
+    assert len(timer.calls) > len(autotune.legal_configs("GEMV", LAYOUT, "fast", M=1))
+
+
+@pytest.mark.parametrize("M", [1, 2, 3])
+def test_gemv_candidates_and_defaults_suit_the_rows(M):
+    # A second row per program at M = 1 is wasted work, one row per program at M >= 2 streams the
+    # weight once per row: the tuner times only the tiles with BLOCK_M = min(M, 2), and the heuristic
+    # picks one. The interpreter's GEMV tiles all take one row: they serve any M.
+    timer = FakeTimer()
+    got = autotune.get_config("GEMV", M, LAYOUT, torch.float16, torch.float16, timer=timer)
+    assert timer.calls and {c.BLOCK_M for c in timer.calls} == {min(M, 2)} and got in timer.calls
+    fast = autotune.legal_configs("GEMV", LAYOUT, "fast")
+    assert set(timer.calls) == {c for c in fast if c.BLOCK_M == min(M, 2)}
+    assert autotune.default_config("GEMV", LAYOUT, M=M).BLOCK_M == min(M, 2)
+    autotune.reset_config()
+    autotune.set_autotune(False)
+    assert autotune.get_config("GEMV", M, LAYOUT, torch.float16, None).BLOCK_M == min(M, 2)
+    interp = autotune.get_config("GEMV", M, LAYOUT, torch.float16, None, interpreter=True)
+    assert interp == autotune.interpreter_configs("GEMV")[0]
 
 
 def test_failing_candidates_are_skipped_and_all_failing_raises():
-    cands = autotune.legal_configs("GEMV", LAYOUT, "fast")
+    cands = autotune.legal_configs("GEMV", LAYOUT, "fast", M=1)
 
     def timer(cfg):
         if cfg != cands[2]:
@@ -353,11 +371,12 @@ def test_dispatch_thresholds():
     hqq8 = _layout(bits=8)
     int8 = WeightLayout(FORMATS["A16W8_INT8"], 4096, 4096, 4096, 8, torch.float16)
     a16w16 = WeightLayout(FORMATS["A16W16"], 4096, 4096, 4096, 16, torch.bfloat16)
-    # One row: the plain GEMV for packed codes, GEMV_SPLITK for K-contiguous 8/16-bit weights;
-    # then GEMM_SPLITK up to M = 127 and GEMM from 128 (the measurements are in gemlite/dispatch.py).
+    # The plain GEMV for one or two rows of packed codes, GEMV_SPLITK for one row of K-contiguous
+    # 8/16-bit weights; then GEMM_SPLITK up to M = 127 and GEMM from 128 (the measurements are in
+    # gemlite/dispatch.py).
     for packed in (hqq4, hqq8):
-        assert [choose_matmul_type(M, packed) for M in (1, 2, 127, 128, 5000)] == [
-            "GEMV", "GEMM_SPLITK", "GEMM_SPLITK", "GEMM", "GEMM"]  # fmt: skip
+        assert [choose_matmul_type(M, packed) for M in (1, 2, 3, 127, 128, 5000)] == [
+            "GEMV", "GEMV", "GEMM_SPLITK", "GEMM_SPLITK", "GEMM", "GEMM"]  # fmt: skip
     for unpacked in (int8, a16w16):
         assert [choose_matmul_type(M, unpacked) for M in (1, 2, 127, 128)] == [
             "GEMV_SPLITK", "GEMM_SPLITK", "GEMM_SPLITK", "GEMM"]  # fmt: skip
