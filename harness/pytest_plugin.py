@@ -48,6 +48,10 @@ class Recorder:
     def add(self, record: Record) -> None:
         self._records[(record.test, record.case_json)] = record
 
+    def has(self, record: Record) -> bool:
+        """Whether a record of the same case (test and case) is kept."""
+        return (record.test, record.case_json) in self._records
+
     def record(self, case, comparison, test: str = "") -> Record:
         """Record a finished comparison; returns the record."""
         rec = Record.from_comparison(case, comparison, test)
@@ -84,6 +88,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH",
         help="write the markdown correctness report to PATH at the end of the session",
+    )
+    group.addoption(
+        "--correctness-records",
+        default=None,
+        metavar="PATH",
+        help="also write this session's case records (JSON) to PATH, for --correctness-merge",
+    )
+    group.addoption(
+        "--correctness-merge",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="add the records of an earlier session (--correctness-records) to the report (repeatable): "
+        "one report over a suite split across several runs",
     )
     group.addoption(
         "--mutation-log",
@@ -174,6 +192,17 @@ def _log_failure(item: pytest.Item, report, exc: BaseException, path: str) -> No
         item.session.shouldstop = f"mutation: caught by {item.nodeid} ({how})"
 
 
+def _merge_part(recorder: Recorder, part: dict, earlier: bool = False) -> None:
+    """Add a worker's records and test outcomes to `recorder`; earlier=True: an earlier session's,
+    whose record of a case this session also ran gives way to this session's."""
+    for rec in part["records"]:
+        record = Record(**rec)
+        if not (earlier and recorder.has(record)):
+            recorder.add(record)
+    for key, n in part["outcomes"].items():
+        recorder.outcomes[key] += n
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     path = config.getoption("correctness_report")
@@ -188,12 +217,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         (parts / f"{worker}.json").write_text(json.dumps(part))
         return
     for part_file in sorted(parts.glob("*.json")) if parts.is_dir() else []:
-        part = json.loads(part_file.read_text())
-        for rec in part["records"]:
-            recorder.add(Record(**rec))
-        for key, n in part["outcomes"].items():
-            recorder.outcomes[key] += n
+        _merge_part(recorder, json.loads(part_file.read_text()))
     shutil.rmtree(parts, ignore_errors=True)
+    records_path = config.getoption("correctness_records")
+    if records_path:
+        part = {"records": [asdict(r) for r in recorder.records], "outcomes": recorder.outcomes}
+        Path(records_path).write_text(json.dumps(part))
+    for merge in config.getoption("correctness_merge"):
+        _merge_part(recorder, json.loads(Path(merge).read_text()), earlier=True)
     device = None
     if recorder.gpu_info is not None:
         device = f"{recorder.gpu_info.name} ({recorder.gpu_info.key})"

@@ -121,3 +121,40 @@ def test_recorder_keeps_the_last_record_of_a_repeated_case():
     r.add(_rec("A16W16", "GEMM", ok=True, case="same", test="t"))
     r.add(_rec("A16W16", "GEMM", case="other", test="t"))
     assert len(r.records) == 2 and r.records[0].ok
+
+
+_RECORDING_TEST = """
+from harness.correctness_report import Record
+
+
+def test_one_case(correctness_recorder):
+    correctness_recorder.add(Record("{label}", "GEMV", {ok}, 0.5, 1e-4, 1e-5, 60.0, 30.0, "{{}}", "{label}"))
+"""
+
+
+def test_a_split_run_merges_into_one_report(tmp_path):
+    # A suite too long for one call runs in parts: the first part writes its records, the second
+    # adds them to its own report (cases, test outcomes and failures of both).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def run(name: str, label: str, ok: bool, *args: str) -> str:
+        test = tmp_path / name / "test_part.py"
+        test.parent.mkdir()
+        test.write_text(_RECORDING_TEST.format(label=label, ok=ok))
+        report = tmp_path / f"{name}.md"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "harness.pytest_plugin", str(test),
+               "--correctness-profile", "quick", "--correctness-report", str(report), *args]  # fmt: skip
+        subprocess.run(cmd, cwd=tmp_path / name, env=env, check=True, capture_output=True, timeout=300)
+        return report.read_text()
+
+    first = run("a", "A16W8_INT8", True, "--correctness-records", str(tmp_path / "a.json"))
+    assert "1 run, 0 failed" in first
+    merged = run("b", "A16W4_HQQ_INT/g128", False, "--correctness-merge", str(tmp_path / "a.json"))
+    assert "2 run, 1 failed" in merged and "2 passed, 0 failed" in merged
+    assert "| A16W8_INT8 " in merged and "| A16W4_HQQ_INT/g128 " in merged
