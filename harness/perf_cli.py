@@ -200,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
         "a cold cache's tuning then does not eat the timed run's budget",
     )
     r.add_argument(
+        "--jobs",
+        type=int,
+        default=min(16, os.cpu_count() or 1),
+        help="--tune-only: processes that first compile every candidate the tuning will launch "
+        "(harness.precompile; 0: none, the tuning compiles as it goes)",
+    )
+    r.add_argument(
         "--export", metavar="DIR", help="copy the report, baseline, config cache and raw results here"
     )
     r.add_argument(
@@ -336,6 +343,10 @@ def _tune_only(a: argparse.Namespace, cases: list, settings, gpu, t0: float) -> 
     except Exception as e:  # noqa: BLE001 - nothing can be tuned then
         log(f"error: could not start: {type(e).__name__}: {e}")
         return 2
+    if a.jobs:
+        from harness.precompile import precompile
+
+        precompile(cases, settings.autotune, a.jobs, log)
     deadline = t0 + 60 * a.max_minutes if a.max_minutes else None
     errors, left = 0, []
     for i, case in enumerate(cases):
