@@ -370,7 +370,7 @@ class _Built:
         self.build_s_charged = False
 
 
-def _launch_choice(layer, x) -> str | None:
+def launch_choice_of(layer, x) -> str | None:
     """The "FAMILY BM.._BN.._..." that a gemlite layer launches for x (after its first call: no tuning
     here); None for a revision without `gemlite.matmul.launch_choice` (an A/B base) or a layer
     without the usual tensors."""
@@ -685,7 +685,8 @@ class GpuMeasurer:
             deterministic = bool(self._gemlite.is_deterministic())
         except Exception:  # noqa: BLE001 - older revisions may lack it; assume the default
             pass
-        return self._rotating(case, layer, dtype, deterministic, describe=lambda x: _launch_choice(layer, x))
+        describe = lambda x: launch_choice_of(layer, x)  # noqa: E731
+        return self._rotating(case, layer, dtype, deterministic, describe=describe)
 
     def _rotating(self, case: Case, layer, dtype, compare_copies: bool, describe: Callable) -> _Built:
         """`layer` and enough deep copies of it to defeat L2, called on x of `dtype` [M, K]; copy 0's
