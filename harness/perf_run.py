@@ -48,6 +48,7 @@ import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from harness import git
@@ -685,8 +686,7 @@ class GpuMeasurer:
             deterministic = bool(self._gemlite.is_deterministic())
         except Exception:  # noqa: BLE001 - older revisions may lack it; assume the default
             pass
-        describe = lambda x: launch_choice_of(layer, x)  # noqa: E731
-        return self._rotating(case, layer, dtype, deterministic, describe=describe)
+        return self._rotating(case, layer, dtype, deterministic, describe=partial(launch_choice_of, layer))
 
     def _rotating(self, case: Case, layer, dtype, compare_copies: bool, describe: Callable) -> _Built:
         """`layer` and enough deep copies of it to defeat L2, called on x of `dtype` [M, K]; copy 0's
