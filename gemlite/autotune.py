@@ -225,7 +225,11 @@ _SPACES: dict[str, dict[str, list[Config]]] = {
         "fast": _GEMV_FAST + _GEMV_PAIR_FAST,
         "max": _GEMV_FAST + _GEMV_PAIR_FAST + _GEMV_MAX_EXTRA,
         "default": [_GEMV_FAST[0], _GEMV_FAST[-1], _GEMV_PAIR_FAST[0], _GEMV_PAIR_FAST[-1]],
-        "interpreter": [_cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=4)],
+        # Two rows per program from M = 2, as on a GPU, so CPU runs of `forward` take the same path.
+        "interpreter": [
+            _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=4),
+            _cfg(BLOCK_M=2, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, num_warps=4),
+        ],
     },
     "GEMV_REVSPLITK": {
         "fast": _REV_FAST,

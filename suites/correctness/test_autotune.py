@@ -214,7 +214,7 @@ def test_max_mode_times_the_larger_space():
 def test_gemv_candidates_and_defaults_suit_the_rows(M):
     # A second row per program at M = 1 is wasted work, one row per program at M >= 2 streams the
     # weight once per row: the tuner times only the tiles with BLOCK_M = min(M, 2), and the heuristic
-    # picks one. The interpreter's GEMV tiles all take one row: they serve any M.
+    # and the interpreter pick one.
     timer = FakeTimer()
     got = autotune.get_config("GEMV", M, LAYOUT, torch.float16, torch.float16, timer=timer)
     assert timer.calls and {c.BLOCK_M for c in timer.calls} == {min(M, 2)} and got in timer.calls
@@ -225,7 +225,9 @@ def test_gemv_candidates_and_defaults_suit_the_rows(M):
     autotune.set_autotune(False)
     assert autotune.get_config("GEMV", M, LAYOUT, torch.float16, None).BLOCK_M == min(M, 2)
     interp = autotune.get_config("GEMV", M, LAYOUT, torch.float16, None, interpreter=True)
-    assert interp == autotune.interpreter_configs("GEMV")[0]
+    assert interp in autotune.interpreter_configs("GEMV") and interp.BLOCK_M == min(M, 2)
+    # A family whose interpreter tiles all take one row serves any M with them.
+    assert autotune.get_config("GEMV_SPLITK", M, LAYOUT, torch.float16, None, interpreter=True).BLOCK_M == 1
 
 
 def test_failing_candidates_are_skipped_and_all_failing_raises():
