@@ -26,9 +26,8 @@ import torch
 from gemlite import autotune, helper
 from harness.gpu import identify
 from harness.perf_cases import FormatEntry, weight_bytes
+from harness.precompile import PEAK_BYTES_PER_WEIGHT
 from harness.timing import GraphTimer, TimingConfig, copy_bandwidth, rotation_copies
-
-_PEAK_BYTES_PER_WEIGHT = 64  # a worker's GPU memory while quantizing (8192x28672 A16W8_INT8: 12.6 GB)
 
 
 def _grid(items: list[str]) -> list[autotune.Config]:
@@ -108,10 +107,9 @@ def main() -> None:
     for K, N in shapes:
         layer = _layer(a.helper, K, N, a.group_size)
         legal = [c for c in configs if autotune.illegal_reason(a.family, c, layer.layout) is None]
-        # Each worker quantizes its own copy of the layer (float64 temporaries: ~64 bytes a weight at
-        # the peak), so big layers get fewer workers than --jobs.
+        # Each worker quantizes its own copy of the layer, so big layers get fewer workers than --jobs.
         free = torch.cuda.mem_get_info()[0]
-        workers = max(1, min(a.jobs, int(0.8 * free) // (_PEAK_BYTES_PER_WEIGHT * K * N)))
+        workers = max(1, min(a.jobs, int(0.8 * free) // (PEAK_BYTES_PER_WEIGHT * K * N)))
         jobs = [
             (a.helper, K, N, a.group_size, a.family, M, [c.as_dict() for c in legal[i::workers]])
             for M in ms
