@@ -98,6 +98,10 @@ class Config:
         )
 
 
+#: The most activation rows a GEMV-family program multiplies into each weight tile it loads.
+GEMV_ROWS = 2
+
+
 def _cfg(**kw) -> Config:
     return Config(**kw)
 
@@ -301,8 +305,11 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
-        if config.BLOCK_M > 2:
-            return f"{family} reduces one or two rows per program: BLOCK_M must be <= 2, got {config.BLOCK_M}"
+        if config.BLOCK_M > GEMV_ROWS:
+            return (
+                f"{family} reduces one or two rows per program: BLOCK_M must be <= {GEMV_ROWS}, "
+                f"got {config.BLOCK_M}"
+            )
         if config.BLOCK_K % layout.elems_per_word:
             return (
                 f"{family} reads whole words: BLOCK_K must be a multiple of the {layout.elems_per_word} "
@@ -331,12 +338,12 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
 
 
 def _for_rows(family: str, candidates: list[Config], M: int | None) -> list[Config]:
-    """The candidates that suit M rows of x: for the GEMV families those with BLOCK_M = min(M, 2)
+    """The candidates that suit M rows of x: for the GEMV families those with BLOCK_M = min(M, GEMV_ROWS)
     (a second row at M = 1 is wasted work; one row per program at M >= 2 streams the weight once per
     row), or all of them when none does (the interpreter's tiles); unchanged for M None."""
     if M is None or not family.startswith("GEMV"):
         return candidates
-    fit = [c for c in candidates if c.BLOCK_M == min(M, 2)]
+    fit = [c for c in candidates if c.BLOCK_M == min(M, GEMV_ROWS)]
     return fit or candidates
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from harness import git
 from harness.gpu import SPECS, GpuInfo
-from harness.perf_cases import ROOT, Case, case_bytes, case_flops
+from harness.perf_cases import ROOT, Case, FormatEntry, case_bytes, case_flops
 from harness.timing import (
     GraphTimer,
     Stats,
@@ -371,6 +371,22 @@ class _Built:
         self.build_s_charged = False
 
 
+def build_layer(entry: FormatEntry, K: int, N: int, device: str):
+    """The suite entry's gemlite layer at K x N: random weights (nn.Linear's own init, uniform
+    +-1/sqrt(K): non-zero), quantized by the entry's helper. Raises RuntimeError for a helper that
+    gemlite.helper lacks (an A/B base revision older than the format)."""
+    import torch
+
+    import gemlite.helper as helper
+
+    proc_cls = getattr(helper, entry.helper, None)
+    if proc_cls is None:
+        raise RuntimeError(f"gemlite.helper has no {entry.helper!r} (suite entry {entry.label})")
+    dtype = getattr(torch, entry.act_dtype)
+    linear = torch.nn.Linear(K, N, bias=False, dtype=dtype, device=device)
+    return proc_cls(device=device, dtype=dtype, **entry.init).from_linear(linear, **entry.kwargs)
+
+
 def launch_choice_of(layer, x) -> str | None:
     """The "FAMILY BM.._BN.._..." that a gemlite layer launches for x (after its first call: no tuning
     here); None for a revision without `gemlite.matmul.launch_choice` (an A/B base) or a layer
@@ -664,18 +680,10 @@ class GpuMeasurer:
     def _build_gemlite(self, case: Case) -> _Built:
         import torch
 
-        import gemlite.helper as helper
-
         entry = case.entry
-        proc_cls = getattr(helper, entry.helper, None)
-        if proc_cls is None:
-            raise RuntimeError(f"gemlite.helper has no {entry.helper!r} (suite entry {entry.label})")
         dtype = getattr(torch, entry.act_dtype)
         torch.manual_seed(self._seed(case))
-        # nn.Linear's own init (uniform +-1/sqrt(K)) gives random, non-zero weights, quantized by the helper.
-        linear = torch.nn.Linear(case.K, case.N, bias=False, dtype=dtype, device=self.device)
-        layer = proc_cls(device=self.device, dtype=dtype, **entry.init).from_linear(linear, **entry.kwargs)
-        del linear
+        layer = build_layer(entry, case.K, case.N, self.device)
         fmt = getattr(layer, "format", None)
         if fmt is not None and getattr(fmt, "label", entry.label) != entry.label:
             raise RuntimeError(

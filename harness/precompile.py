@@ -14,7 +14,6 @@ equality to 1), so the workers launch at the cases' own K, N and M, not at a sta
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -43,10 +42,25 @@ def jobs_for(cases, workers: int) -> list[list[tuple[dict, int, int, tuple[int, 
     return [jobs for jobs in out if jobs]
 
 
-def launch_candidates(layer, M: int, mode: str, dtype, device: str) -> tuple[int, int]:
-    """Launch, forced, every config the tuner would time for `layer` on x of M rows and `dtype` (the
-    family `forward` dispatches to, `autotune.legal_configs` of `mode` that suit M); returns
-    ``(launched, failed)``."""
+def launch_forced(layer, x, family: str, configs) -> tuple[int, list[str]]:
+    """Launch `layer` on x through `family` once per config, forced (each compiles on its first
+    launch); returns how many ran and the failures, one line each."""
+    from gemlite import autotune
+
+    ok, errors = 0, []
+    for cfg in configs:
+        try:
+            with autotune.forced_config(family, cfg):
+                layer.forward_manual(x, matmul_type=family)
+            ok += 1
+        except Exception as e:  # noqa: BLE001 - returned, and the tuner launches it again and warns
+            errors.append(f"{family} {cfg.short()}: {type(e).__name__}: {e}"[:200])
+    return ok, errors
+
+
+def launch_candidates(layer, M: int, mode: str, dtype, device: str) -> tuple[int, list[str]]:
+    """`launch_forced` of every config the tuner would time for `layer` on x of M rows and `dtype`:
+    the family `forward` dispatches to, `autotune.legal_configs` of `mode` that suit M."""
     import torch
 
     from gemlite import autotune
@@ -54,56 +68,37 @@ def launch_candidates(layer, M: int, mode: str, dtype, device: str) -> tuple[int
 
     family = choose_matmul_type(M, layer.layout)
     x = torch.randn(M, layer.layout.in_features, dtype=dtype, device=device)
-    ok = failed = 0
-    for cfg in autotune.legal_configs(family, layer.layout, mode, M):
-        try:
-            with autotune.forced_config(family, cfg):
-                layer.forward_manual(x, matmul_type=family)
-            ok += 1
-        except Exception:  # noqa: BLE001 - the tuner launches it again and reports what fails
-            failed += 1
-    return ok, failed
+    return launch_forced(layer, x, family, autotune.legal_configs(family, layer.layout, mode, M))
 
 
-def build_layer(entry: dict, K: int, N: int, device: str):
-    """The suite entry's layer at K x N (random weights, quantized by its helper)."""
-    import torch
-
-    import gemlite.helper as helper
-    from harness.perf_cases import FormatEntry
-
-    e = FormatEntry.from_dict(entry)
-    dtype = getattr(torch, e.act_dtype)
-    linear = torch.nn.Linear(K, N, bias=False, dtype=dtype, device=device)
-    return getattr(helper, e.helper)(device=device, dtype=dtype, **e.init).from_linear(linear, **e.kwargs)
-
-
-def _worker(args: tuple[list, str, str]) -> tuple[int, int, list[str]]:
-    """One worker: every item's layer, then every M's candidates; ``(launched, failed, errors)``."""
+def _worker(args: tuple[list, str, str]) -> tuple[int, list[str]]:
+    """One worker: every item's layer, then every M's candidates; ``(launched, failures)``."""
     jobs, mode, device = args
     import torch
 
     import gemlite
     from gemlite import autotune
+    from harness.perf_cases import FormatEntry
+    from harness.perf_run import build_layer
 
     autotune.use_shipped_configs(False)
     gemlite.set_autotune(mode)
-    ok = failed = 0
-    errors: list[str] = []
+    ok, errors = 0, []
     for entry, K, N, ms in jobs:
         try:
-            layer = build_layer(entry, K, N, device)
+            layer = build_layer(FormatEntry.from_dict(entry), K, N, device)
             for M in ms:
-                n_ok, n_failed = launch_candidates(layer, M, mode, getattr(torch, entry["act_dtype"]), device)
-                ok, failed = ok + n_ok, failed + n_failed
+                n_ok, failed = launch_candidates(layer, M, mode, getattr(torch, entry["act_dtype"]), device)
+                ok += n_ok
+                errors += [f"{entry['label']} {K}x{N} M={M} {e}" for e in failed]
             del layer
-        except Exception as e:  # noqa: BLE001 - that layer is compiled by the tuner instead
+        except Exception as e:  # noqa: BLE001 - returned; the tuner builds and compiles that layer itself
             errors.append(f"{entry['label']} {K}x{N}: {type(e).__name__}: {e}"[:200])
         if device == "cuda":
             torch.cuda.empty_cache()
     if device == "cuda":
         torch.cuda.synchronize()
-    return ok, failed, errors
+    return ok, errors
 
 
 def precompile(cases, mode: str, jobs: int, log: Callable[[str], None]) -> None:
@@ -117,7 +112,7 @@ def precompile(cases, mode: str, jobs: int, log: Callable[[str], None]) -> None:
     if not largest:
         return
     free = torch.cuda.mem_get_info()[0]
-    workers = max(1, min(jobs, os.cpu_count() or 1, int(0.8 * free) // (PEAK_BYTES_PER_WEIGHT * largest)))
+    workers = max(1, min(jobs, int(0.8 * free) // (PEAK_BYTES_PER_WEIGHT * largest)))
     parts = jobs_for(cases, workers)
     t0 = time.monotonic()
     log(f"precompiling the candidates of {len(cases)} cases in {len(parts)} processes ...")
@@ -129,8 +124,7 @@ def precompile(cases, mode: str, jobs: int, log: Callable[[str], None]) -> None:
         log(f"precompile failed ({type(e).__name__}: {e}); the tuning compiles as it goes")
         return
     ok = sum(r[0] for r in results)
-    failed = sum(r[1] for r in results)
-    errors = [e for r in results for e in r[2]]
-    log(f"precompiled: {ok} launches, {failed} failed, in {time.monotonic() - t0:.0f} s")
-    for e in errors[:5]:
+    errors = [e for r in results for e in r[1]]
+    log(f"precompiled: {ok} launches, {len(errors)} failed, in {time.monotonic() - t0:.0f} s")
+    for e in errors[:5]:  # the tuner meets the same failures, and names them in its warning
         log(f"  precompile: {e}")

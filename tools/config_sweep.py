@@ -23,10 +23,11 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from gemlite import autotune, helper
+from gemlite import autotune
 from harness.gpu import identify
 from harness.perf_cases import FormatEntry, weight_bytes
-from harness.precompile import PEAK_BYTES_PER_WEIGHT
+from harness.perf_run import build_layer
+from harness.precompile import PEAK_BYTES_PER_WEIGHT, launch_forced
 from harness.timing import GraphTimer, TimingConfig, copy_bandwidth, rotation_copies
 
 
@@ -45,25 +46,13 @@ def _grid(items: list[str]) -> list[autotune.Config]:
     return out
 
 
-def _layer(name: str, K: int, N: int, group_size: int | None):
-    lin = torch.nn.Linear(K, N, bias=False, dtype=torch.float16, device="cuda")
-    kwargs = {"group_size": group_size} if "HQQ" in name else {}
-    return getattr(helper, name)(device="cuda", dtype=torch.float16).from_linear(lin, **kwargs)
-
-
 def _compile(job) -> int:
-    """Worker: run each config once (compiles it into Triton's cache); returns how many ran."""
-    name, K, N, group, family, M, cfgs = job
-    layer = _layer(name, K, N, group)
+    """Worker: run each config once (compiles it into Triton's cache); returns how many ran (a
+    failing config is reported by the timing pass)."""
+    entry, K, N, family, M, cfgs = job
+    layer = build_layer(FormatEntry.from_dict(entry), K, N, "cuda")
     x = torch.randn(M, K, dtype=torch.float16, device="cuda")
-    ran = 0
-    for cfg in cfgs:
-        try:
-            with autotune.forced_config(family, autotune.Config(**cfg)):
-                layer.forward_manual(x, matmul_type=family)
-            ran += 1
-        except Exception:  # noqa: BLE001 - an illegal or failing config is reported by the timing pass
-            pass
+    ran, _ = launch_forced(layer, x, family, [autotune.Config(**cfg) for cfg in cfgs])
     torch.cuda.synchronize()
     return ran
 
@@ -105,13 +94,13 @@ def main() -> None:
     print(f"{gpu.name}: copy {bw:.0f} GB/s; {a.helper} {a.family}, {len(configs)} configs", flush=True)
     results = []
     for K, N in shapes:
-        layer = _layer(a.helper, K, N, a.group_size)
+        layer = build_layer(entry, K, N, "cuda")
         legal = [c for c in configs if autotune.illegal_reason(a.family, c, layer.layout) is None]
         # Each worker quantizes its own copy of the layer, so big layers get fewer workers than --jobs.
         free = torch.cuda.mem_get_info()[0]
         workers = max(1, min(a.jobs, int(0.8 * free) // (PEAK_BYTES_PER_WEIGHT * K * N)))
         jobs = [
-            (a.helper, K, N, a.group_size, a.family, M, [c.as_dict() for c in legal[i::workers]])
+            (entry.to_dict(), K, N, a.family, M, [c.as_dict() for c in legal[i::workers]])
             for M in ms
             for i in range(workers)
         ]

@@ -37,9 +37,22 @@ def test_a_worker_launches_every_candidate_the_tuner_would_time(device):
     # once, forced (GEMV's one-row tiles at M = 1, two-row tiles at M = 2).
     from gemlite import autotune
     from gemlite.dispatch import choose_matmul_type
+    from harness.perf_run import build_layer
 
-    layer = precompile.build_layer(HQQ4.to_dict(), 256, 64, device)
+    layer = build_layer(HQQ4, 256, 64, device)
     for M in (1, 2):
         family = choose_matmul_type(M, layer.layout)
         want = len(autotune.legal_configs(family, layer.layout, "fast", M))
-        assert precompile.launch_candidates(layer, M, "fast", torch.float16, device) == (want, 0)
+        assert want and {c.BLOCK_M for c in autotune.legal_configs(family, layer.layout, "fast", M)} == {M}
+        assert precompile.launch_candidates(layer, M, "fast", torch.float16, device) == (want, [])
+
+
+def test_a_failing_launch_is_counted_and_named(device):
+    from gemlite import autotune
+    from harness.perf_run import build_layer
+
+    layer = build_layer(HQQ4, 256, 64, device)
+    x = torch.randn(1, 256, dtype=torch.float16, device=device)
+    bad = autotune.Config(BLOCK_N=64, BLOCK_K=64)  # straddles the 32-wide scale groups: refused
+    ok, errors = precompile.launch_forced(layer, x, "GEMV", [autotune.interpreter_configs("GEMV")[0], bad])
+    assert ok == 1 and len(errors) == 1 and "GEMV BM1_BN64_BK64" in errors[0] and "ValueError" in errors[0]
