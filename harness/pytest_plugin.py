@@ -128,6 +128,11 @@ def pytest_configure(config: pytest.Config) -> None:
         except (RuntimeError, ValueError) as e:
             raise pytest.UsageError(f"--correctness-gpu {expected}: {e}") from None
     config.stash[_RECORDER] = recorder
+    for merge in config.getoption("correctness_merge"):
+        if not Path(merge).is_file():
+            raise pytest.UsageError(
+                f"--correctness-merge: expected a records file (--correctness-records), got {merge!r}"
+            )
     path = config.getoption("correctness_report")
     if path and _worker_id(config) is None:
         shutil.rmtree(_parts_dir(path), ignore_errors=True)  # leftovers of an earlier run
