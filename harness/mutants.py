@@ -346,10 +346,40 @@ MUTANTS: tuple[Mutant, ...] = (
         "GEMV's grouped sum adds the zero-point term's x in fp16 (rounded row sums: the fp32 precision "
         "GEMV documents is lost)",
         "gemlite/kernels/gemv.py",
-        "        p = p - zero[None, :] * tl.sum(x, axis=1)\n",
-        "        p = p - zero[None, :] * tl.sum(x.to(tl.float16), axis=1).to(tl.float32)\n",
+        "    sx = tl.sum(x, axis=1)\n",
+        "    sx = tl.sum(x.to(tl.float16), axis=1).to(tl.float32)\n",
         focus="pre and GEMV",
         tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_subnormal_high_fields",
+        "GEMV's subnormal fields: the fields above bit 23 taken from the word shifted by 9, not 8 (every "
+        "such code read at half its value, its neighbour's low bit mixed in)",
+        "gemlite/kernels/gemv.py",
+        "src = tl.where(high, words.to(tl.int32) >> 8, words.to(tl.int32))",
+        "src = tl.where(high, words.to(tl.int32) >> 9, words.to(tl.int32))",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_subnormal_scale_back",
+        "GEMV's subnormal fields: a row's sum multiplied back by 2**(SUB_SHIFT - 1), not 2**SUB_SHIFT "
+        "(every output half its value)",
+        "gemlite/kernels/gemv.py",
+        "acc_n = acc_n * _pow2(SUB_SHIFT)",
+        "acc_n = acc_n * _pow2(SUB_SHIFT - 1)",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_subnormal_shift",
+        "GEMV's subnormal fields scaled by 2**-36, not 2**-37: fp16 x near 65504 times the lowest field's "
+        "factor overflows to inf (only the ends of fp16's range show it)",
+        "gemlite/kernels/gemv.py",
+        "SUB_SHIFT = tl.constexpr(37)",
+        "SUB_SHIFT = tl.constexpr(36)",
+        focus="ends_of_its_range",
+        tests=("suites/correctness/test_robustness.py",),
     ),
     Mutant(
         "dequant_post_scale",

@@ -284,7 +284,8 @@ def fields_in_place(words, W_BITS: tl.constexpr, ELEMS_PER_WORD: tl.constexpr):
     BLOCK_N]`` the fp32 ``q_j * 2**p_j`` (field j masked in place, one LOP3, converted as an unsigned
     integer, one I2FP: exact, at most 8 significant bits) and inv ``[1, E, 1]`` the matching
     ``2**-p_j`` (``p_j = W_BITS * j``), which a factor per field and column (the scale, in
-    `dequantize_words`) or per x element (the GEMV's grouped sum) absorbs exactly."""
+    `dequantize_words`) or per x element (the GEMV's grouped sum against bf16 x; fp16 x reads the
+    fields as subnormals instead, `gemv._fields_subnormal`) absorbs exactly."""
     pos = tl.arange(0, ELEMS_PER_WORD)[None, :, None] * W_BITS
     field = ((1 << W_BITS) - 1) << pos  # the top field's mask wraps to a negative int32: the same bits
     q = (words.to(tl.int32) & field).to(tl.uint32).to(tl.float32)

@@ -7,15 +7,18 @@ weights): packed words ``[K // E, N]`` are read along N, unpacked ``[N, K]`` wei
 as wide coalesced loads. It dequantizes the tile in fp32 (no rounding to fp16/bf16 at all: there is
 no tensor core to feed), multiplies it by the matching slice of ``x[m]`` and adds the products of a
 word's E codes (held by one thread) into a ``[BLOCK_K // E, BLOCK_N]`` fp32 accumulator; one
-reduction over its leading axis at the end gives the ``[BLOCK_N]`` result. SPLIT_K programs per column
-block keep enough weight bytes in flight at M = 1; their partials are combined in the same launch
-(`common.write_result`: fixed-order, deterministic by default).
+reduction over its leading axis at the end gives the ``[BLOCK_N]`` result. Pre-scaled packed codes
+(HQQ) are summed per word before their scale (`_grouped_partial`); against fp16 x or int8 / e4m3 codes
+their fields are read as fp32 subnormals, with no integer-to-float conversion (`_fields_subnormal`).
+SPLIT_K programs per column block keep enough weight bytes in flight at M = 1; their partials are
+combined in the same launch (`common.write_result`: fixed-order, deterministic by default).
 
 BLOCK_M = 2: the program multiplies two rows of x into every weight tile it loads, each into its own
 accumulator, so the weight is read once for the pair; the unpacking of a tile (the same operations on
-the same raw words) is computed once for both rows by the compiler (sm_90 SASS, 4-bit BN64 BK128:
-K loop 744 instructions for two rows against 542 for one, `tools/sass_count.py --M 2`). Each row's
-sums are formed exactly as in a one-row program, so the output is bitwise the same.
+the same raw words) is computed once for both rows by the compiler (sm_90 SASS, A16W4 g128 fp16:
+K loop 654 instructions for two rows at BN32 BK128 against 432 for one at BN64 BK128,
+`tools/sass_count.py --M 2`). Each row's sums are formed exactly as in a one-row program, so the
+output is bitwise the same.
 
 The families GEMV, GEMV_SPLITK and GEMV_REVSPLITK all run this kernel; they differ only in how K is
 split (`gemlite.kernels.plan`) and in their config spaces.
@@ -37,6 +40,7 @@ from gemlite.kernels.common import (
     KIND_FP8,
     KIND_INT8,
     KIND_PACKED,
+    XQ_FP8,
     XQ_INT8,
     XQ_NVFP4,
     ZERO_FLOAT,
@@ -54,10 +58,43 @@ from gemlite.kernels.common import (
     write_result,
 )
 
+#: ``2**-SUB_SHIFT``: the scale of the grouped sums formed from subnormal fields (`_fields_subnormal`).
+SUB_SHIFT = tl.constexpr(37)
+
+
+@triton.jit
+def _pow2(e: tl.constexpr):
+    """The fp32 ``2**e`` (a normal exponent), from its bits."""
+    return tl.full((), (127 + e) << 23, tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _fields_subnormal(words, W_BITS: tl.constexpr, E: tl.constexpr):
+    """The E codes of packed words ``[R, 1, BLOCK_N]`` as fp32 subnormals, with no conversion at all:
+    ``(v, inv)`` with v ``[R, E, BLOCK_N]`` the bits of field j masked where they sit, read as a
+    float, ``q_j * 2**(p_j - 149)``, and inv ``[1, E, 1]`` the x factor ``2**(149 - SUB_SHIFT - p_j)``,
+    so that ``(x * inv) * v = x q 2**-SUB_SHIFT`` exactly.
+
+    Bits 0-23 read as a float with the other bits 0 are that integer times 2**-149 (exponent field 0
+    or 1: the subnormals and the lowest binade are both spaced 2**-149). Fields above bit 23 are
+    taken from the word shifted down by 8 (one shift per word, shared by those fields), so ``p_j`` is
+    the field's position after that. Against `common.fields_in_place` this drops the I2FP per weight
+    (2 instructions per weight with the FMA, 3 before). sm_90 FFMA and PTX ``fma.rn.f32`` (Triton
+    emits no ``.ftz``) take subnormal operands exactly and at full rate.
+    """
+    pos = tl.arange(0, E)[None, :, None] * W_BITS
+    high = pos >= 24
+    src = tl.where(high, words.to(tl.int32) >> 8, words.to(tl.int32))  # folds: pos is per register
+    pos_in = tl.where(high, pos - 8, pos)
+    v = (src & (((1 << W_BITS) - 1) << pos_in)).to(tl.float32, bitcast=True)
+    inv = (((127 + 149) - pos_in - SUB_SHIFT) << 23).to(tl.float32, bitcast=True)
+    return v, inv
+
 
 @triton.jit
 def _grouped_partial(
-    words, x, scale, zero, zero_int, W_BITS: tl.constexpr, E: tl.constexpr, ZERO_MODE: tl.constexpr
+    words, x, scale, zero, zero_int, W_BITS: tl.constexpr, E: tl.constexpr, ZERO_MODE: tl.constexpr,
+    SUBNORMAL: tl.constexpr,
 ):
     """One K step of a pre-scaled packed weight (HQQ) as a grouped sum: ``[ROWS, BLOCK_N]``
     partials ``s * (sum_j x_j q_j - z * sum_j x_j)`` over each word's E codes (the step lies in one
@@ -73,13 +110,26 @@ def _grouped_partial(
     ``x * q`` is exact in fp32; the sums round, so the error bound charges the fp32 accumulator
     ``sum_k |x_k| (|q_k| + |z|) |s|`` rather than ``sum_k |x_k| |q_k - z| |s|`` (harness/numerics.py).
     (x below 2**-95 in magnitude, bf16 only, would lose bits to fp32 subnormals in the pre-scaling.)
+
+    SUBNORMAL (x is fp16, or int8 / e4m3 codes: ``|x| < 2**16``): the fields are read as subnormals
+    instead (`_fields_subnormal`, 2 instructions per weight), and the partial comes out
+    ``2**-SUB_SHIFT`` times the one above, bit for bit (every operation scaled by a power of two, all
+    of it in the normal range: products ``x q 2**-37 >= 2**-61`` for fp16 x >= 2**-24, and
+    ``x * inv < 2**128``); `_row_result` multiplies the row's sum back. SHIFT = 37 is the least that
+    keeps ``x * inv`` finite for every fp16 x. (A step's partial below ``2**-89`` in magnitude, true
+    units, would lose bits to subnormals: far below anything an fp16/bf16 output resolves.)
     """
-    v, inv = fields_in_place(words, W_BITS, E)  # q * 2**p exactly, and 2**-p
+    sx = tl.sum(x, axis=1)
+    if SUBNORMAL:
+        v, inv = _fields_subnormal(words, W_BITS, E)
+        sx = sx * _pow2(-SUB_SHIFT)
+    else:
+        v, inv = fields_in_place(words, W_BITS, E)  # q * 2**p exactly, and 2**-p
     p = tl.sum((x * inv) * v, axis=1)
     if ZERO_MODE == ZERO_FLOAT:
-        p = p - zero[None, :] * tl.sum(x, axis=1)
+        p = p - zero[None, :] * sx
     elif ZERO_MODE == ZERO_INT:
-        p = p - zero_int * tl.sum(x, axis=1)
+        p = p - zero_int * sx
     return scale[None, :] * p
 
 
@@ -131,9 +181,10 @@ def _step(
     raw, x, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero, zero_int,
     W_KIND: tl.constexpr, W_BITS: tl.constexpr, E: tl.constexpr, GROUP_SIZE: tl.constexpr,
     ZERO_MODE: tl.constexpr, POST_SCALE: tl.constexpr, PRE_SCALE: tl.constexpr, X_QUANT: tl.constexpr,
-    INT_ACC: tl.constexpr,
+    INT_ACC: tl.constexpr, SUBNORMAL: tl.constexpr,
 ):  # fmt: skip
-    """The ``[ROWS, BLOCK_N]`` partial sums of the K step at k0 from its raw weight tile and x."""
+    """The ``[ROWS, BLOCK_N]`` partial sums of the K step at k0 from its raw weight tile and x
+    (``2**-SUB_SHIFT`` times them with SUBNORMAL fields)."""
     if is_packed(W_KIND):
         words = raw  # its E codes are cut out by a broadcast shift
         codes = (words.to(tl.int32) >> shifts) & ((1 << W_BITS) - 1)
@@ -152,7 +203,7 @@ def _step(
                                    offs_n[None, None, :], mask_n[None, None, :], stride_sg,
                                    W_KIND, X_QUANT != XQ_NVFP4)  # fmt: skip
     if W_KIND == KIND_PACKED and PRE_SCALE:
-        return _grouped_partial(words, x, scale, zero, zero_int, W_BITS, E, ZERO_MODE)
+        return _grouped_partial(words, x, scale, zero, zero_int, W_BITS, E, ZERO_MODE, SUBNORMAL)
     elif INT_ACC:
         return tl.sum(x * ((codes ^ 0x80) - 128), axis=1)  # the int8 weight bytes, sign-extended
     else:
@@ -246,6 +297,12 @@ def gemv_kernel(
     # -- 3. walk this split's K range --------------------------------------------------------------
     # int8 codes given without scales (A8W8_INT8) x int8 weight codes: exact int32 products and sums.
     INT_ACC: tl.constexpr = X_QUANT == XQ_INT8 and not X_SCALE
+    # Pre-scaled packed codes against x below 2**16 in magnitude (fp16, or int8 / e4m3 codes without
+    # block scales): the grouped sums read the fields as subnormals (`_grouped_partial`), scaled by
+    # 2**-SUB_SHIFT until `_row_result`. (bf16 x reaches 2**128: the fields are converted instead.)
+    SUBNORMAL: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and X_GROUP == 0
+                               and (x_ptr.dtype.element_ty == tl.float16 or X_QUANT == XQ_INT8
+                                    or X_QUANT == XQ_FP8))  # fmt: skip
     ACC_DTYPE: tl.constexpr = tl.int32 if INT_ACC else tl.float32
     acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=ACC_DTYPE)
     if BLOCK_M == 2:
@@ -277,20 +334,20 @@ def gemv_kernel(
                                  ELEMS_PER_WORD, EVEN_K)  # fmt: skip
         acc += _step(raw0, x0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero,
                      zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE, PRE_SCALE,
-                     X_QUANT, INT_ACC)  # fmt: skip
+                     X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
         if BLOCK_M == 2:
             acc1 += _step(raw0, y0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
                           zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
-                          PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
+                          PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
         if live1:
             acc += _step(raw1, x1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
                          zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
-                         PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
+                         PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
             if BLOCK_M == 2:
                 acc1 += _step(raw1, y1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
                               zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
-                              POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC)  # fmt: skip
-    acc_n = _row_result(acc, row0, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE)
+                              POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
+    acc_n = _row_result(acc, row0, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE, SUBNORMAL)
 
     # -- 4. write the rows (final) or this split's partial of them -----------------------------------
     if BLOCK_M == 1:
@@ -300,7 +357,7 @@ def gemv_kernel(
             WRITE_MODE, POST_SCALE, HAS_BIAS,
         )  # fmt: skip
     else:
-        acc1_n = _row_result(acc1, row1, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE)
+        acc1_n = _row_result(acc1, row1, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE, SUBNORMAL)
         rows = row0 + tl.arange(0, 2)[:, None]
         pair = tl.where(rows == row0, acc_n[None, :], acc1_n[None, :])  # [2, BLOCK_N]
         write_result(
@@ -312,10 +369,13 @@ def gemv_kernel(
 
 @triton.jit
 def _row_result(acc, row, xs_ptr, xt_ptr, z_ptr, X_QUANT: tl.constexpr, X_GROUP: tl.constexpr,
-                X_SCALE: tl.constexpr):  # fmt: skip
-    """The ``[BLOCK_N]`` sums of one row's accumulator, times the row's activation scale (per-row
-    codes) or NVFP4's tensor scales (linear: split partials carry them too)."""
+                X_SCALE: tl.constexpr, SUBNORMAL: tl.constexpr):  # fmt: skip
+    """The ``[BLOCK_N]`` sums of one row's accumulator (back from ``2**-SUB_SHIFT`` with SUBNORMAL
+    fields: exact), times the row's activation scale (per-row codes) or NVFP4's tensor scales
+    (linear: split partials carry them too)."""
     acc_n = tl.sum(acc, axis=0)
+    if SUBNORMAL:
+        acc_n = acc_n * _pow2(SUB_SHIFT)
     if X_QUANT == XQ_NVFP4:
         acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales
     elif X_SCALE and X_GROUP == 0:

@@ -523,6 +523,34 @@ def test_long_reduction_past_fp16_range_is_exact(family: str, bits: int, device:
     assert torch.equal(y.float().cpu(), expected.expand(2, -1)), f"{family}: not exact"
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp16_x_at_the_ends_of_its_range_is_exact(family: str, bits: int, device: str) -> None:
+    """fp16 x of +-65504 (row 0, at 16 inputs k = 17 i, which meet every field of a 2-8-bit word and
+    half of a 1-bit one's) and of +-2**-24, the least subnormal (row 1, everywhere): exact in every
+    family (fp32 output, scale 2**-10, integer zeros: each row's products and sums, ``sum x q`` and
+    ``z sum x`` apart too, are integers below 2**24 times one power of two). The GEMV's grouped sums
+    scale x by up to 2**112 and the codes by 2**-149 (`gemlite.kernels.gemv._fields_subnormal`):
+    x * 2**112 must stay finite for 65504, x q 2**-37 normal for 2**-24."""
+    k, n, g = 256, 32, 64
+    gen = torch.Generator().manual_seed(5)
+    codes = torch.randint(0, 1 << bits, (n, k), generator=gen, dtype=torch.uint8)
+    s = torch.full((n, k // g), 2.0**-10)
+    z = torch.randint(0, 1 << bits, (n, k // g), generator=gen).float()
+    sign = torch.randint(0, 2, (2, k), generator=gen).float() * 2.0 - 1.0  # -1, +1
+    sparse = torch.zeros(k)
+    sparse[torch.arange(16) * 17] = 1.0
+    x = sign * torch.stack([65504.0 * sparse, torch.full((k,), 2.0**-24)])
+    layer = GemLiteLinear(bits, g, k, n, output_dtype=DType.FP32).pack(
+        codes.to(device), s.half().to(device), z.half().to(device), None
+    )
+    w = (codes.double() - z.double().repeat_interleave(g, 1)) * s.double().repeat_interleave(g, 1)
+    expected = (x.double() @ w.T).float()
+    assert torch.equal(expected.double(), x.double() @ w.T), "the test's sums must be exact in fp32"
+    y = layer.forward_manual(x.half().to(device), family)
+    assert_exact(y.float().cpu(), expected, what=f"{family}: {bits}-bit, fp16 x at its range ends")
+
+
 def test_many_forward_calls_do_not_grow_memory(device: str, monkeypatch) -> None:
     """10,000 forward calls over 40 distinct M (every kept per-M choice and replay) hold no more memory
     at the end than after the first pass.
