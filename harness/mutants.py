@@ -382,6 +382,35 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=("suites/correctness/test_robustness.py",),
     ),
     Mutant(
+        "gemv_paired_group_boundary",
+        "GEMV pairs an iteration's two K steps whenever BLOCK_K divides the group size, not 2 * BLOCK_K: "
+        "with groups of one step, the second step's sums take the first one's scale and zero",
+        "gemlite/kernels/gemv.py",
+        "(EVEN_PAIRS and GROUP_SIZE % (2 * BLOCK_K) == 0)",
+        "(EVEN_PAIRS and GROUP_SIZE % BLOCK_K == 0)",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_paired_alignment",
+        "GEMV pairs K steps without the plan's EVEN_PAIRS: a split starting at an odd step pairs steps "
+        "across a group boundary (one scale for both)",
+        "gemlite/kernels/plan.py",
+        "EVEN_PAIRS=k_per_split % (2 * config.BLOCK_K) == 0,",
+        "EVEN_PAIRS=True,",
+        focus="mid_group",
+        tests=("suites/correctness/test_robustness.py",),
+    ),
+    Mutant(
+        "gemv_paired_zero",
+        "GEMV's paired steps subtract the zero times the first step's sum of x twice, not both steps' sums",
+        "gemlite/kernels/gemv.py",
+        "_apply_group(p0 + p1, sx0 + sx1,",
+        "_apply_group(p0 + p1, sx0 + sx0,",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
         "dequant_post_scale",
         "DEQUANT=1: the scratch weight of a post-scaled layout misses its channel scale (cuBLAS has no "
         "per-column epilogue to apply it)",

@@ -6,7 +6,8 @@
 
 Compiles the launch with `gemlite.kernels.compile_check`'s own functions (the plan's arguments on
 "meta" tensors, for sm_90) and prints the total instruction count, the count inside the K loop (the
-body of the largest backward branch: from its target to the branch) and an opcode histogram of it.
+body of the largest backward branch: from its target to the branch), the registers a thread uses
+(occupancy) and an opcode histogram of the loop.
 A prediction tool for kernel changes: the K loop's instructions per weight element bound an
 issue-limited kernel's time (suites/perf/NOTES.md).
 """
@@ -74,13 +75,20 @@ def main(argv: list[str] | None = None) -> int:
             sass = subprocess.run(
                 [cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True
             ).stdout
+            usage = subprocess.run(
+                [cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True
+            ).stdout
+        regs = re.search(r"REG:(\d+)", usage)
         if args.sass:
             with open(args.sass, "w") as out:
                 out.write(sass)
         instrs = parse_sass(sass)
         loop = innermost_loop(instrs)
         name = launch.kernel.__name__
-        print(f"{name}: {len(instrs)} instructions, K loop {len(loop)}, shared {compiled.metadata.shared} B")
+        print(
+            f"{name}: {len(instrs)} instructions, K loop {len(loop)}, shared {compiled.metadata.shared} B, "
+            f"{regs.group(1) if regs else '?'} registers a thread"
+        )
         hist = collections.Counter(op.split(".")[0] for _, op, _ in loop)
         for op, n in hist.most_common(args.top):
             print(f"  {op:<10} {n}")

@@ -9,7 +9,9 @@ no tensor core to feed), multiplies it by the matching slice of ``x[m]`` and add
 word's E codes (held by one thread) into a ``[BLOCK_K // E, BLOCK_N]`` fp32 accumulator; one
 reduction over its leading axis at the end gives the ``[BLOCK_N]`` result. Pre-scaled packed codes
 (HQQ) are summed per word before their scale (`_grouped_partial`); against fp16 x or int8 / e4m3 codes
-their fields are read as fp32 subnormals, with no integer-to-float conversion (`_fields_subnormal`).
+their fields are read as fp32 subnormals, with no integer-to-float conversion (`_fields_subnormal`);
+where an iteration's two steps always share a scale group, their sums are added before the group's
+scale and zero, loaded and applied once (`_paired_partial`).
 SPLIT_K programs per column block keep enough weight bytes in flight at M = 1; their partials are
 combined in the same launch (`common.write_result`: fixed-order, deterministic by default).
 
@@ -92,6 +94,15 @@ def _fields_subnormal(words, W_BITS: tl.constexpr, E: tl.constexpr):
 
 
 @triton.jit
+def _group_meta(
+    s_ptr, z_ptr, k0, offs_n, mask_n, stride_sg, GROUP_SIZE: tl.constexpr, ZERO_MODE: tl.constexpr
+):
+    """The fp32 ``[BLOCK_N]`` scales and zeros of the group holding K index k0 (a step, or a pair of
+    steps, lies in one group)."""
+    return load_group_meta(s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE)
+
+
+@triton.jit
 def _grouped_partial(
     words, x, scale, zero, zero_int, W_BITS: tl.constexpr, E: tl.constexpr, ZERO_MODE: tl.constexpr,
     SUBNORMAL: tl.constexpr,
@@ -119,18 +130,47 @@ def _grouped_partial(
     keeps ``x * inv`` finite for every fp16 x. (A step's partial below ``2**-89`` in magnitude, true
     units, would lose bits to subnormals: far below anything an fp16/bf16 output resolves.)
     """
+    p, sx = _grouped_sums(words, x, W_BITS, E, SUBNORMAL)
+    return _apply_group(p, sx, scale, zero, zero_int, ZERO_MODE)
+
+
+@triton.jit
+def _grouped_sums(words, x, W_BITS: tl.constexpr, E: tl.constexpr, SUBNORMAL: tl.constexpr):
+    """``(sum_j x_j q_j, sum_j x_j)`` of `_grouped_partial` (``[ROWS, BLOCK_N]``, ``[ROWS, 1]``), before
+    the group's scale and zero."""
     sx = tl.sum(x, axis=1)
     if SUBNORMAL:
         v, inv = _fields_subnormal(words, W_BITS, E)
         sx = sx * _pow2(-SUB_SHIFT)
     else:
         v, inv = fields_in_place(words, W_BITS, E)  # q * 2**p exactly, and 2**-p
-    p = tl.sum((x * inv) * v, axis=1)
+    return tl.sum((x * inv) * v, axis=1), sx
+
+
+@triton.jit
+def _apply_group(p, sx, scale, zero, zero_int, ZERO_MODE: tl.constexpr):
+    """``s * (p - z * sx)``: one group's scale and zero applied to its sums."""
     if ZERO_MODE == ZERO_FLOAT:
         p = p - zero[None, :] * sx
     elif ZERO_MODE == ZERO_INT:
         p = p - zero_int * sx
     return scale[None, :] * p
+
+
+@triton.jit
+def _paired_partial(
+    raw0, x0, raw1, x1, k0, offs_n, mask_n, s_ptr, z_ptr, stride_sg, scale, zero, zero_int,
+    W_BITS: tl.constexpr, E: tl.constexpr, GROUP_SIZE: tl.constexpr, ZERO_MODE: tl.constexpr,
+    SUBNORMAL: tl.constexpr,
+):  # fmt: skip
+    """`_grouped_partial` of two K steps of one scale group at once (k0 and k0 + BLOCK_K): their sums
+    added before the group's scale and zero, which are loaded and applied once. A second step past
+    the split's end was loaded as zeros (masked): its sums are 0."""
+    if GROUP_SIZE > 0:
+        scale, zero = _group_meta(s_ptr, z_ptr, k0, offs_n, mask_n, stride_sg, GROUP_SIZE, ZERO_MODE)
+    p0, sx0 = _grouped_sums(raw0, x0, W_BITS, E, SUBNORMAL)
+    p1, sx1 = _grouped_sums(raw1, x1, W_BITS, E, SUBNORMAL)
+    return _apply_group(p0 + p1, sx0 + sx1, scale, zero, zero_int, ZERO_MODE)
 
 
 @triton.jit
@@ -196,7 +236,7 @@ def _step(
         codes = raw
     if GROUP_SIZE > 0:
         # BLOCK_K divides GROUP_SIZE and K_PER_SPLIT is a multiple of BLOCK_K: one group per step.
-        scale, zero = load_group_meta(s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE)
+        scale, zero = _group_meta(s_ptr, z_ptr, k0, offs_n, mask_n, stride_sg, GROUP_SIZE, ZERO_MODE)
     if is_mx(W_KIND):
         # MX / NVFP4: scale groups of 32 (16) inputs inside the step; a word's codes share one.
         codes = dequantize_mx_rows(codes, s_ptr, z_ptr, (k0 + offs_r * E)[:, None, None], K,
@@ -258,6 +298,7 @@ def gemv_kernel(
     X_SCALE: tl.constexpr,  # x's codes come with fp32 scales (False: fp16/bf16 x, MX, codes given as is)
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    EVEN_PAIRS: tl.constexpr,  # K_PER_SPLIT % (2 * BLOCK_K) == 0: every iteration's k0 is 2 * BLOCK_K aligned
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
     # Tile configuration
     BLOCK_M: tl.constexpr,  # rows of x per program: 1, or 2 (both against each weight tile it loads)
@@ -303,6 +344,11 @@ def gemv_kernel(
     SUBNORMAL: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and X_GROUP == 0
                                and (x_ptr.dtype.element_ty == tl.float16 or X_QUANT == XQ_INT8
                                     or X_QUANT == XQ_FP8))  # fmt: skip
+    # Pre-scaled packed codes whose iteration's two steps always share one scale group (channel-wise, or
+    # groups of 2 * BLOCK_K or more, aligned): the two steps' sums are added before the group's scale and
+    # zero (`_paired_partial`: the meta loaded and applied once per iteration, not per step).
+    ONE_GROUP: tl.constexpr = GROUP_SIZE == 0 or (EVEN_PAIRS and GROUP_SIZE % (2 * BLOCK_K) == 0)
+    PAIRED: tl.constexpr = W_KIND == KIND_PACKED and PRE_SCALE and ONE_GROUP
     ACC_DTYPE: tl.constexpr = tl.int32 if INT_ACC else tl.float32
     acc = tl.zeros((BLOCK_K // ELEMS_PER_WORD, BLOCK_N), dtype=ACC_DTYPE)
     if BLOCK_M == 2:
@@ -332,21 +378,30 @@ def gemv_kernel(
                                  ELEMS_PER_WORD, EVEN_K)  # fmt: skip
         raw1 = _load_weight_tile(w_cols, k1, on1, offs_r, k_in_tile, mask_n, K, stride_wk, W_KIND,
                                  ELEMS_PER_WORD, EVEN_K)  # fmt: skip
-        acc += _step(raw0, x0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale, zero,
-                     zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE, PRE_SCALE,
-                     X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
-        if BLOCK_M == 2:
-            acc1 += _step(raw0, y0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
-                          zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
-                          PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
-        if live1:
-            acc += _step(raw1, x1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
+        if PAIRED:
+            acc += _paired_partial(raw0, x0, raw1, x1, k0, offs_n, mask_n, s_ptr, z_ptr, stride_sg, scale,
+                                   zero, zero_int, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
+                                   SUBNORMAL)  # fmt: skip
+            if BLOCK_M == 2:
+                acc1 += _paired_partial(raw0, y0, raw1, y1, k0, offs_n, mask_n, s_ptr, z_ptr, stride_sg,
+                                        scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
+                                        SUBNORMAL)  # fmt: skip
+        else:
+            acc += _step(raw0, x0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
                          zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE, POST_SCALE,
                          PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
             if BLOCK_M == 2:
-                acc1 += _step(raw1, y1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg, scale,
-                              zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
+                acc1 += _step(raw0, y0, k0, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg,
+                              scale, zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
                               POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
+            if live1:
+                acc += _step(raw1, x1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg,
+                             scale, zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE, ZERO_MODE,
+                             POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
+                if BLOCK_M == 2:
+                    acc1 += _step(raw1, y1, k1, offs_r, offs_n, mask_n, shifts, K, s_ptr, z_ptr, stride_sg,
+                                  scale, zero, zero_int, W_KIND, W_BITS, ELEMS_PER_WORD, GROUP_SIZE,
+                                  ZERO_MODE, POST_SCALE, PRE_SCALE, X_QUANT, INT_ACC, SUBNORMAL)  # fmt: skip
     acc_n = _row_result(acc, row0, xs_ptr, xt_ptr, z_ptr, X_QUANT, X_GROUP, X_SCALE, SUBNORMAL)
 
     # -- 4. write the rows (final) or this split's partial of them -----------------------------------

@@ -551,6 +551,34 @@ def test_fp16_x_at_the_ends_of_its_range_is_exact(family: str, bits: int, device
     assert_exact(y.float().cpu(), expected, what=f"{family}: {bits}-bit, fp16 x at its range ends")
 
 
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_gemv_split_starting_mid_group_keeps_each_steps_scale(bits: int, m: int, device: str) -> None:
+    """A GEMV split that starts at an odd K step (K = 192, BLOCK_K = 32, SPLIT_K = 2: 96 K a split)
+    with groups of two steps (64): the second split's first iteration holds steps 96 and 128, of two
+    groups, so it must not add their sums under one scale (`gemv_kernel`'s PAIRED needs EVEN_PAIRS).
+    Every group has its own power-of-two scale and integer zeros, x small integers: the sums are exact
+    in fp32, so the output is compared bitwise."""
+    from gemlite import autotune
+
+    k, n, g = 192, 32, 64
+    gen = torch.Generator().manual_seed(7)
+    codes = torch.randint(0, 1 << bits, (n, k), generator=gen, dtype=torch.uint8)
+    s = (2.0 ** -(8 + torch.arange(k // g))).expand(n, -1).contiguous()
+    z = torch.randint(0, 1 << bits, (n, k // g), generator=gen).float()
+    x = torch.randint(-4, 5, (m, k), generator=gen).float()
+    layer = GemLiteLinear(bits, g, k, n, output_dtype=DType.FP32).pack(
+        codes.to(device), s.half().to(device), z.half().to(device), None
+    )
+    w = (codes.double() - z.double().repeat_interleave(g, 1)) * s.double().repeat_interleave(g, 1)
+    expected = (x.double() @ w.T).float()
+    assert torch.equal(expected.double(), x.double() @ w.T), "the test's sums must be exact in fp32"
+    config = {"BLOCK_M": m, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2, "num_warps": 1}
+    with autotune.forced_config("GEMV", config):
+        y = layer.forward_manual(x.half().to(device), "GEMV")
+    assert_exact(y.float().cpu(), expected, what=f"GEMV {bits}-bit, M = {m}, a split starting mid-group")
+
+
 def test_many_forward_calls_do_not_grow_memory(device: str, monkeypatch) -> None:
     """10,000 forward calls over 40 distinct M (every kept per-M choice and replay) hold no more memory
     at the end than after the first pass.
