@@ -73,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             f.write(compiled.asm["cubin"])
             f.flush()
             sass = subprocess.run(
-                [cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True
+                [cuobjdump, "-sass", "-res-usage", f.name], capture_output=True, text=True, check=True
             ).stdout
-            usage = subprocess.run(
-                [cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True
-            ).stdout
-        regs = re.search(r"REG:(\d+)", usage)
+        regs = re.search(r"REG:(\d+)", sass)
         if args.sass:
             with open(args.sass, "w") as out:
                 out.write(sass)

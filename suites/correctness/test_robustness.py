@@ -523,6 +523,22 @@ def test_long_reduction_past_fp16_range_is_exact(family: str, bits: int, device:
     assert torch.equal(y.float().cpu(), expected.expand(2, -1)), f"{family}: not exact"
 
 
+def _exact_case(device, bits: int, g: int, s: torch.Tensor, x: torch.Tensor, gen: torch.Generator):
+    """(layer, expected) for random codes and integer zeros under scales `s` ``[N, K // g]`` with fp32
+    output, and x ``[M, K]`` chosen so that the true ``x @ W^T`` is exact in fp32 (asserted): a
+    correct kernel's output equals `expected` bit for bit."""
+    (n, groups), k = s.shape, x.shape[1]
+    codes = torch.randint(0, 1 << bits, (n, k), generator=gen, dtype=torch.uint8)
+    z = torch.randint(0, 1 << bits, (n, groups), generator=gen).float()
+    layer = GemLiteLinear(bits, g, k, n, output_dtype=DType.FP32).pack(
+        codes.to(device), s.half().to(device), z.half().to(device), None
+    )
+    w = (codes.double() - z.double().repeat_interleave(g, 1)) * s.double().repeat_interleave(g, 1)
+    expected = (x.double() @ w.T).float()
+    assert torch.equal(expected.double(), x.double() @ w.T), "the test's sums must be exact in fp32"
+    return layer, expected
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp16_x_at_the_ends_of_its_range_is_exact(family: str, bits: int, device: str) -> None:
@@ -534,19 +550,11 @@ def test_fp16_x_at_the_ends_of_its_range_is_exact(family: str, bits: int, device
     x * 2**112 must stay finite for 65504, x q 2**-37 normal for 2**-24."""
     k, n, g = 256, 32, 64
     gen = torch.Generator().manual_seed(5)
-    codes = torch.randint(0, 1 << bits, (n, k), generator=gen, dtype=torch.uint8)
-    s = torch.full((n, k // g), 2.0**-10)
-    z = torch.randint(0, 1 << bits, (n, k // g), generator=gen).float()
     sign = torch.randint(0, 2, (2, k), generator=gen).float() * 2.0 - 1.0  # -1, +1
     sparse = torch.zeros(k)
     sparse[torch.arange(16) * 17] = 1.0
     x = sign * torch.stack([65504.0 * sparse, torch.full((k,), 2.0**-24)])
-    layer = GemLiteLinear(bits, g, k, n, output_dtype=DType.FP32).pack(
-        codes.to(device), s.half().to(device), z.half().to(device), None
-    )
-    w = (codes.double() - z.double().repeat_interleave(g, 1)) * s.double().repeat_interleave(g, 1)
-    expected = (x.double() @ w.T).float()
-    assert torch.equal(expected.double(), x.double() @ w.T), "the test's sums must be exact in fp32"
+    layer, expected = _exact_case(device, bits, g, torch.full((n, k // g), 2.0**-10), x, gen)
     y = layer.forward_manual(x.half().to(device), family)
     assert_exact(y.float().cpu(), expected, what=f"{family}: {bits}-bit, fp16 x at its range ends")
 
@@ -563,16 +571,9 @@ def test_gemv_split_starting_mid_group_keeps_each_steps_scale(bits: int, m: int,
 
     k, n, g = 192, 32, 64
     gen = torch.Generator().manual_seed(7)
-    codes = torch.randint(0, 1 << bits, (n, k), generator=gen, dtype=torch.uint8)
-    s = (2.0 ** -(8 + torch.arange(k // g))).expand(n, -1).contiguous()
-    z = torch.randint(0, 1 << bits, (n, k // g), generator=gen).float()
     x = torch.randint(-4, 5, (m, k), generator=gen).float()
-    layer = GemLiteLinear(bits, g, k, n, output_dtype=DType.FP32).pack(
-        codes.to(device), s.half().to(device), z.half().to(device), None
-    )
-    w = (codes.double() - z.double().repeat_interleave(g, 1)) * s.double().repeat_interleave(g, 1)
-    expected = (x.double() @ w.T).float()
-    assert torch.equal(expected.double(), x.double() @ w.T), "the test's sums must be exact in fp32"
+    s = (2.0 ** -(8 + torch.arange(k // g))).expand(n, -1).contiguous()
+    layer, expected = _exact_case(device, bits, g, s, x, gen)
     config = {"BLOCK_M": m, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2, "num_warps": 1}
     with autotune.forced_config("GEMV", config):
         y = layer.forward_manual(x.half().to(device), "GEMV")
