@@ -119,6 +119,10 @@ def _cfg(**kw) -> Config:
 #   14336x4096 (18.8 us), BN64 BK128 SK16 w4 28672x8192 (58.4 us), BN32 BK128 SK16 w4 4096x1024 and
 #   8192x1024 (5.4 / 6.9 us), BN32 BK128 SK8 w2 4096x4096 (8.1 us); A16W2 g128: BN64 BK128 SK8 w4
 #   4096x14336 (17.1 us), BN128 BK64 SK16 w1 8192x28672 (51.4 us). The runners-up are within 2-4%.
+#   On the H100 after the subnormal fields and paired steps (2026-12-07, 54-config grid BN 32/64/128 x
+#   BK 32/64/128 x SK 8/16/32 x w 1/2): BN64 BK32 SK8 w1 wins 8192x28672 (45.5 us, 91% of copy; the
+#   space's best, SK16, 49.2), BN64 BK32 SK16 w1 4096x14336 (15.1 us), BN32 BK128 SK8 w2 4096x4096
+#   (7.6 us): the first and the last joined the space (suites/perf/NOTES.md, 2026-12-07).
 # * GEMV_SPLITK, A16W8_INT8, M = 1: BN16 BK256 SK1 w4 (4096x14336, 20.0 us) and BN8 BK1024 SK1 w4
 #   (14336x4096, 20.2 us); splitting K is slower for unpacked weights.
 # * GEMM_SPLITK: M = 16: BM16 BN128 BK64/128 SK8 s3 (38.1 / 40.2 us); M = 64: BM64 BN64 BK64 SK4 s3
@@ -149,6 +153,8 @@ _GEMV_FAST = [
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=2),
     _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
     _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
+    _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=8, num_warps=1),
+    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
 ]
 # Two rows per program (M >= 2; `_for_rows` keeps these for M >= 2 and the others for M = 1).
 _GEMV_PAIR_FAST = [

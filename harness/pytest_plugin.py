@@ -133,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"--correctness-merge: expected a records file (--correctness-records), got {merge!r}"
             )
-    path = config.getoption("correctness_report")
+    path = config.getoption("correctness_report") or config.getoption("correctness_records")
     if path and _worker_id(config) is None:
         shutil.rmtree(_parts_dir(path), ignore_errors=True)  # leftovers of an earlier run
 
@@ -211,10 +211,11 @@ def _merge_part(recorder: Recorder, part: dict, earlier: bool = False) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     path = config.getoption("correctness_report")
+    records_path = config.getoption("correctness_records")
     recorder = config.stash.get(_RECORDER, None)
-    if not path or recorder is None:
+    if not (path or records_path) or recorder is None:
         return
-    parts = _parts_dir(path)
+    parts = _parts_dir(path or records_path)  # the workers' parts sit beside what the session writes
     worker = _worker_id(config)
     if worker is not None:
         parts.mkdir(parents=True, exist_ok=True)
@@ -224,10 +225,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for part_file in sorted(parts.glob("*.json")) if parts.is_dir() else []:
         _merge_part(recorder, json.loads(part_file.read_text()))
     shutil.rmtree(parts, ignore_errors=True)
-    records_path = config.getoption("correctness_records")
     if records_path:
         part = {"records": [asdict(r) for r in recorder.records], "outcomes": recorder.outcomes}
+        Path(records_path).parent.mkdir(parents=True, exist_ok=True)
         Path(records_path).write_text(json.dumps(part))
+    if not path:
+        return
     for merge in config.getoption("correctness_merge"):
         _merge_part(recorder, json.loads(Path(merge).read_text()), earlier=True)
     device = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from harness.correctness_report import Meta, Record, render, summarize, write_report
@@ -143,16 +144,17 @@ def test_a_split_run_merges_into_one_report(tmp_path):
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
-    def run(name: str, label: str, ok: bool, *args: str, rc: int = 0) -> str:
+    def run(name: str, label: str, ok: bool, *args: str, rc: int = 0, report: bool = True) -> str:
         test = tmp_path / name / "test_part.py"
         test.parent.mkdir()
         test.write_text(_RECORDING_TEST.format(label=label, ok=ok))
-        report = tmp_path / f"{name}.md"
+        path = tmp_path / f"{name}.md"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "harness.pytest_plugin", str(test),
-               "--correctness-profile", "quick", "--correctness-report", str(report), *args]  # fmt: skip
+               "--correctness-profile", "quick", *(["--correctness-report", str(path)] if report else []),
+               *args]  # fmt: skip
         done = subprocess.run(cmd, cwd=tmp_path / name, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == rc, done.stdout + done.stderr
-        return report.read_text() if rc == 0 else done.stderr
+        return path.read_text() if rc == 0 and report else done.stderr
 
     first = run("a", "A16W8_INT8", True, "--correctness-records", str(tmp_path / "a.json"))
     assert "1 run, 0 failed" in first
@@ -161,3 +163,7 @@ def test_a_split_run_merges_into_one_report(tmp_path):
     assert "| A16W8_INT8 " in merged and "| A16W4_HQQ_INT/g128 " in merged
     missing = run("c", "A16W16", True, "--correctness-merge", str(tmp_path / "none.json"), rc=4)
     assert "--correctness-merge: expected a records file" in missing and "none.json" in missing
+    # The first part needs no report of its own: its records alone, into a folder not made yet.
+    run("d", "A16W16", True, "--correctness-records", str(tmp_path / "parts" / "d.json"), report=False)
+    alone = json.loads((tmp_path / "parts" / "d.json").read_text())
+    assert [r["label"] for r in alone["records"]] == ["A16W16"] and alone["outcomes"]["passed"] == 1
