@@ -122,7 +122,9 @@ def _cfg(**kw) -> Config:
 #   On the H100 after the subnormal fields and paired steps (2026-12-07, 54-config grid BN 32/64/128 x
 #   BK 32/64/128 x SK 8/16/32 x w 1/2): BN64 BK32 SK8 w1 wins 8192x28672 (45.5 us, 91% of copy; the
 #   space's best, SK16, 49.2), BN64 BK32 SK16 w1 4096x14336 (15.1 us), BN32 BK128 SK8 w2 4096x4096
-#   (7.6 us): the first and the last joined the space (suites/perf/NOTES.md, 2026-12-07).
+#   (7.6 us). The first joined the fast space
+#   (it then won 4 of the 57 re-tuned H100 M = 1 keys); the last, tried in it too, won none and left the
+#   "max" space to keep GEMV's at 12 (suites/perf/NOTES.md, 2026-12-07).
 # * GEMV_SPLITK, A16W8_INT8, M = 1: BN16 BK256 SK1 w4 (4096x14336, 20.0 us) and BN8 BK1024 SK1 w4
 #   (14336x4096, 20.2 us); splitting K is slower for unpacked weights.
 # * GEMM_SPLITK: M = 16: BM16 BN128 BK64/128 SK8 s3 (38.1 / 40.2 us); M = 64: BM64 BN64 BK64 SK4 s3
@@ -152,9 +154,8 @@ _GEMV_FAST = [
     _cfg(BLOCK_N=64, BLOCK_K=128, SPLIT_K=16, num_warps=4),
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=2),
     _cfg(BLOCK_N=128, BLOCK_K=64, SPLIT_K=16, num_warps=1),
-    _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
     _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=8, num_warps=1),
-    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
+    _cfg(BLOCK_N=64, BLOCK_K=32, SPLIT_K=16, num_warps=1),
 ]
 # Two rows per program (M >= 2; `_for_rows` keeps these for M >= 2 and the others for M = 1).
 _GEMV_PAIR_FAST = [
@@ -166,7 +167,6 @@ _GEMV_PAIR_FAST = [
 ]
 _GEMV_MAX_EXTRA = [
     _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=16, num_warps=4),
-    _cfg(BLOCK_N=32, BLOCK_K=128, SPLIT_K=8, num_warps=2),
 ]
 _REV_FAST = [
     _cfg(BLOCK_N=256, BLOCK_K=64, num_warps=4),
