@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
         help="time budget: new cases start only in its first 85%% (later ones are 'not run'); the rest "
         "is for re-measuring suspects",
     )
+    r.add_argument(
+        "--retune-m",
+        metavar="M,...",
+        help="leave the cache's entries of these batch sizes out when loading it, so they are tuned again "
+        "(after a kernel or config-space change; with --tune-only or a plain run the new winners replace "
+        "them in the file, an A/B tunes both sides afresh)",
+    )
     r.add_argument("--replays", type=int, default=TimingConfig.replays, help="timed replays per case")
     r.add_argument(
         "--host-calls",
@@ -414,6 +421,17 @@ def cmd_run(a: argparse.Namespace) -> int:
         host_calls = a.host_calls
         if host_calls is None:
             host_calls = RunSettings.QUICK_HOST_CALLS if a.quick else RunSettings.host_calls
+        retune_m = ()
+        if a.retune_m:
+            if a.no_config_cache:
+                raise ValueError("--retune-m re-tunes entries of the config cache: not with "
+                                 "--no-config-cache")
+            try:
+                retune_m = tuple(int(m) for m in a.retune_m.split(","))
+            except ValueError:
+                raise ValueError(
+                    f"--retune-m: expected comma-separated batch sizes, got {a.retune_m!r}"
+                ) from None
         settings = RunSettings(
             timing=timing,
             autotune=a.autotune,
@@ -422,6 +440,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             force_config=force,
             dry_run=a.dry_run,
             host_calls=host_calls,
+            retune_m=retune_m,
         )
         rule = bl.GateRule(
             a.rel_floor,

@@ -43,6 +43,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 import traceback
 import zlib
@@ -223,7 +224,11 @@ class RunSettings:
     it plants a slowdown in that family while the others keep their tuned configs. dry_run: use
     `FakeMeasurer`. config_dir: where the tuned-config cache lives (None: this checkout's
     gemlite/configs/; an A/B run points the base side at the base revision's own, since a
-    revision's cache holds the winners of ITS kernels' config spaces). host_calls: eager calls timed
+    revision's cache holds the winners of ITS kernels' config spaces). retune_m: batch sizes whose
+    cached entries are left out when the cache is loaded, so they are tuned again over today's space
+    (a cache hit is never re-tuned: after a kernel or config-space change its keys keep their old
+    winners); a run that writes the cache then replaces them, an A/B run tunes both sides afresh
+    over their own spaces. host_calls: eager calls timed
     per case of the host subset (`eager_host_us`);
     10,000 by default (on the H200 machine, 2026-12-01: about 0.2 s for F.linear at ~18 us a call,
     1 s for a gemlite forward at ~90 us), ``--quick`` uses QUICK_HOST_CALLS.
@@ -238,6 +243,7 @@ class RunSettings:
     seed: int = 0
     host_calls: int = 10_000
     config_dir: str | None = None
+    retune_m: tuple[int, ...] = ()
 
     QUICK_HOST_CALLS = 2_000
 
@@ -250,6 +256,8 @@ class RunSettings:
             )
         if not isinstance(self.host_calls, int) or self.host_calls < 1:
             raise ValueError(f"host_calls: need at least one eager call, got {self.host_calls!r}")
+        if not all(isinstance(m, int) and m >= 1 for m in self.retune_m):
+            raise ValueError(f"retune_m: expected batch sizes >= 1, got {self.retune_m!r}")
 
     @property
     def loads_config_cache(self) -> bool:
@@ -270,6 +278,7 @@ class RunSettings:
             "seed": self.seed,
             "host_calls": self.host_calls,
             "config_dir": self.config_dir,
+            "retune_m": list(self.retune_m),
         }
 
     @classmethod
@@ -284,6 +293,7 @@ class RunSettings:
             seed=d.get("seed", 0),
             host_calls=d.get("host_calls", 10_000),
             config_dir=d.get("config_dir"),
+            retune_m=tuple(d.get("retune_m", ())),
         )
 
 
@@ -293,6 +303,17 @@ def config_cache_path(key: str, mode: str, config_dir: str | Path | None = None)
     (under `config_dir` instead when given)."""
     base = CONFIGS_DIR if config_dir is None else Path(config_dir)
     return base / (f"{key}.json" if mode == "fast" else f"{key}.{mode}.json")
+
+
+def drop_cached_m(cache: dict, ms: set[int]) -> int:
+    """Remove a config cache's entries (``{family: {"M=<m>,...": config}}``) of batch sizes `ms`, in
+    place; the number removed."""
+    dropped = 0
+    for entries in cache.values():
+        for key in [k for k in entries if int(k.split(",", 1)[0].removeprefix("M=")) in ms]:
+            del entries[key]
+            dropped += 1
+    return dropped
 
 
 def _shown(path: Path) -> str:
@@ -546,9 +567,12 @@ class GpuMeasurer:
                 try:
                     # Today's gemlite returns False (and warns) for a file it cannot load; older
                     # revisions (A/B) return None and raise.
-                    if gemlite.load_config(str(self.cache_path)) is False:
+                    if self.settings.retune_m:
+                        self._load_cache_without(gemlite, self.settings.retune_m)
+                    elif gemlite.load_config(str(self.cache_path)) is False:
                         raise ValueError("gemlite.load_config returned False (see its warning)")
-                    self.cache_note = f"loaded {_shown(self.cache_path)}"
+                    else:
+                        self.cache_note = f"loaded {_shown(self.cache_path)}"
                 except Exception as e:  # noqa: BLE001 - a stale cache must not stop the run
                     self.cache_note = (
                         f"could not load {self.cache_path.name} ({type(e).__name__}: {e}); autotuning"
@@ -568,6 +592,20 @@ class GpuMeasurer:
         self.log(
             f"copy bandwidth: {self.copy_stats.median:.0f} GB/s (read + write), "
             f"IQR {self.copy_stats.iqr:.0f} GB/s; GPU state {self.state_start or 'n/a'}"
+        )
+
+    def _load_cache_without(self, gemlite, ms: tuple[int, ...]) -> None:
+        """Load the cache file less its entries of batch sizes `ms` (through a filtered copy: any
+        revision's `load_config` reads it)."""
+        cache = json.loads(self.cache_path.read_text(encoding="utf-8"))
+        dropped = drop_cached_m(cache, set(ms))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / self.cache_path.name
+            path.write_text(json.dumps(cache), encoding="utf-8")
+            if gemlite.load_config(str(path)) is False:
+                raise ValueError("gemlite.load_config returned False (see its warning)")
+        self.cache_note = (
+            f"loaded {_shown(self.cache_path)} less its {dropped} entries of M in {sorted(ms)} (re-tuned)"
         )
 
     def _apply_forced_configs(self, forced: dict) -> None:

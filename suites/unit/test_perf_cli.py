@@ -191,6 +191,10 @@ def test_cli_refusals(tmp_path, monkeypatch, capsys):
     assert "--m: [3] not in suite" in capsys.readouterr().out
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--against", "x", "--update-baseline"]) == 2
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--force-config", "{not json"]) == 2
+    assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--retune-m", "1,two"]) == 2
+    assert "--retune-m: expected comma-separated batch sizes, got '1,two'" in capsys.readouterr().out
+    assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--retune-m", "1", "--no-config-cache"]) == 2
+    assert "not with --no-config-cache" in capsys.readouterr().out
     b = tmp_path / "h100-sxm.json"
     b.write_text(json.dumps({"schema": 1, "meta": {"gpu_key": "h100-sxm"}, "cases": {}}))
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--baselines-dir", str(tmp_path)]) == 2

@@ -7,6 +7,7 @@ differs. On a GPU machine the same test runs on "cuda" and exercises the graph t
 """
 
 import gc
+import json
 
 import pytest
 import torch
@@ -104,10 +105,39 @@ def test_config_cache_policy():
     ab = RunSettings(write_config_cache=False)
     assert ab.loads_config_cache and not ab.writes_config_cache
     assert RunSettings.from_dict(forced.to_dict()) == forced
+    retune = RunSettings(retune_m=(1, 2))
+    assert RunSettings.from_dict(retune.to_dict()) == retune
+    with pytest.raises(ValueError, match="retune_m"):
+        RunSettings(retune_m=(0,))
     with pytest.raises(ValueError, match="autotune"):
         RunSettings(autotune="none")
     with pytest.raises(TypeError, match="force_config"):
         RunSettings(force_config=["GEMM"])
+
+
+def test_retune_m_loads_the_cache_without_those_batch_sizes(tmp_path):
+    # After a kernel change the cached winners of the named M are left out (so they are tuned again);
+    # the other entries load, and the file itself is untouched until the run writes it.
+    from gemlite import autotune
+
+    cfg = {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 16, "GROUP_M": 1, "num_warps": 1,
+           "num_stages": 2}  # fmt: skip
+    tail = ",N=64,K=128,group=64,weight=hqq4,word=32,zeros=float,scales=float16,act=float16,out=float16,det=1"
+    cache = {"GEMV": {f"M=1{tail}": cfg, f"M=2{tail}": {**cfg, "BLOCK_M": 2}, f"M=16{tail}": cfg}}
+    path = tmp_path / "h100-sxm.json"
+    path.write_text(json.dumps(cache))
+    gpu = GpuInfo("test device", "h100-sxm", 1, 1, 0, "n/a", (9, 0))
+    settings = RunSettings(config_dir=str(tmp_path), retune_m=(1, 16), write_config_cache=False)
+    autotune.reset_config()
+    m = GpuMeasurer(settings, gpu, log=lambda s: None, device=DEVICE)
+    try:
+        m.start()
+        assert set(autotune._CACHE["GEMV"]) == {f"M=2{tail}"}
+        assert "less its 2 entries of M in [1, 16]" in m.cache_note
+        assert json.loads(path.read_text()) == cache
+    finally:
+        m.finish()
+        autotune.reset_config()
 
 
 def test_tune_builds_one_copy_and_times_nothing(measurer):
