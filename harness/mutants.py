@@ -411,6 +411,36 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_PATHS,
     ),
     Mutant(
+        "gemv_paired_stale_row",
+        "a two-row GEMV program's paired steps multiply the first row's x of the second step into the "
+        "second row's sums (the paired path's own loads, apart from the unpaired one's)",
+        "gemlite/kernels/gemv.py",
+        "acc1 += _paired_partial(raw0, y0, raw1, y1,",
+        "acc1 += _paired_partial(raw0, y0, raw1, x1,",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_pair_row_scale",
+        "a two-row GEMV program scales its second row by the first row's activation scale (per-token "
+        "dynamic codes at M = 2)",
+        "gemlite/kernels/gemv.py",
+        "acc1_n = _row_result(acc1, row1,",
+        "acc1_n = _row_result(acc1, row0,",
+        focus="dyn and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "gemv_split_end_unclamped",
+        "the GEMV's last K split runs to k_start + K_PER_SPLIT, not K: where BLOCK_K divides K (no K "
+        "masks) it reads weight rows past the end",
+        "gemlite/kernels/gemv.py",
+        "k_end = tl.minimum(k_start + K_PER_SPLIT, K)",
+        "k_end = k_start + K_PER_SPLIT",
+        focus="pre and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
         "dequant_post_scale",
         "DEQUANT=1: the scratch weight of a post-scaled layout misses its channel scale (cuBLAS has no "
         "per-column epilogue to apply it)",
