@@ -162,9 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--retune-m",
         metavar="M,...",
-        help="leave the cache's entries of these batch sizes out when loading it, so they are tuned again "
-        "(after a kernel or config-space change; with --tune-only or a plain run the new winners replace "
-        "them in the file, an A/B tunes both sides afresh)",
+        help="leave the cache's entries of these batch sizes (their M buckets) out when loading it, so "
+        "they are tuned again (after a kernel or config-space change; with --tune-only or a plain run "
+        "the new winners replace them in the file, an A/B tunes both sides afresh)",
     )
     r.add_argument("--replays", type=int, default=TimingConfig.replays, help="timed replays per case")
     r.add_argument(
@@ -237,6 +237,18 @@ def _parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 # run
 # --------------------------------------------------------------------------------------------
+
+
+def retune_buckets(text: str) -> tuple[int, ...]:
+    """``--retune-m``'s batch sizes as the M buckets the config cache is keyed by (``3`` re-tunes the
+    entries of bucket 4, which M = 3 uses)."""
+    from gemlite.formats import m_bucket
+
+    try:
+        ms = [int(m) for m in text.split(",")]
+        return tuple(sorted({m_bucket(m) for m in ms}))
+    except ValueError:
+        raise ValueError(f"--retune-m: expected comma-separated batch sizes >= 1, got {text!r}") from None
 
 
 def _run_pytest(session, bench_json: Path) -> int:
@@ -426,12 +438,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             if a.no_config_cache:
                 raise ValueError("--retune-m re-tunes entries of the config cache: not with "
                                  "--no-config-cache")
-            try:
-                retune_m = tuple(int(m) for m in a.retune_m.split(","))
-            except ValueError:
-                raise ValueError(
-                    f"--retune-m: expected comma-separated batch sizes, got {a.retune_m!r}"
-                ) from None
+            retune_m = retune_buckets(a.retune_m)
         settings = RunSettings(
             timing=timing,
             autotune=a.autotune,

@@ -192,13 +192,23 @@ def test_cli_refusals(tmp_path, monkeypatch, capsys):
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--against", "x", "--update-baseline"]) == 2
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--force-config", "{not json"]) == 2
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--retune-m", "1,two"]) == 2
-    assert "--retune-m: expected comma-separated batch sizes, got '1,two'" in capsys.readouterr().out
+    assert "--retune-m: expected comma-separated batch sizes >= 1, got '1,two'" in capsys.readouterr().out
+    assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--retune-m", "0"]) == 2
+    assert "--retune-m: expected comma-separated batch sizes >= 1, got '0'" in capsys.readouterr().out
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--retune-m", "1", "--no-config-cache"]) == 2
     assert "not with --no-config-cache" in capsys.readouterr().out
     b = tmp_path / "h100-sxm.json"
     b.write_text(json.dumps({"schema": 1, "meta": {"gpu_key": "h100-sxm"}, "cases": {}}))
     assert perf_cli.main(["run", "--gpu", "h100", "--dry-run", "--baselines-dir", str(tmp_path)]) == 2
     assert "holds real GPU numbers" in capsys.readouterr().out
+
+
+def test_retune_m_names_the_cache_buckets():
+    # The cache is keyed by M bucket: --retune-m 3 must re-tune bucket 4 (where M = 3's config lives),
+    # not look for an "M=3" entry that never exists.
+    assert perf_cli.retune_buckets("1,2") == (1, 2)
+    assert perf_cli.retune_buckets("3,4,1") == (1, 4)
+    assert perf_cli.retune_buckets("5000") == (4096,)
 
 
 def test_fake_spec_parsing():

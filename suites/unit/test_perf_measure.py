@@ -123,7 +123,8 @@ def test_retune_m_loads_the_cache_without_those_batch_sizes(tmp_path):
     cfg = {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 16, "GROUP_M": 1, "num_warps": 1,
            "num_stages": 2}  # fmt: skip
     tail = ",N=64,K=128,group=64,weight=hqq4,word=32,zeros=float,scales=float16,act=float16,out=float16,det=1"
-    cache = {"GEMV": {f"M=1{tail}": cfg, f"M=2{tail}": {**cfg, "BLOCK_M": 2}, f"M=16{tail}": cfg}}
+    cache = {"GEMV": {f"M=1{tail}": cfg, f"M=2{tail}": {**cfg, "BLOCK_M": 2}, f"M=16{tail}": cfg},
+             "GEMM_SPLITK": {f"M=128{tail}": cfg}}  # M=1 must not take M=128 (a prefix) with it
     path = tmp_path / "h100-sxm.json"
     path.write_text(json.dumps(cache))
     gpu = GpuInfo("test device", "h100-sxm", 1, 1, 0, "n/a", (9, 0))
@@ -133,6 +134,7 @@ def test_retune_m_loads_the_cache_without_those_batch_sizes(tmp_path):
     try:
         m.start()
         assert set(autotune._CACHE["GEMV"]) == {f"M=2{tail}"}
+        assert set(autotune._CACHE["GEMM_SPLITK"]) == {f"M=128{tail}"}
         assert "less its 2 entries of M in [1, 16]" in m.cache_note
         assert json.loads(path.read_text()) == cache
     finally:
