@@ -94,6 +94,8 @@ def test_calls_per_replay_whole_passes():
         ({"target_replay_ms": -1}, "target_replay_ms"),
         ({"max_calls_per_replay": 0}, "max_calls"),
         ({"warmup_replays": -1}, "warmup_replays"),
+        ({"settle_ms": -1}, "settle_ms"),
+        ({"settle_ms": float("nan")}, "settle_ms"),
         ({"max_rotation_bytes": 0}, "max_rotation_bytes"),
     ],
 )
