@@ -109,7 +109,7 @@ def _cfg(**kw) -> Config:
 # ------------------------------------------------------------------------------------------------
 # Config spaces. Every "fast" list (and so every "max" list and default pair) ends with a small-K-tile
 # fallback, so grouped layouts with group_size 32 (BLOCK_K 32) always have a legal candidate. "max"
-# adds three configs per family: the compile-only suite compiles every config for every
+# adds up to three configs per family: the compile-only suite compiles every config for every
 # representative layout on 2 CPU cores, which bounds the spaces.
 #
 # Evidence: `tools/config_sweep.py` on the H200 (2026-12-01, triton 3.6, fp16, A16W4_HQQ_INT g128
@@ -215,6 +215,12 @@ _GEMM_FAST = [
     _cfg(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, SPLIT_K=4, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, GROUP_M=8, num_warps=8, num_stages=3),
+    # 8-bit activations: the fp8 dot promotes each K tile's product to fp32 after a wait on its
+    # wgmma, so a 128-deep tile halves the waits and adds per product (sm_90 SASS, e4m3 BM128 BN128
+    # w8: K loop 128 instructions a 64-deep tile, 160 a 128-deep one); one warpgroup on a 64-row
+    # tile leaves room for two programs an SM, one adding while the other's wgmma runs.
+    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 # Dequantize into a scratch weight, then cuBLAS (the BLOCK_K x BLOCK_N tile of the dequantization).
@@ -223,7 +229,6 @@ _GEMM_DEQUANT = [
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, DEQUANT=1, num_warps=4),
 ]
 _GEMM_MAX_EXTRA = [
-    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
 ]

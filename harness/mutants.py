@@ -650,6 +650,15 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=_ACT_TESTS,
     ),
     Mutant(
+        "gemm_direct8_stale_k",
+        "8-bit codes against 8-bit activations (the typed loads): every K tile reads the weight's first "
+        "K tile",
+        "gemlite/kernels/gemm.py",
+        "w = tl.load(w_cols_typed + k_idx[:, None] * stride_wk, mask=mask_n[None, :])",
+        "w = tl.load(w_cols_typed + offs_k[:, None] * stride_wk, mask=mask_n[None, :])",
+        focus="dynamic and GEMM",
+    ),
+    Mutant(
         "block_act_scale_index",
         "1 x 128 activation blocks: every K tile of GEMM/GEMM_SPLITK takes the row's first block scale",
         "gemlite/kernels/gemm.py",

@@ -28,7 +28,10 @@ import triton
 import triton.language as tl
 
 from gemlite.kernels.common import (
+    KIND_FP8,
+    KIND_INT8,
     KIND_PACKED,
+    XQ_FP8,
     XQ_INT8,
     XQ_NONE,
     XQ_NVFP4,
@@ -126,9 +129,31 @@ def gemm_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # int8 x int8: exact
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # 8-bit codes against 8-bit activations of the same type (channel scales after the loop, or 128 x
+    # 128 blocks per tile): both dot operands load straight from memory typed as the dot takes them.
+    # An op between a load and the dot (the byte loads' bitcasts) makes Triton's pipeliner stage the
+    # tile through registers (LDS, STS into the operand's layout) and wait on each wgmma; typed loads
+    # go to shared memory by async copies and feed the wgmma as they are (NOTES 2026-12-07, third
+    # session). No `other`: a masked row of x or column of W only reaches output elements never
+    # written. Without EVEN_K the K tail must read zeros (0 * NaN), and the byte path below does that.
+    DIRECT_8BIT: tl.constexpr = EVEN_K and (
+        (X_QUANT == XQ_FP8 and W_KIND == KIND_FP8) or (X_QUANT == XQ_INT8 and W_KIND == KIND_INT8)
+    )
+    if DIRECT_8BIT:
+        if X_QUANT == XQ_FP8:
+            x_typed = x_ptr.to(tl.pointer_type(tl.float8e4nv))
+            w_typed = w_ptr.to(tl.pointer_type(tl.float8e4nv))
+        else:
+            x_typed = x_ptr.to(tl.pointer_type(tl.int8))
+            w_typed = w_ptr.to(tl.pointer_type(tl.int8))
+        x_rows_typed = x_typed + offs_m.to(tl.int64)[:, None] * stride_xm
+        w_cols_typed = w_typed + offs_n.to(tl.int64)[None, :] * stride_wn
     for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
         k_idx = k0 + offs_k
-        if is_mx_act(X_QUANT):
+        if DIRECT_8BIT:
+            x = tl.load(x_rows_typed + k_idx[None, :], mask=mask_m[:, None])
+            w = tl.load(w_cols_typed + k_idx[:, None] * stride_wk, mask=mask_n[None, :])
+        elif is_mx_act(X_QUANT):
             # Microscaled activations: codes x scales, exact in bf16 (common.load_act_mx).
             x = load_act_mx(x_ptr, xs_ptr, offs_m.to(tl.int64)[:, None], k_idx[None, :], mask_m[:, None], K,
                             stride_xm, X_QUANT).to(tl.bfloat16)  # fmt: skip
@@ -136,41 +161,44 @@ def gemm_kernel(
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
         else:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)
-        # Pre-scaled packed codes against fp16/bf16 x: dequantized from the words in place.
-        FROM_WORDS: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and not POST_SCALE
-                                    and X_QUANT == XQ_NONE and BLOCK_K % ELEMS_PER_WORD == 0)  # fmt: skip
-        if FROM_WORDS:
-            codes = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD, BLOCK_K,
-                               not EVEN_K)  # fmt: skip
-        else:
-            codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
-                               W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
         if GROUP_SIZE > 0:
             # BLOCK_K divides GROUP_SIZE (autotune legality), so the tile lies in one group.
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
             )
-        if is_mx(W_KIND):
-            # MX / NVFP4: the tile holds BLOCK_K / 32 (16) scale groups (or lies inside one).
-            codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg,
-                                  W_KIND, BLOCK_K, BLOCK_N, X_QUANT != XQ_NVFP4)  # fmt: skip
-        x = act_operand(x, X_QUANT)
-        if is_mx(W_KIND) and X_QUANT != XQ_NONE:
-            x = x.to(tl.bfloat16)  # e4m3 codes against MX weights (exact in bf16, not in e4m3): a bf16 dot
-        if FROM_WORDS:
-            w = dequantize_words(codes, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE, x.dtype)
-        else:
-            # Quantized activations meet the weight's exact codes (common.py: numerics).
-            w = dequantize(
-                codes,
-                scale[None, :],
-                zero[None, :],
-                zero_int,
-                W_KIND,
-                ZERO_MODE,
-                POST_SCALE or X_QUANT != XQ_NONE,
-                x.dtype,
-            )
+        if not DIRECT_8BIT:
+            # Pre-scaled packed codes against fp16/bf16 x: dequantized from the words in place.
+            FROM_WORDS: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and not POST_SCALE
+                                        and X_QUANT == XQ_NONE and BLOCK_K % ELEMS_PER_WORD == 0)  # fmt: skip
+            if FROM_WORDS:
+                codes = load_words(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn, ELEMS_PER_WORD,
+                                   BLOCK_K, not EVEN_K)  # fmt: skip
+            else:
+                codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
+                                   W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
+            if is_mx(W_KIND):
+                # MX / NVFP4: the tile holds BLOCK_K / 32 (16) scale groups (or lies inside one).
+                codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg,
+                                      W_KIND, BLOCK_K, BLOCK_N, X_QUANT != XQ_NVFP4)  # fmt: skip
+            x = act_operand(x, X_QUANT)
+            if is_mx(W_KIND) and X_QUANT != XQ_NONE:
+                # e4m3 codes against MX weights (exact in bf16, not in e4m3): a bf16 dot
+                x = x.to(tl.bfloat16)
+            if FROM_WORDS:
+                w = dequantize_words(codes, scale, zero, zero_int, W_BITS, ELEMS_PER_WORD, ZERO_MODE,
+                                     x.dtype)
+            else:
+                # Quantized activations meet the weight's exact codes (common.py: numerics).
+                w = dequantize(
+                    codes,
+                    scale[None, :],
+                    zero[None, :],
+                    zero_int,
+                    W_KIND,
+                    ZERO_MODE,
+                    POST_SCALE or X_QUANT != XQ_NONE,
+                    x.dtype,
+                )
         if PRE_SCALE and X_QUANT != XQ_NONE:
             # HQQ groups (or 128 x 128 weight blocks) with 8-bit activations: this tile's exact-code
             # product, then its group's zero (through the tile's row sums of x) and scale, in fp32.
