@@ -61,12 +61,14 @@ class TimingConfig:
     replays: timed replays per measurement (median and IQR are taken over these).
     warmup_replays: untimed replays after capture (first replays pay for graph upload).
     settle_ms: after those, keep replaying untimed until this much wall time has passed, so the
-        timed replays never start in the GPU's slow state after a pause. Measured on the H100 SXM
-        (2026-12-07, A16W8_INT8 8192x28672 M = 1, 1 ms replays back to back in a fresh process):
-        the first 23 replays took 91 us a call, every later one 78 us (a step, not a ramp); the
-        same graph after 0.01-3 s of sleep showed no slow replay. A suite case (2 + 15 replays,
-        ~18 ms) fits inside that window whole, which is how unchanged code measured 86 us in one
-        run and 100 us in the next, both with a tight IQR, and failed the gate.
+        timed replays do not start in the slow state seen at the start of a process's GPU work.
+        Measured on the H100 SXM (2026-12-07, A16W8_INT8 8192x28672 M = 1, 1 ms replays back to
+        back in a fresh process): the first 23 replays took 91 us a call, every later one 78 us (a
+        step, not a ramp); the same graph after 0.01-3 s of sleep showed no slow replay, so what
+        starts the state is not known (a new layer after a compile showed it once too). A suite
+        case (2 + 15 replays, ~18 ms) fits inside that window whole, which is how unchanged code
+        measured 86 us in one run and 100 us in the next, both with a tight IQR, and failed the
+        gate. Not yet shown to cure that in a suite run (NOTES 2026-12-07, third session).
     """
 
     l2_multiple: float = 2.0
