@@ -659,6 +659,25 @@ MUTANTS: tuple[Mutant, ...] = (
         focus="dynamic and GEMM",
     ),
     Mutant(
+        "gemm_zero_sums_stale_chunk",
+        "8-bit activations against float zeros (GEMM/GEMM_SPLITK): every K tile's zero-point term takes "
+        "the row's first tile of code sums",
+        "gemlite/kernels/gemm.py",
+        "offs_c = k0 // SUM_CHUNK + tl.arange(0, BLOCK_K // SUM_CHUNK)",
+        "offs_c = tl.arange(0, BLOCK_K // SUM_CHUNK)",
+        focus="dynamic and GEMM",
+    ),
+    Mutant(
+        "act_sums_of_magnitudes",
+        "the per-token quantizer sums the codes' magnitudes (the zero-point term of float zeros then "
+        "charges negative activations with the wrong sign)",
+        _ACT_QUANT,
+        "chunk = tl.sum(tl.reshape(value, (BLOCK_K // SUM_CHUNK, SUM_CHUNK)), axis=1)",
+        "chunk = tl.sum(tl.reshape(tl.abs(value), (BLOCK_K // SUM_CHUNK, SUM_CHUNK)), axis=1)",
+        focus="dynamic or sums or reference",
+        tests=_ACT_TESTS,
+    ),
+    Mutant(
         "block_act_scale_index",
         "1 x 128 activation blocks: every K tile of GEMM/GEMM_SPLITK takes the row's first block scale",
         "gemlite/kernels/gemm.py",

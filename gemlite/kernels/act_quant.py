@@ -43,7 +43,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gemlite.kernels.common import XQ_INT8, XQ_MXFP8, XQ_NVFP4, mx_act_group
+from gemlite.kernels.common import SUM_CHUNK, XQ_INT8, XQ_MXFP8, XQ_NVFP4, mx_act_group
 from gemlite.schemes.activation import FP8, INT8
 
 SCALE_FLOOR = tl.constexpr(1e-6)  # gemlite.formats.SCALE_FLOOR: an all-zero row's scale
@@ -76,7 +76,8 @@ def _int8_magnitude(q):
 
 @triton.jit
 def _e4m3_byte(q):
-    """The e4m3 byte (without sign) of q >= 0 rounded to odd, rounded to nearest even, clamped to 448.
+    """The e4m3 byte (without sign) of q >= 0 rounded to odd, rounded to nearest even, clamped to 448,
+    and its value (fp32).
 
     Adding and subtracting ``2**(e + 20)`` (e: q's binade, at least e4m3's smallest normal -6) rounds q
     to a multiple of e4m3's spacing there, 2**(e - 3), ties to even (fp32 round to nearest even); the
@@ -90,7 +91,7 @@ def _e4m3_byte(q):
     ev = ((vb >> 23) & 0xFF) - 127
     normal = ((ev + 7) << 3) | ((vb >> 20) & 7)
     subnormal = (v * 512.0).to(tl.int32)  # multiples of 2**-9 below 2**-6: mantissa 0..7, exponent 0
-    return tl.where(ev >= -6, normal, subnormal)
+    return tl.where(ev >= -6, normal, subnormal), v
 
 
 @triton.jit
@@ -108,17 +109,19 @@ def _scale(amax, nonfinite, X_QUANT: tl.constexpr):
 @triton.jit
 def _store_codes(c_ptrs, x, s, nonfinite, mask, X_QUANT: tl.constexpr):
     """The codes of fp32 values x under the scale s, each from the exact quotient x / s (0 where
-    `nonfinite`), stored as int8 or as e4m3 bytes."""
+    `nonfinite`), stored as int8 or as e4m3 bytes; returns the codes' values (fp32, exact)."""
     x = tl.where(nonfinite, 0.0, x)
     q = _quotient_to_odd(tl.abs(x), s)
     negative = (x.to(tl.int32, bitcast=True) >> 31) != 0  # the sign bit (-0.0 included)
     if X_QUANT == XQ_INT8:
         mag = _int8_magnitude(q)
-        code = tl.where(negative, -mag, mag).to(tl.int32)
-        tl.store(c_ptrs, code.to(tl.int8), mask=mask)
+        value = tl.where(negative, -mag, mag)
+        tl.store(c_ptrs, value.to(tl.int32).to(tl.int8), mask=mask)
     else:
-        code = _e4m3_byte(q) | tl.where(negative, 0x80, 0)
-        tl.store(c_ptrs, code.to(tl.uint8), mask=mask)
+        byte, mag = _e4m3_byte(q)
+        value = tl.where(negative, -mag, mag)
+        tl.store(c_ptrs, (byte | tl.where(negative, 0x80, 0)).to(tl.uint8), mask=mask)
+    return value
 
 
 @triton.jit
@@ -127,14 +130,20 @@ def quantize_rows_kernel(
     x_ptr,  # [M, K] activations, fp16/bf16
     codes_ptr,  # [M, K] codes: int8, or uint8 (the e4m3 bytes)
     scales_ptr,  # [M] fp32 scales
+    sums_ptr,  # [M, cdiv(K, SUM_CHUNK)] fp32 sums of the codes' values (SUMS only)
     # Sizes and strides
     K,
     stride_xm,
     # Meta-parameters
     X_QUANT: tl.constexpr,  # common.XQ_INT8 or common.XQ_FP8
-    BLOCK_K: tl.constexpr,
+    SUMS: tl.constexpr,  # also write the sums of SUM_CHUNK codes (the zero-point term of float zeros)
+    BLOCK_K: tl.constexpr,  # a multiple of SUM_CHUNK when SUMS
 ):
-    """codes[m, :], scales[m] of row m = program_id(0) (one scale per token)."""
+    """codes[m, :], scales[m] of row m = program_id(0) (one scale per token); with SUMS, the sums of
+    the codes' values over each SUM_CHUNK of K, which the GEMM's zero-point term of float zeros reads
+    (``gemlite/kernels/gemm.py``) instead of adding up its x tile. 32 codes sum exactly in fp32 in any
+    order (e4m3: multiples of 2**-9 below 32 * 448 < 2**15, 24 bits; int8: integers), so the sums are
+    the reference's, bit for bit."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     c_row = codes_ptr + row * K
@@ -152,11 +161,16 @@ def quantize_rows_kernel(
     s, stored = _scale(tl.max(amax, axis=0), nonfinite, X_QUANT)
     tl.store(scales_ptr + row, stored)
 
-    # -- 2. the codes --------------------------------------------------------------------------------
+    # -- 2. the codes (and their sums) ---------------------------------------------------------------
+    n_chunks = tl.cdiv(K, SUM_CHUNK)
     for k0 in range(0, K, BLOCK_K):
         mask = k0 + offs < K
         x = tl.load(x_row + k0 + offs, mask=mask, other=0.0).to(tl.float32)
-        _store_codes(c_row + k0 + offs, x, s, nonfinite, mask, X_QUANT)
+        value = _store_codes(c_row + k0 + offs, x, s, nonfinite, mask, X_QUANT)
+        if SUMS:  # (values past K are 0)
+            chunk = tl.sum(tl.reshape(value, (BLOCK_K // SUM_CHUNK, SUM_CHUNK)), axis=1)
+            offs_c = k0 // SUM_CHUNK + tl.arange(0, BLOCK_K // SUM_CHUNK)
+            tl.store(sums_ptr + row * n_chunks + offs_c, chunk, mask=offs_c < n_chunks)
 
 
 @triton.jit
@@ -275,7 +289,7 @@ def quantize_mx_kernel(
         ts = tl.math.div_rn(NVFP4_NUMERATOR, tl.maximum(amax_t, NVFP4_AMAX_MIN))  # finite
         ts = tl.where(amax_t == 0.0, 1.0, tl.where(amax_t < NVFP4_AMAX_MIN, FP32_MAX, ts))
         tl.store(xt_ptr + 1, ts, mask=(row == 0) & (blk == 0))
-        s_byte = _e4m3_byte(tl.minimum(tl.math.div_rn(amax, E2M1_MAX) * ts, FP8_MAX))
+        s_byte, _ = _e4m3_byte(tl.minimum(tl.math.div_rn(amax, E2M1_MAX) * ts, FP8_MAX))
         s_g = s_byte.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)[:, None]
         p = ax * ts
         mag = _e2m1_index(p, tl.math.fma(ax, ts, -p), s_g)
@@ -294,7 +308,7 @@ def quantize_mx_kernel(
         inv = ((127 - e) << 23).to(tl.float32, bitcast=True)[:, None]  # 2**-e, a normal fp32
         q = ax * inv  # exact (or below 2**-126, where the code is 0 either way)
         if X_QUANT == XQ_MXFP8:
-            mag = _e4m3_byte(q)
+            mag, _ = _e4m3_byte(q)
         else:
             mag = _e2m1_index(q, 0.0, 1.0)
 

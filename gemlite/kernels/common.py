@@ -109,6 +109,10 @@ XQ_MXFP8 = tl.constexpr(int(ActQuant.MXFP8))  # e4m3 bytes + e8m0 bytes per 32: 
 XQ_MXFP4 = tl.constexpr(int(ActQuant.MXFP4))  # e2m1 codes two per byte + e8m0 bytes per 32: likewise
 XQ_NVFP4 = tl.constexpr(int(ActQuant.NVFP4))  # e2m1 two per byte + e4m3 bytes per 16 + fp32 tensor scale
 # Write modes (see the module docstring).
+#: K per activation code sum (`act_quant.quantize_rows_kernel`'s SUMS, read by the GEMM's zero-point
+#: term of float zeros): divides every BLOCK_K and every HQQ group (multiples of 32).
+SUM_CHUNK = tl.constexpr(32)
+
 WRITE_FINAL = tl.constexpr(0)
 WRITE_PARTIAL = tl.constexpr(1)
 WRITE_ATOMIC = tl.constexpr(2)

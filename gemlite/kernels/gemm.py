@@ -31,6 +31,7 @@ from gemlite.kernels.common import (
     KIND_FP8,
     KIND_INT8,
     KIND_PACKED,
+    SUM_CHUNK,
     XQ_FP8,
     XQ_INT8,
     XQ_NONE,
@@ -58,6 +59,7 @@ def gemm_kernel(
     x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT); MXFP4/NVFP4 [M, K // 2]
     xs_ptr,  # activation scales (X_QUANT only): fp32 [M] or [M, K // X_GROUP]; MX / NVFP4: bytes
     xt_ptr,  # NVFP4 activations: fp32 [amax, ts] of the call's x (unused otherwise)
+    xsum_ptr,  # 8-bit activations against float zeros: fp32 sums of SUM_CHUNK codes [M, cdiv(K, SUM_CHUNK)]
     w_ptr,  # weight (gemlite/layout.py): packed [K // E, N] or [N, K]
     s_ptr,  # scales [K // GROUP, N] (or [1, N]); unused for FLOAT
     z_ptr,  # float zeros, same layout as scales (ZERO_FLOAT only)
@@ -208,7 +210,14 @@ def gemm_kernel(
             else:
                 part = dot_acc(x, w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32))
             if ZERO_MODE == ZERO_FLOAT:
-                part = part - tl.sum(x.to(tl.float32), axis=1)[:, None] * zero[None, :]
+                # The tile's row sums of x, from the quantizer's sums of SUM_CHUNK codes (exact; adding
+                # up the x tile here cost ~100 of the 631 K-loop instructions of a 4-bit BM128 BN128 BK64
+                # tile, sm_90 SASS: x back from shared memory, converted, summed).
+                n_chunks = tl.cdiv(K, SUM_CHUNK)
+                offs_c = k0 // SUM_CHUNK + tl.arange(0, BLOCK_K // SUM_CHUNK)
+                sums = tl.load(xsum_ptr + offs_m.to(tl.int64)[:, None] * n_chunks + offs_c[None, :],
+                               mask=mask_m[:, None] & (offs_c < n_chunks)[None, :], other=0.0)  # fmt: skip
+                part = part - tl.sum(sums, axis=1)[:, None] * zero[None, :]
             if X_GROUP > 0:
                 xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP
                 part = part * tl.load(xs_blk, mask=mask_m, other=0.0)[:, None]

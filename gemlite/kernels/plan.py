@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 import torch
 
 from gemlite.kernels import act_quant, dequant, gemm, gemv
-from gemlite.kernels.common import WRITE_ATOMIC, WRITE_ATOMIC_FINAL, WRITE_FINAL, WRITE_PARTIAL
+from gemlite.kernels.common import (
+    SUM_CHUNK,
+    WRITE_ATOMIC,
+    WRITE_ATOMIC_FINAL,
+    WRITE_FINAL,
+    WRITE_PARTIAL,
+    ZERO_FLOAT,
+)
 from gemlite.schemes.activation import ActQuant
 from gemlite.settings import is_deterministic
 
@@ -376,8 +383,11 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
     pre = []
     x_tensor = None
+    x_sums = None
     if layout.act.is_dynamic:  # the matmul reads codes and row scales instead of x
-        x, x_scales, x_tensor, pre = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
+        x, x_scales, x_tensor, x_sums, pre = _act_quant_plan(
+            x, layout.act_scheme, layout.act.group_size, sums=_needs_sums(family, layout)
+        )
     static = _static(family, layout, config, out_dtype, bias is not None, is_deterministic())
     kernel, runtime, meta = static.kernel, static.runtime, static.meta
     splits, k_per_split, mode = static.splits, static.k_per_split, static.mode
@@ -405,6 +415,7 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         x_rows, out_rows = (x, out) if rows == M else (x[m0 : m0 + rows], out[m0 : m0 + rows])
         m = x_rows.shape[0]
         xs_rows = out_rows if not pre else x_scales if rows == M else x_scales[m0 : m0 + rows]
+        sums_rows = out_rows if x_sums is None else x_sums if rows == M else x_sums[m0 : m0 + rows]
         ws_rows = ws[m0 : m0 + rows] if mode == WRITE_ATOMIC.value and rows != M else ws
         # Axis 0: one program per output tile (GEMV families: per BLOCK_M rows and BLOCK_N columns,
         # rows fastest, so the rows of one column block share its weight in L2); axis 1: one per K split.
@@ -412,6 +423,7 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         grid = (_cdiv(m, config.BLOCK_M) * n_tiles, splits)
         named = {
             "x_ptr": x_rows, "xs_ptr": xs_rows, "xt_ptr": out_rows if x_tensor is None else x_tensor,
+            "xsum_ptr": sums_rows,
             "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros,
             "b_ptr": bias if bias is not None else out_rows, "out_ptr": out_rows, "ws_ptr": ws_rows,
             "lock_ptr": locks, "M": m, "N": N, "K": K, "MN": m * N, "K_PER_SPLIT": k_per_split,
@@ -432,14 +444,23 @@ ACT_QUANT = "separate"
 _ACT_BLOCK_K = 1024  # K per step of the quantizer's two passes over a row (4 warps: 8 values a thread)
 
 
+def _needs_sums(family: str, layout) -> bool:
+    """Whether the matmul reads the quantizer's code sums: the tensor-core families' zero-point term
+    of pre-scaled float zeros against 8-bit activation codes (`gemlite.kernels.gemm`)."""
+    c = layout.constexprs
+    return family in ("GEMM", "GEMM_SPLITK") and bool(c["PRE_SCALE"]) and c["ZERO_MODE"] == ZERO_FLOAT.value
+
+
 @functools.lru_cache(maxsize=1024)
-def _act_static(x_quant: int, K: int, group: int) -> _Static:
+def _act_static(x_quant: int, K: int, group: int, sums: bool) -> _Static:
     if group:  # one program per 1 x group block
         kernel = act_quant.quantize_groups_kernel
         meta = {"X_QUANT": x_quant, "GROUP": group}
     else:  # one program per row
         kernel = act_quant.quantize_rows_kernel
-        meta = {"X_QUANT": x_quant, "BLOCK_K": min(_ACT_BLOCK_K, 1 << (K - 1).bit_length())}
+        block_k = min(_ACT_BLOCK_K, 1 << (K - 1).bit_length())
+        block_k = max(block_k, SUM_CHUNK.value) if sums else block_k  # whole chunks per step
+        meta = {"X_QUANT": x_quant, "SUMS": sums, "BLOCK_K": block_k}
     runtime, constexprs = kernel_params(kernel)
     return _Static(kernel, runtime, {n: meta[n] for n in constexprs}, 1, K, WRITE_FINAL.value)
 
@@ -447,21 +468,30 @@ def _act_static(x_quant: int, K: int, group: int) -> _Static:
 _MX_ACT = (int(ActQuant.MXFP8), int(ActQuant.MXFP4), int(ActQuant.NVFP4))
 
 
-def _act_quant_plan(x, scheme, group: int | None = None):
-    """(codes [M, K], fp32 scales [M] (per token) or [M, K // group], None, [the quantizer's launch]) for
-    x ``[M, K]`` contiguous and an activation scheme of `gemlite.schemes.activation` (`ACT_QUANT`): one
-    program per row of x, or per 1 x group block (`gemlite.kernels.act_quant`). e4m3 codes are uint8
-    bytes (what the matmul kernels read). Microscaled schemes: `_mx_act_quant_plan`."""
+def _act_quant_plan(x, scheme, group: int | None = None, sums: bool = False):
+    """(codes [M, K], fp32 scales [M] (per token) or [M, K // group], None, fp32 sums of SUM_CHUNK codes
+    [M, cdiv(K, SUM_CHUNK)] (sums, per token only) or None, [the quantizer's launch]) for x ``[M, K]``
+    contiguous and an activation scheme of `gemlite.schemes.activation` (`ACT_QUANT`): one program per
+    row of x, or per 1 x group block (`gemlite.kernels.act_quant`). e4m3 codes are uint8 bytes (what
+    the matmul kernels read). Microscaled schemes: `_mx_act_quant_plan`."""
     if int(scheme.x_quant) in _MX_ACT:
-        return _mx_act_quant_plan(x, scheme)
+        codes, x_scales, x_tensor, steps = _mx_act_quant_plan(x, scheme)
+        return codes, x_scales, x_tensor, None, steps
     M, K = x.shape
+    if sums and group:
+        raise ValueError(f"sums: only the per-token quantizer sums its codes, got group={group}")
     codes = torch.empty((M, K), dtype=scheme.kernel_dtype, device=x.device)
     x_scales = torch.empty((M, K // group) if group else (M,), dtype=torch.float32, device=x.device)
-    static = _act_static(int(scheme.x_quant), K, group or 0)
-    named = {"x_ptr": x, "codes_ptr": codes, "scales_ptr": x_scales, "K": K, "stride_xm": K}
+    x_sums = None
+    if sums:
+        x_sums = torch.empty((M, _cdiv(K, SUM_CHUNK.value)), dtype=torch.float32, device=x.device)
+    static = _act_static(int(scheme.x_quant), K, group or 0, sums)
+    named = {"x_ptr": x, "codes_ptr": codes, "scales_ptr": x_scales, "K": K, "stride_xm": K,
+             "sums_ptr": x_scales if x_sums is None else x_sums}  # fmt: skip
     args = tuple(named[n] for n in static.runtime)
     grid = (M, K // group) if group else (M,)
-    return codes, x_scales, None, [KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static)]
+    launch = KernelLaunch(static.kernel, grid, args, static.meta, 4, 2, static)
+    return codes, x_scales, None, x_sums, [launch]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -500,23 +530,24 @@ def _mx_act_quant_plan(x, scheme):
     return codes, x_scales, x_tensor, steps
 
 
-def quantize_activation(
-    x: torch.Tensor, scheme, group: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_activation(x: torch.Tensor, scheme, group: int | None = None, sums: bool = False):
     """Run the dynamic activation quantizer alone (what a dynamic format's forward runs first):
     x ``[M, K]`` fp16/bf16 -> (codes ``[M, K]`` in ``scheme.code_dtype``, fp32 scales ``[M]``, or
-    ``[M, K // group]`` per 1 x group block); scheme is ``gemlite.schemes.act_scheme(kind)`` of a dynamic
-    kind. For tests, tools and the harness."""
+    ``[M, K // group]`` per 1 x group block), and with sums=True (per token only) a third tensor, the
+    fp32 sums of each SUM_CHUNK (32) codes' values ``[M, cdiv(K, 32)]``; scheme is
+    ``gemlite.schemes.act_scheme(kind)`` of a dynamic kind. For tests, tools and the harness."""
     if int(scheme.x_quant) in _MX_ACT:
         raise TypeError(
             f"scheme: {scheme.kind.name} activations have byte scales (and NVFP4 a tensor scale): use "
             "quantize_activation_mx"
         )
     x = x.contiguous()
-    codes, x_scales, _, steps = _act_quant_plan(x, scheme, group)
+    codes, x_scales, _, x_sums, steps = _act_quant_plan(x, scheme, group, sums)
     if x.shape[0] > 0:
         for step in steps:
             step.run()
+    if sums:
+        return codes.view(scheme.code_dtype), x_scales, x_sums
     return codes.view(scheme.code_dtype), x_scales
 
 
@@ -532,7 +563,7 @@ def quantize_activation_mx(x: torch.Tensor, scheme):
             f"scheme: expected an MXFP8, MXFP4 or NVFP4 activation scheme, got {scheme.kind.name}"
         )
     x = x.contiguous()
-    codes, x_scales, x_tensor, steps = _act_quant_plan(x, scheme)
+    codes, x_scales, x_tensor, _, steps = _act_quant_plan(x, scheme)
     if x.shape[0] > 0:
         for step in steps:
             step.run()

@@ -46,6 +46,21 @@ def _assert_matches_reference(x: torch.Tensor, kind: str, group: int | None = No
     want = ref.quantize_activation(ActSpec(KINDS[kind], group), x)
     assert_exact(codes, want.codes, what=f"{kind} activation codes")
     assert_exact(scales, want.scales.reshape(scales.shape), what=f"{kind} activation scales")
+    if group is None:
+        _assert_sums_match(x, kind, want.codes)
+
+
+def _assert_sums_match(x: torch.Tensor, kind: str, want_codes: torch.Tensor) -> None:
+    """The per-token quantizer's sums of 32 codes (what the GEMM's zero-point term of float zeros
+    reads): the sums of the reference codes' values, exactly (32 codes sum exactly in fp32), the last
+    chunk of a K that is not a multiple of 32 summing only the codes inside K."""
+    codes, _, sums = quantize_activation(x.to(DEV), act_scheme(KINDS[kind]), sums=True)
+    assert_exact(codes.cpu(), want_codes, what=f"{kind} activation codes (with sums)")
+    M, K = want_codes.shape
+    values = torch.zeros((M, -(-K // 32) * 32), dtype=torch.float64)
+    values[:, :K] = want_codes.to(torch.float64)
+    want = values.reshape(M, -1, 32).sum(dim=2).to(torch.float32)
+    assert_exact(sums.cpu(), want, what=f"{kind} activation code sums")
 
 
 def _rows(dist: str, M: int, K: int, dtype, seed: int) -> torch.Tensor:
