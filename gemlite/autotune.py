@@ -228,6 +228,14 @@ _GEMM_DEQUANT = [
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, DEQUANT=1, num_warps=4),
     _cfg(BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, DEQUANT=1, num_warps=4),
 ]
+# A8W4 / A8W2 HQQ dynamic (`WeightLayout.codes_scratch`): the codes copied once into an e4m3 scratch,
+# then the typed-load 8-bit GEMM with these tiles (the fused tiles above unpack and convert every code
+# in every program: 541 sm_90 SASS instructions a BM128 BN128 BK64 step, against ~280 a BK128 step of
+# the 8-bit GEMM with per-tile scales; suites/perf/NOTES.md, 2026-12-07 fourth session).
+_GEMM_CODES_SCRATCH = [
+    _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, DEQUANT=1, num_warps=8, num_stages=3),
+    _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, DEQUANT=1, num_warps=4, num_stages=4),
+]
 _GEMM_MAX_EXTRA = [
     _cfg(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
@@ -265,8 +273,8 @@ _SPACES: dict[str, dict[str, list[Config]]] = {
         "interpreter": [_cfg(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2)],
     },
     "GEMM": {
-        "fast": _GEMM_FAST + _GEMM_DEQUANT,
-        "max": _GEMM_FAST + _GEMM_MAX_EXTRA + _GEMM_DEQUANT,
+        "fast": _GEMM_FAST + _GEMM_DEQUANT + _GEMM_CODES_SCRATCH,
+        "max": _GEMM_FAST + _GEMM_MAX_EXTRA + _GEMM_DEQUANT + _GEMM_CODES_SCRATCH,
         "default": [_GEMM_FAST[0], _GEMM_FAST[-1]],
         "interpreter": [_cfg(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4)],
     },
@@ -310,9 +318,12 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     tensor-core tiles need BLOCK_M, BLOCK_N, BLOCK_K >= 16; the weight scheme says which K tiles its
     scale groups allow (`k_tile_problem`: a tile must not straddle two groups, so BLOCK_K divides the
     group size; MX/NVFP4 groups may also run inside a tile); GEMV_REVSPLITK (no K split parameter)
-    and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose
-    activations are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit
-    cuBLAS product would not multiply their codes), BLOCK_K >= 32 for the 8-bit dot.
+    and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1; cuBLAS's DEQUANT=1
+    configs carry BLOCK_M = 16 (unused: one config per dequantization tile). Formats whose activations
+    are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product
+    would not multiply their codes) except on `WeightLayout.codes_scratch` layouts, where DEQUANT=1 runs
+    the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64); BLOCK_K >= 32
+    for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
@@ -334,12 +345,22 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
     if config.DEQUANT and config.SPLIT_K != 1:
         return f"{family}: DEQUANT=1 hands cuBLAS the whole product: SPLIT_K must be 1, got {config.SPLIT_K}"
+    if layout.act.is_quantized and config.DEQUANT and not layout.codes_scratch:
+        return (
+            f"{layout.format.name} multiplies activation codes: DEQUANT=1 (a 16-bit cuBLAS product) "
+            "would not multiply them"
+        )
+    if config.DEQUANT and layout.codes_scratch and config.BLOCK_M < 64:
+        return (
+            f"{family}: DEQUANT=1 on {layout.format.name} runs the 8-bit GEMM on a copy of the codes with "
+            f"this tile: BLOCK_M must be >= 64, got {config.short()}"
+        )
+    if config.DEQUANT and not layout.codes_scratch and config.BLOCK_M != 16:
+        return (
+            f"{family}: DEQUANT=1 hands cuBLAS the product (the tile is the dequantization's, BLOCK_M "
+            f"unused): BLOCK_M must be 16, got {config.short()}"
+        )
     if layout.act.is_quantized:
-        if config.DEQUANT:
-            return (
-                f"{layout.format.name} multiplies activation codes: DEQUANT=1 (a 16-bit cuBLAS product) "
-                "would not multiply them"
-            )
         if family in ("GEMM", "GEMM_SPLITK") and config.BLOCK_K < 32:
             return f"{family}: an 8-bit tl.dot takes BLOCK_K >= 32, got {config.BLOCK_K}"
     problem = layout.scheme.k_tile_problem(layout, config.BLOCK_K)  # e.g. groups straddled

@@ -41,7 +41,8 @@ from gemlite.formats import (
 )
 from gemlite.packing import WORD_BITS
 from gemlite.schemes import act_scheme, check_format, weight_scheme
-from gemlite.schemes.base import K_MULTIPLE
+from gemlite.schemes.activation import ActQuant
+from gemlite.schemes.base import K_MULTIPLE, KernelKind, ZeroMode
 
 COMPUTE_DTYPES = (torch.float16, torch.bfloat16)  # of fp16/bf16 activations; codes: the act scheme's
 
@@ -209,6 +210,22 @@ class WeightLayout:
     def post_scale(self) -> bool:
         """Scales multiply the fp32 accumulator per output column (see the scheme's `post_scale`)."""
         return self.scheme.post_scale(self)
+
+    @property
+    def zero_sums(self) -> bool:
+        """The tensor-core families read the per-token quantizer's sums of x's codes for this layout's
+        zero-point term: pre-scaled float zeros against 8-bit activation codes (`gemlite.kernels.gemm`)."""
+        c = self.constexprs
+        return bool(c["PRE_SCALE"]) and c["ZERO_MODE"] == int(ZeroMode.FLOAT) and self.act.is_dynamic
+
+    @property
+    def codes_scratch(self) -> bool:
+        """A GEMM config with DEQUANT=1 copies the weight's exact codes into an ``[N, K]`` e4m3 scratch and
+        runs the typed-load 8-bit GEMM on it (`gemlite.kernels.plan`): packed codes with float zeros
+        against e4m3 activation codes (A8W4 / A8W2 HQQ dynamic; codes below 16, which e4m3 holds exactly)."""
+        c = self.constexprs
+        packed = c["W_KIND"] == int(KernelKind.PACKED) and c["W_BITS"] <= 4
+        return self.zero_sums and packed and c["X_QUANT"] == int(ActQuant.FP8)
 
     @property
     def act_scheme(self):

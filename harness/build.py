@@ -258,8 +258,9 @@ def precision(case: Case, layout=None, config=None) -> Precision:
     if layout.spec.kind is WeightKind.FLOAT:
         deq = DEQ_EXACT
     elif layout.act.is_dynamic:
-        # 8-bit activations meet the weights' exact codes and every scale applies in fp32 (no DEQUANT
-        # path); Hopper's fp8 tile sums are charged `tile_u` (harness.numerics).
+        # 8-bit activations meet the weights' exact codes and every scale applies in fp32 (DEQUANT=1
+        # too: the codes scratch holds the same exact codes); Hopper's fp8 tile sums are charged
+        # `tile_u` (harness.numerics).
         deq = torch.float32
         if layout.act.kind is ActKind.FP8 and family not in GEMV_FAMILIES and not interpreter_active():
             tile_u = (128 if config is None else config.BLOCK_K) * 2.0**-13

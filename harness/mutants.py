@@ -445,7 +445,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "DEQUANT=1: the scratch weight of a post-scaled layout misses its channel scale (cuBLAS has no "
         "per-column epilogue to apply it)",
         "gemlite/kernels/dequant.py",
-        "    if POST_SCALE:\n        w = w * scale[None, :]\n",
+        "        if POST_SCALE:\n            w = w * scale[None, :]\n",
         "",
         focus="DEQUANT and post",
         tests=_PATHS,
@@ -666,6 +666,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "offs_c = k0 // SUM_CHUNK + tl.arange(0, BLOCK_K // SUM_CHUNK)",
         "offs_c = tl.arange(0, BLOCK_K // SUM_CHUNK)",
         focus="dynamic and GEMM",
+    ),
+    Mutant(
+        "codes_scratch_byte",
+        "DEQUANT=1 codes scratch (A8W4 / A8W2 HQQ dynamic): the e4m3 byte's exponent one too small "
+        "(every nonzero code halved)",
+        "gemlite/kernels/dequant.py",
+        "byte = tl.where(codes == 0, 0, (((bits >> 23) - 120) << 3) | ((bits >> 20) & 7))",
+        "byte = tl.where(codes == 0, 0, (((bits >> 23) - 121) << 3) | ((bits >> 20) & 7))",
+        focus="DEQUANT and dyn",
+        tests=_PATHS,
     ),
     Mutant(
         "act_sums_of_magnitudes",

@@ -119,6 +119,8 @@ INTERPRETER_TILES: dict[str, tuple[Config, ...]] = {
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=2, GROUP_M=2),
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, DEQUANT=1),
         _c(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, DEQUANT=1),
+        # the codes scratch's 8-bit GEMM (A8W4 / A8W2 HQQ dynamic: `WeightLayout.codes_scratch`)
+        _c(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, DEQUANT=1),
     ),
 }
 
@@ -257,7 +259,8 @@ PATH_VARIANTS: dict[str, dict] = {
     "mxfp8-mx": dict(format="A16W8_MXFP"),
     "mxfp4-mx-w8": dict(format="A16W4_MXFP", packing_bitwidth=8),
     "nvfp4-mx": dict(format="A16W4_NVFP"),
-    # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path.
+    # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path,
+    # except the codes scratch of packed codes with float zeros (A8W4 / A8W2 HQQ dynamic).
     "int8-dyn-post": dict(format="A8W8_INT8_dynamic"),
     "fp8-dyn-post": dict(format="A8W8_FP8_dynamic"),
     # ... per 1 x 128 block (K = 256: whole blocks), e4m3 codes against HQQ groups, and microscaled
@@ -284,11 +287,17 @@ _DEQUANT_TILES = {
     True: _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, DEQUANT=1),
     False: _c(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, DEQUANT=1),
 }
+_SCRATCH_TILE = _c(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, DEQUANT=1)  # the codes scratch's GEMM tile
 _SPLIT_FAMILIES = ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK")
 _OUTS = ("float16", "bfloat16", "float32")
 _OUT_IDS = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 _BIAS_IDS = {"none": "none", "input": "in", "float32": "f32"}
 _PATH_M, _PATH_N = 3, 40
+
+
+def _has_codes_scratch(fmt: str, fields: dict, K: int) -> bool:
+    """Whether the matrix's layout of `fmt` has the DEQUANT=1 codes scratch (`WeightLayout.codes_scratch`)."""
+    return pinned(fmt, **fields, M=_PATH_M, K=K, N=_PATH_N).layout().codes_scratch
 
 
 def path_cases() -> list[tuple[str, Case]]:
@@ -297,8 +306,9 @@ def path_cases() -> list[tuple[str, Case]]:
     * each split-K family (`PATH_TILES`) x determinism on / off x every output dtype: the fixed-order
       reduction, and with ``set_deterministic(False)`` fp32 atomics into a workspace (fp16/bf16 out) or
       into the output (fp32 out);
-    * GEMM with a K tail, split in two, and GEMM with DEQUANT=1 (not for dynamic activation formats,
-      whose codes a 16-bit cuBLAS product would not multiply), x every output dtype.
+    * GEMM with a K tail, split in two, and GEMM with DEQUANT=1 (for dynamic activation formats, whose
+      codes a 16-bit cuBLAS product would not multiply, only the codes scratch of A8W4 / A8W2 HQQ), x
+      every output dtype.
 
     Rotated through those (so that across the matrix each value meets each path): the bias (none, the
     activation dtype, fp32), the activation dtype, the scale dtype (fp32 wherever the output is fp32:
@@ -319,12 +329,15 @@ def path_cases() -> list[tuple[str, Case]]:
         grouped = variant.get("group_size") is not None
         K = variant.get("K", 192 if grouped else 160)
         rows = [(fam, det) for fam in _SPLIT_FAMILIES for det in (True, False)]
-        rows += [("GEMM", True)] + ([] if FORMATS[variant["format"]].act.is_dynamic else [("DEQUANT", True)])
+        rows += [("GEMM", True), ("DEQUANT", True)]
+        dynamic = FORMATS[variant["format"]].act.is_dynamic
         for f, (path, det) in enumerate(rows):
             for o, out_dtype in enumerate(_OUTS):
                 t = v + f + o + (0 if det else 1)
                 family = "GEMM" if path == "DEQUANT" else path
-                tile = _DEQUANT_TILES[grouped] if path == "DEQUANT" else PATH_TILES[family]
+                tile = PATH_TILES[family]
+                if path == "DEQUANT":
+                    tile = _SCRATCH_TILE if dynamic else _DEQUANT_TILES[grouped]
                 split = family in _SPLIT_FAMILIES
                 if out_dtype == "float32":
                     bias = "float32" if (v + f) % 2 == 0 else "none"
@@ -338,6 +351,8 @@ def path_cases() -> list[tuple[str, Case]]:
                 # per 2 * 64), so 2 rows per launch take 2 * 2 * N fp32 partials.
                 workspace = 2 * 2 * _PATH_N * 4 if split and t % 2 == 0 else None
                 fields = {k: w for k, w in variant.items() if k not in ("format", "K")}
+                if path == "DEQUANT" and dynamic and not _has_codes_scratch(variant["format"], fields, K):
+                    continue  # dynamic activations without a codes scratch: no DEQUANT path
                 case = pinned(
                     variant["format"],
                     **fields,

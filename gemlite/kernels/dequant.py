@@ -7,6 +7,12 @@ dequantized weight once costs ``K * N * (bits / 8 + 2)`` bytes of traffic (about
 runs near the tensor cores' peak. Each program dequantizes one ``[BLOCK_K, BLOCK_N]`` tile exactly as
 the fused kernels do (fp32, one rounding to the activation dtype); post-scaled layouts get their
 channel scale here too, since cuBLAS has no per-column scale epilogue.
+
+CODES_NK (packed codes with float zeros against e4m3 activation codes, ``WeightLayout.codes_scratch``):
+the exact codes instead, as e4m3 bytes in an ``[N, K]`` scratch (K contiguous, the layout an 8-bit
+wgmma operand takes), which the GEMM then reads through typed loads as it reads an FP8 weight, with the
+layout's group scales and zeros (`gemlite.kernels.plan`). K * N bytes written, against a K loop that
+otherwise unpacks and converts every code in every output tile's program.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def dequant_kernel(
     POST_SCALE: tl.constexpr,
     PRE_SCALE: tl.constexpr,
     EVEN_K: tl.constexpr,
+    CODES_NK: tl.constexpr,  # write the exact codes' e4m3 bytes to out [N, K] (uint8) instead
     # Tile configuration
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -52,18 +59,29 @@ def dequant_kernel(
     mask_n = offs_n < N
     codes = load_codes(w_ptr, k0, offs_n, mask_n, K, stride_wk, stride_wn,
                        W_KIND, W_BITS, ELEMS_PER_WORD, BLOCK_K, BLOCK_N, not EVEN_K)  # fmt: skip
-    scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    if PRE_SCALE or POST_SCALE:
-        group = 0
-        if GROUP_SIZE > 0:
-            group = k0 // GROUP_SIZE  # BLOCK_K divides GROUP_SIZE: one group per tile
-        scale, zero = load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE)
-    if is_mx(W_KIND):  # MX / NVFP4: scale groups of 32 (16) inputs inside the tile
-        codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg, W_KIND, BLOCK_K, BLOCK_N)
-    w = dequantize(codes, scale[None, :], zero[None, :], zero_int, W_KIND, ZERO_MODE, POST_SCALE, tl.float32)
-    if POST_SCALE:
-        w = w * scale[None, :]
     mask = (offs_k < K)[:, None] & mask_n[None, :]
-    ptrs = out_ptr + offs_k.to(tl.int64)[:, None] * N + offs_n[None, :]
-    tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=mask)
+    if CODES_NK:
+        # The e4m3 byte of an integer code q < 16 from q's fp32 bits (exponent 0..3, at most 3 mantissa
+        # bits below the leading one; 0 for q = 0), by integer operations as the quantizer builds its
+        # bytes (`gemlite.kernels.act_quant`: the interpreter's float-to-fp8 cast is not trusted).
+        bits = codes.to(tl.float32).to(tl.int32, bitcast=True)
+        byte = tl.where(codes == 0, 0, (((bits >> 23) - 120) << 3) | ((bits >> 20) & 7))
+        ptrs = out_ptr + offs_n.to(tl.int64)[None, :] * K + offs_k[:, None]
+        tl.store(ptrs, byte.to(tl.uint8), mask=mask)
+    else:
+        scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        zero = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        if PRE_SCALE or POST_SCALE:
+            group = 0
+            if GROUP_SIZE > 0:
+                group = k0 // GROUP_SIZE  # BLOCK_K divides GROUP_SIZE: one group per tile
+            scale, zero = load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE)
+        if is_mx(W_KIND):  # MX / NVFP4: scale groups of 32 (16) inputs inside the tile
+            codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg, W_KIND, BLOCK_K,
+                                  BLOCK_N)  # fmt: skip
+        w = dequantize(codes, scale[None, :], zero[None, :], zero_int, W_KIND, ZERO_MODE, POST_SCALE,
+                       tl.float32)  # fmt: skip
+        if POST_SCALE:
+            w = w * scale[None, :]
+        ptrs = out_ptr + offs_k.to(tl.int64)[:, None] * N + offs_n[None, :]
+        tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=mask)

@@ -31,9 +31,9 @@ from gemlite.kernels.common import (
     WRITE_ATOMIC_FINAL,
     WRITE_FINAL,
     WRITE_PARTIAL,
-    ZERO_FLOAT,
 )
 from gemlite.schemes.activation import ActQuant
+from gemlite.schemes.base import KernelKind
 from gemlite.settings import is_deterministic
 
 #: Largest fp32 split-K workspace one launch may allocate. GEMV_REVSPLITK splits K as finely as its
@@ -349,6 +349,10 @@ def _weight_strides(layout, W_q: torch.Tensor) -> tuple[int, int]:
     return W_q.stride(1), W_q.stride(0)  # [N, K]
 
 
+#: The weight constants of a GEMM on the codes scratch (`_codes_scratch`): e4m3 codes, one per byte.
+_SCRATCH_WEIGHT = {"W_KIND": int(KernelKind.FP8), "W_BITS": 8, "ELEMS_PER_WORD": 1}
+
+
 @functools.lru_cache(maxsize=8192)
 def _static(family: str, layout, config, out_dtype: torch.dtype, has_bias: bool, deterministic: bool):
     """The `_Static` of a launch of (family, layout, config): what does not depend on M or the tensors."""
@@ -358,6 +362,7 @@ def _static(family: str, layout, config, out_dtype: torch.dtype, has_bias: bool,
     mode = write_mode(splits, out_dtype)  # reads is_deterministic(), part of the cache key
     meta = dict(
         layout.constexprs,
+        **(_SCRATCH_WEIGHT if config.DEQUANT else {}),  # (only codes-scratch layouts reach here with it)
         HAS_BIAS=has_bias,
         EVEN_K=K % config.BLOCK_K == 0,
         EVEN_PAIRS=k_per_split % (2 * config.BLOCK_K) == 0,
@@ -379,15 +384,18 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     (`_counters`). Above MAX_WORKSPACE_BYTES of partial sums the rows run in chunks (each an
     ordinary launch on a slice of x and of out, so results equal the unchunked ones bit for bit).
     """
-    if config.DEQUANT:
-        return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
     pre = []
+    if config.DEQUANT and not layout.codes_scratch:
+        return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
+    if config.DEQUANT:  # the exact codes into an [N, K] e4m3 scratch, read as an FP8 weight below
+        W_q, pre = _codes_scratch(W_q, scales, zeros, layout)
     x_tensor = None
     x_sums = None
     if layout.act.is_dynamic:  # the matmul reads codes and row scales instead of x
-        x, x_scales, x_tensor, x_sums, pre = _act_quant_plan(
+        x, x_scales, x_tensor, x_sums, act_pre = _act_quant_plan(
             x, layout.act_scheme, layout.act.group_size, sums=_needs_sums(family, layout)
         )
+        pre = pre + act_pre
     static = _static(family, layout, config, out_dtype, bias is not None, is_deterministic())
     kernel, runtime, meta = static.kernel, static.runtime, static.meta
     splits, k_per_split, mode = static.splits, static.k_per_split, static.mode
@@ -409,13 +417,14 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
         locks = _counters(locks, _cdiv(rows, config.BLOCK_M) * n_tiles, device)
     else:
         locks = ws
-    stride_wk, stride_wn = _weight_strides(layout, W_q)
+    stride_wk, stride_wn = (1, K) if config.DEQUANT else _weight_strides(layout, W_q)
     launches = []
     for m0 in range(0, M, rows):
         x_rows, out_rows = (x, out) if rows == M else (x[m0 : m0 + rows], out[m0 : m0 + rows])
         m = x_rows.shape[0]
-        xs_rows = out_rows if not pre else x_scales if rows == M else x_scales[m0 : m0 + rows]
-        sums_rows = out_rows if x_sums is None else x_sums if rows == M else x_sums[m0 : m0 + rows]
+        whole = rows == M
+        xs_rows = out_rows if not layout.act.is_dynamic else x_scales if whole else x_scales[m0 : m0 + rows]
+        sums_rows = out_rows if x_sums is None else x_sums if whole else x_sums[m0 : m0 + rows]
         ws_rows = ws[m0 : m0 + rows] if mode == WRITE_ATOMIC.value and rows != M else ws
         # Axis 0: one program per output tile (GEMV families: per BLOCK_M rows and BLOCK_N columns,
         # rows fastest, so the rows of one column block share its weight in L2); axis 1: one per K split.
@@ -445,10 +454,30 @@ _ACT_BLOCK_K = 1024  # K per step of the quantizer's two passes over a row (4 wa
 
 
 def _needs_sums(family: str, layout) -> bool:
-    """Whether the matmul reads the quantizer's code sums: the tensor-core families' zero-point term
-    of pre-scaled float zeros against 8-bit activation codes (`gemlite.kernels.gemm`)."""
-    c = layout.constexprs
-    return family in ("GEMM", "GEMM_SPLITK") and bool(c["PRE_SCALE"]) and c["ZERO_MODE"] == ZERO_FLOAT.value
+    """Whether the matmul reads the quantizer's code sums (`WeightLayout.zero_sums`, tensor-core
+    families only: the GEMV families add up their own x)."""
+    return family in ("GEMM", "GEMM_SPLITK") and layout.zero_sums
+
+
+_SCRATCH_TILE = {"BLOCK_N": 128, "BLOCK_K": 64}  # the codes scratch's dequantization tile (4 warps)
+
+
+def _codes_scratch(W_q, scales, zeros, layout):
+    """(e4m3 view of an ``[N, K]`` scratch, [the launch writing the layout's exact codes into it as e4m3
+    bytes]) for a `WeightLayout.codes_scratch` layout (`gemlite.kernels.dequant`, CODES_NK)."""
+    K, N = layout.in_features, layout.out_features
+    scratch = torch.empty((N, K), dtype=torch.uint8, device=W_q.device)
+    stride_wk, stride_wn = _weight_strides(layout, W_q)
+    runtime, constexprs = kernel_params(dequant.dequant_kernel)
+    meta = dict(layout.constexprs, EVEN_K=K % _SCRATCH_TILE["BLOCK_K"] == 0, CODES_NK=True, **_SCRATCH_TILE)
+    named = {
+        "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros, "out_ptr": scratch, "N": N, "K": K,
+        "zero_int": 0, "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
+    }  # fmt: skip
+    grid = (_cdiv(K, _SCRATCH_TILE["BLOCK_K"]), _cdiv(N, _SCRATCH_TILE["BLOCK_N"]))
+    launch = KernelLaunch(dequant.dequant_kernel, grid, tuple(named[n] for n in runtime),
+                          {n: meta[n] for n in constexprs}, 4, 2)  # fmt: skip
+    return scratch.view(torch.float8_e4m3fn), [launch]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -598,7 +627,8 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
     stride_wk, stride_wn = _weight_strides(layout, W_q)
     runtime, constexprs = kernel_params(dequant.dequant_kernel)
     meta = dict(
-        layout.constexprs, EVEN_K=K % config.BLOCK_K == 0, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K
+        layout.constexprs, EVEN_K=K % config.BLOCK_K == 0, CODES_NK=False, BLOCK_N=config.BLOCK_N,
+        BLOCK_K=config.BLOCK_K,
     )
     named = {
         "w_ptr": W_q, "s_ptr": scales, "z_ptr": zeros, "out_ptr": w, "N": N, "K": K,
