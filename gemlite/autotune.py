@@ -318,8 +318,7 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     tensor-core tiles need BLOCK_M, BLOCK_N, BLOCK_K >= 16; the weight scheme says which K tiles its
     scale groups allow (`k_tile_problem`: a tile must not straddle two groups, so BLOCK_K divides the
     group size; MX/NVFP4 groups may also run inside a tile); GEMV_REVSPLITK (no K split parameter)
-    and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1; cuBLAS's DEQUANT=1
-    configs carry BLOCK_M = 16 (unused: one config per dequantization tile). Formats whose activations
+    and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose activations
     are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product
     would not multiply their codes) except on `WeightLayout.codes_scratch` layouts, where DEQUANT=1 runs
     the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64); BLOCK_K >= 32
@@ -355,11 +354,6 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
             f"{family}: DEQUANT=1 on {layout.format.name} runs the 8-bit GEMM on a copy of the codes with "
             f"this tile: BLOCK_M must be >= 64, got {config.short()}"
         )
-    if config.DEQUANT and not layout.codes_scratch and config.BLOCK_M != 16:
-        return (
-            f"{family}: DEQUANT=1 hands cuBLAS the product (the tile is the dequantization's, BLOCK_M "
-            f"unused): BLOCK_M must be 16, got {config.short()}"
-        )
     if layout.act.is_quantized:
         if family in ("GEMM", "GEMM_SPLITK") and config.BLOCK_K < 32:
             return f"{family}: an 8-bit tl.dot takes BLOCK_K >= 32, got {config.BLOCK_K}"
@@ -380,8 +374,13 @@ def _for_rows(family: str, candidates: list[Config], M: int | None) -> list[Conf
 
 
 def legal_configs(family: str, layout, mode: str | bool, M: int | None = None) -> list[Config]:
-    """The configs of `mode`'s space legal for `layout` (and, given M, those that suit M rows)."""
-    legal = [c for c in configs(family, mode) if illegal_reason(family, c, layout) is None]
+    """The configs of `mode`'s space legal for `layout` (and, given M, those that suit M rows). The codes
+    scratch's tiles are candidates only where they run the 8-bit GEMM (`WeightLayout.codes_scratch`):
+    elsewhere DEQUANT=1 hands cuBLAS the product and they would time a third dequantization tile."""
+    space = configs(family, mode)
+    if not layout.codes_scratch:
+        space = [c for c in space if c not in _GEMM_CODES_SCRATCH]
+    legal = [c for c in space if illegal_reason(family, c, layout) is None]
     return _for_rows(family, legal, M)
 
 

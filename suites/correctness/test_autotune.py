@@ -171,8 +171,9 @@ def test_illegal_tiles_are_named():
 
 
 def test_dequant_tiles_follow_the_layout():
-    """DEQUANT=1: cuBLAS's tiles (BLOCK_M 16, unused) on weight-only layouts; the codes scratch's 8-bit
-    GEMM tiles (BLOCK_M >= 64) on A8W4 / A8W2 HQQ dynamic; neither on other dynamic formats."""
+    """DEQUANT=1: cuBLAS's tiles on weight-only layouts (the codes scratch's tiles are legal there but
+    not candidates); the codes scratch's 8-bit GEMM tiles (BLOCK_M >= 64) on A8W4 / A8W2 HQQ dynamic;
+    neither on other dynamic formats."""
     dq16 = Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, DEQUANT=1)
     dq64 = Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, DEQUANT=1)
     a16 = _layout(group=32)
@@ -181,7 +182,10 @@ def test_dequant_tiles_follow_the_layout():
     a8w8 = WeightLayout(FORMATS["A8W8_FP8_dynamic"], 4096, 4096, 4096, 8, torch.float16)
     assert not a16.codes_scratch and a8w4.codes_scratch and not a8w8.codes_scratch
     assert autotune.illegal_reason("GEMM", dq16, a16) is None
-    assert "must be 16" in autotune.illegal_reason("GEMM", dq64, a16)
+    assert autotune.illegal_reason("GEMM", dq64, a16) is None
+    scratch_tiles = [c for c in autotune.configs("GEMM", "max") if c.DEQUANT and c.BLOCK_M >= 64]
+    assert scratch_tiles and not set(scratch_tiles) & set(autotune.legal_configs("GEMM", a16, "max"))
+    assert set(scratch_tiles) <= set(autotune.legal_configs("GEMM", a8w4, "max"))
     assert autotune.illegal_reason("GEMM", dq64, a8w4) is None
     assert ">= 64" in autotune.illegal_reason("GEMM", dq16, a8w4)
     assert "would not multiply" in autotune.illegal_reason("GEMM", dq16, a8w8)
