@@ -230,8 +230,9 @@ _GEMM_DEQUANT = [
 ]
 # A8W4 / A8W2 HQQ dynamic (`WeightLayout.codes_scratch`): the codes copied once into an e4m3 scratch,
 # then the typed-load 8-bit GEMM with these tiles (the fused tiles above unpack and convert every code
-# in every program: 541 sm_90 SASS instructions a BM128 BN128 BK64 step, against ~280 a BK128 step of
-# the 8-bit GEMM with per-tile scales; suites/perf/NOTES.md, 2026-12-07 fourth session).
+# in every program: 541 sm_90 SASS instructions a BM128 BN128 BK64 step, 745 a BK128 one, against 384
+# a BK128 step on the scratch; H200: 1.97-2.25x the best fused tile, suites/perf/NOTES.md, 2026-12-07
+# fourth session).
 _GEMM_CODES_SCRATCH = [
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, DEQUANT=1, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, DEQUANT=1, num_warps=4, num_stages=4),
