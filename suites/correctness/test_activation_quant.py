@@ -276,6 +276,14 @@ def test_block_formats_refuse_k_not_a_multiple_of_128(kind):
         )
 
 
+def test_code_sums_are_per_token_only():
+    """The sums of 32 codes come from the per-token quantizer; asking the 1 x 128-block one for them is
+    refused, naming the argument."""
+    x = torch.randn((2, 256), dtype=torch.float16).to(DEV)
+    with pytest.raises(ValueError, match="sums: only the per-token quantizer sums its codes, got group=128"):
+        quantize_activation(x, act_scheme(ActKind.FP8), 128, sums=True)
+
+
 def test_a8w4_accuracy_next_to_a16w4():
     """The A8W4 design (exact codes in the fp8 dot, group scales and zeros in fp32) costs only the
     activations' e4m3 rounding next to A16W4 on the same HQQ weights, where casting the dequantized
