@@ -868,6 +868,16 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=(_CODES,),
     ),
     Mutant(
+        "gemm_fp8_pairs_drop_last",
+        "GEMM's two-tiles-an-iteration fp8 loop never adds the last pair's second product (one K tile of "
+        "every split lost)",
+        "gemlite/kernels/gemm.py",
+        "        acc += lag1\n        k_first = K",
+        "        k_first = K",
+        focus="fp8_tile_pairs or (A8W8_FP8 and GEMM)",
+        tests=("suites/correctness/test_kernels.py", "suites/correctness/test_formats.py"),
+    ),
+    Mutant(
         "functional_unscaled_activations",
         "get_meta_args says scaled_activations=0 for a layer that quantizes its activations per token, so "
         "GemLite's functional path multiplies x's fp16 values instead of its codes",

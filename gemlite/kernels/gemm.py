@@ -54,6 +54,14 @@ from gemlite.kernels.common import (
 
 
 @triton.jit
+def _load_typed(x_rows, w_cols, k_idx, stride_wk, mask_m, mask_n):
+    """An x tile and a weight tile of 8-bit codes, loaded typed as the dot takes them (no K mask)."""
+    x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None])
+    w = tl.load(w_cols + k_idx[:, None] * stride_wk, mask=mask_n[None, :])
+    return x, w
+
+
+@triton.jit
 def gemm_kernel(
     # Pointers
     x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT); MXFP4/NVFP4 [M, K // 2]
@@ -91,6 +99,7 @@ def gemm_kernel(
     X_SCALE: tl.constexpr,  # x's codes come with fp32 scales (False: fp16/bf16 x, MX, codes given as is)
     HAS_BIAS: tl.constexpr,
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    TILE_PAIRS: tl.constexpr,  # K % (2 * SPLIT_K * BLOCK_K) == 0: each split walks an even number of K tiles
     WRITE_MODE: tl.constexpr,  # common.WRITE_*
     # Tile configuration
     BLOCK_M: tl.constexpr,
@@ -150,11 +159,31 @@ def gemm_kernel(
             w_typed = w_ptr.to(tl.pointer_type(tl.int8))
         x_rows_typed = x_typed + offs_m.to(tl.int64)[:, None] * stride_xm
         w_cols_typed = w_typed + offs_n.to(tl.int64)[None, :] * stride_wn
-    for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
+    k_first = pid_k * BLOCK_K
+    # e4m3 x e4m3 against channel scales: each tile's product is promoted to the fp32 accumulator
+    # (`common.dot_acc`), and Triton waits for a tile's wgmma right after issuing it, so the tensor
+    # cores idle while the 64 FADDs a thread of its promotion issue (sm_90 SASS). Here two tiles an
+    # iteration, each product added one iteration late: each tile's FADDs issue under the other tile's
+    # wgmma. The same sums in the same order. Only where every split walks an even number of tiles
+    # (TILE_PAIRS): a second loop for an odd tile made ptxas serialize the wgmmas of this one.
+    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS:
+        STEP: tl.constexpr = SPLIT_K * BLOCK_K
+        lag0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        lag1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(k_first, K, 2 * STEP):
+            x_a, w_a = _load_typed(x_rows_typed, w_cols_typed, k0 + offs_k, stride_wk, mask_m, mask_n)
+            x_b, w_b = _load_typed(x_rows_typed, w_cols_typed, k0 + STEP + offs_k, stride_wk, mask_m, mask_n)
+            acc += lag0
+            lag0 = tl.dot(x_a, w_a)  # a fresh accumulator: BLOCK_K products in the MMA, as in dot_acc
+            acc += lag1
+            lag1 = tl.dot(x_b, w_b)
+        acc += lag0
+        acc += lag1
+        k_first = K  # (the loop below is then empty, and compiled away)
+    for k0 in range(k_first, K, SPLIT_K * BLOCK_K):
         k_idx = k0 + offs_k
         if DIRECT_8BIT:
-            x = tl.load(x_rows_typed + k_idx[None, :], mask=mask_m[:, None])
-            w = tl.load(w_cols_typed + k_idx[:, None] * stride_wk, mask=mask_n[None, :])
+            x, w = _load_typed(x_rows_typed, w_cols_typed, k_idx, stride_wk, mask_m, mask_n)
         elif is_mx_act(X_QUANT):
             # Microscaled activations: codes x scales, exact in bf16 (common.load_act_mx).
             x = load_act_mx(x_ptr, xs_ptr, offs_m.to(tl.int64)[:, None], k_idx[None, :], mask_m[:, None], K,

@@ -344,6 +344,33 @@ def test_gemv_row_pairs_equal_single_rows(variant, act, out, bias, device):
     assert_exact(y2, y1, what=f"{variant_id(variant)}: two rows per program")
 
 
+# e4m3 x e4m3 with channel scales (or none): the GEMM walks two K tiles an iteration where every split
+# has an even number of them (TILE_PAIRS), each tile's product promoted one iteration late; K = 224
+# (7 tiles of 32) or 3 splits of 96 (3 tiles each) take the one-tile loop.
+FP8_PAIR_CASES = [
+    ("A8W8_FP8_dynamic", "float16", "float16", "input", 256, 1, True),
+    ("A8W8_FP8_dynamic", "bfloat16", "float32", "none", 384, 3, True),
+    ("A8W8_FP8_dynamic", "float16", "float16", "input", 224, 1, False),
+    ("A8W8_FP8_dynamic", "float16", "bfloat16", "input", 288, 3, False),
+    ("A8W8_FP8", "float8_e4m3fn", "float32", "output", 256, 2, True),  # codes without scales
+]
+
+
+@pytest.mark.parametrize(
+    "fmt,act,out,bias,K,splits,paired",
+    FP8_PAIR_CASES,
+    ids=[f"{c[0]}-K{c[4]}-sk{c[5]}" for c in FP8_PAIR_CASES],
+)
+def test_fp8_tile_pairs(fmt, act, out, bias, K, splits, paired, device):
+    case = kernel_case(dict(format=fmt), family="GEMM", act=act, out=out, M=5, N=64, K=K, bias=bias, seed=K)
+    config = autotune.Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=splits, GROUP_M=2)
+    with autotune.forced_config("GEMM", config):
+        _, ops, layer = run_contract(case, device)
+        launches = family_launches(launch_plan(ops, layer, case.output_dtype, "GEMM"))
+    assert launches[0].grid[1] == splits
+    assert launches[0].constexprs["TILE_PAIRS"] is paired
+
+
 @pytest.mark.parametrize("family", ["GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"])
 @pytest.mark.parametrize("out", ["float16", "float32"], ids=["f16-atomic-ws", "f32-atomic-out"])
 def test_atomic_paths_when_allowed(family, out, device):
