@@ -322,8 +322,9 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose activations
     are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product
     would not multiply their codes) except on `WeightLayout.codes_scratch` layouts, where DEQUANT=1 runs
-    the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64); BLOCK_K >= 32
-    for the 8-bit dot.
+    the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64), and on
+    `WeightLayout.operands_scratch` layouts (microscaled), where both operands are dequantized exactly
+    into bf16 for cuBLAS; BLOCK_K >= 32 for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
@@ -345,7 +346,7 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
     if config.DEQUANT and config.SPLIT_K != 1:
         return f"{family}: DEQUANT=1 hands cuBLAS the whole product: SPLIT_K must be 1, got {config.SPLIT_K}"
-    if layout.act.is_quantized and config.DEQUANT and not layout.codes_scratch:
+    if layout.act.is_quantized and config.DEQUANT and not (layout.codes_scratch or layout.operands_scratch):
         return (
             f"{layout.format.name} multiplies activation codes: DEQUANT=1 (a 16-bit cuBLAS product) "
             "would not multiply them"

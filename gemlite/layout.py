@@ -228,6 +228,18 @@ class WeightLayout:
         return self.zero_sums and packed and c["X_QUANT"] == int(ActQuant.FP8)
 
     @property
+    def operands_scratch(self) -> bool:
+        """A GEMM config with DEQUANT=1 dequantizes both operands into bf16 scratch tensors (exact: the
+        values the fused K loop's bf16 dot multiplies) and hands the product to cuBLAS, whose fp32
+        accumulator then takes the activations' row or tensor scales (`gemlite.kernels.plan`):
+        microscaled weights or activations (MX, NVFP4) with activations quantized at run time, where the
+        fused loop dequantizes the x tile as well as the weight tile in every output tile's program."""
+        c = self.constexprs
+        mx_weight = c["W_KIND"] in (int(KernelKind.MXFP8), int(KernelKind.MXFP4), int(KernelKind.NVFP4))
+        mx_act = c["X_QUANT"] in (int(ActQuant.MXFP8), int(ActQuant.MXFP4), int(ActQuant.NVFP4))
+        return self.act.is_dynamic and (mx_weight or mx_act)
+
+    @property
     def act_scheme(self):
         """The `gemlite.schemes.activation` scheme of this layout's activations (NONE: used as given)."""
         return act_scheme(self.format.act.kind)

@@ -878,6 +878,16 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=("suites/correctness/test_kernels.py", "suites/correctness/test_formats.py"),
     ),
     Mutant(
+        "operands_scratch_nvfp4_one_tensor_scale",
+        "DEQUANT=1 on NVFP4 x NVFP4 (both operands dequantized for cuBLAS): the product divided by the "
+        "activations' tensor scale only, the weight's forgotten",
+        "gemlite/kernels/plan.py",
+        "torch.reciprocal(x_tensor[1:2] * zeros.reshape(-1)[:1], out=factor)",
+        "torch.reciprocal(x_tensor[1:2], out=factor)",
+        focus="DEQUANT and nvact",
+        tests=_PATHS,
+    ),
+    Mutant(
         "functional_unscaled_activations",
         "get_meta_args says scaled_activations=0 for a layer that quantizes its activations per token, so "
         "GemLite's functional path multiplies x's fp16 values instead of its codes",

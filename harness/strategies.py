@@ -260,7 +260,8 @@ PATH_VARIANTS: dict[str, dict] = {
     "mxfp4-mx-w8": dict(format="A16W4_MXFP", packing_bitwidth=8),
     "nvfp4-mx": dict(format="A16W4_NVFP"),
     # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path,
-    # except the codes scratch of packed codes with float zeros (A8W4 / A8W2 HQQ dynamic).
+    # except the codes scratch of packed codes with float zeros (A8W4 / A8W2 HQQ dynamic) and the bf16
+    # operands of microscaled layouts (MX / NVFP4 weights or activations).
     "int8-dyn-post": dict(format="A8W8_INT8_dynamic"),
     "fp8-dyn-post": dict(format="A8W8_FP8_dynamic"),
     # ... per 1 x 128 block (K = 256: whole blocks), e4m3 codes against HQQ groups, and microscaled
@@ -295,9 +296,11 @@ _BIAS_IDS = {"none": "none", "input": "in", "float32": "f32"}
 _PATH_M, _PATH_N = 3, 40
 
 
-def _has_codes_scratch(fmt: str, fields: dict, K: int) -> bool:
-    """Whether the matrix's layout of `fmt` has the DEQUANT=1 codes scratch (`WeightLayout.codes_scratch`)."""
-    return pinned(fmt, **fields, M=_PATH_M, K=K, N=_PATH_N).layout().codes_scratch
+def _scratch(fmt: str, fields: dict, K: int) -> str | None:
+    """The DEQUANT=1 path of the matrix's layout of `fmt` with dynamic activations: "codes"
+    (`WeightLayout.codes_scratch`), "operands" (`WeightLayout.operands_scratch`) or None (no DEQUANT)."""
+    layout = pinned(fmt, **fields, M=_PATH_M, K=K, N=_PATH_N).layout()
+    return "codes" if layout.codes_scratch else "operands" if layout.operands_scratch else None
 
 
 def path_cases() -> list[tuple[str, Case]]:
@@ -307,8 +310,8 @@ def path_cases() -> list[tuple[str, Case]]:
       reduction, and with ``set_deterministic(False)`` fp32 atomics into a workspace (fp16/bf16 out) or
       into the output (fp32 out);
     * GEMM with a K tail, split in two, and GEMM with DEQUANT=1 (for dynamic activation formats, whose
-      codes a 16-bit cuBLAS product would not multiply, only the codes scratch of A8W4 / A8W2 HQQ), x
-      every output dtype.
+      codes a 16-bit cuBLAS product would not multiply, only the codes scratch of A8W4 / A8W2 HQQ and
+      the bf16 operands of the microscaled ones), x every output dtype.
 
     Rotated through those (so that across the matrix each value meets each path): the bias (none, the
     activation dtype, fp32), the activation dtype, the scale dtype (fp32 wherever the output is fp32:
@@ -336,8 +339,12 @@ def path_cases() -> list[tuple[str, Case]]:
                 t = v + f + o + (0 if det else 1)
                 family = "GEMM" if path == "DEQUANT" else path
                 tile = PATH_TILES[family]
+                fields = {k: w for k, w in variant.items() if k not in ("format", "K")}
+                scratch = _scratch(variant["format"], fields, K) if dynamic and path == "DEQUANT" else None
+                if path == "DEQUANT" and dynamic and scratch is None:
+                    continue  # dynamic activations without a scratch: no DEQUANT path
                 if path == "DEQUANT":
-                    tile = _SCRATCH_TILE if dynamic else _DEQUANT_TILES[grouped]
+                    tile = _SCRATCH_TILE if scratch == "codes" else _DEQUANT_TILES[grouped]
                 split = family in _SPLIT_FAMILIES
                 if out_dtype == "float32":
                     bias = "float32" if (v + f) % 2 == 0 else "none"
@@ -350,9 +357,6 @@ def path_cases() -> list[tuple[str, Case]]:
                 # Splits of K = 160 / 192 at BLOCK_K = 64: 2 for every split family (GEMV_REVSPLITK: one
                 # per 2 * 64), so 2 rows per launch take 2 * 2 * N fp32 partials.
                 workspace = 2 * 2 * _PATH_N * 4 if split and t % 2 == 0 else None
-                fields = {k: w for k, w in variant.items() if k not in ("format", "K")}
-                if path == "DEQUANT" and dynamic and not _has_codes_scratch(variant["format"], fields, K):
-                    continue  # dynamic activations without a codes scratch: no DEQUANT path
                 case = pinned(
                     variant["format"],
                     **fields,

@@ -8,6 +8,11 @@ runs near the tensor cores' peak. Each program dequantizes one ``[BLOCK_K, BLOCK
 the fused kernels do (fp32, one rounding to the activation dtype); post-scaled layouts get their
 channel scale here too, since cuBLAS has no per-column scale epilogue.
 
+Both operands (`WeightLayout.operands_scratch`: MX / NVFP4 weights or activations, activations
+quantized at run time): `dequant_act_kernel` writes x's dequantized codes ``[M, K]`` and this kernel the
+weight's ``[K, N]``, both bf16 and exact (the values the fused K loop's bf16 dot multiplies), for a
+cuBLAS product whose fp32 accumulator then takes the row scales or the two NVFP4 tensor scales.
+
 CODES_NK (packed codes with float zeros against e4m3 activation codes, ``WeightLayout.codes_scratch``):
 the exact codes instead, as e4m3 bytes in an ``[N, K]`` scratch (K contiguous, the layout an 8-bit
 wgmma operand takes), which the GEMM then reads through typed loads as it reads an FP8 weight, with the
@@ -20,7 +25,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gemlite.kernels.common import dequantize, dequantize_mx, is_mx, load_codes, load_group_meta
+from gemlite.kernels.common import (
+    XQ_FP8,
+    XQ_NVFP4,
+    dequantize,
+    dequantize_mx,
+    is_mx,
+    load_act_mx,
+    load_codes,
+    load_group_meta,
+)
 
 
 @triton.jit
@@ -46,6 +60,7 @@ def dequant_kernel(
     ZERO_MODE: tl.constexpr,
     POST_SCALE: tl.constexpr,
     PRE_SCALE: tl.constexpr,
+    X_QUANT: tl.constexpr,  # NVFP4 activations: the weight's tensor scale is left for after the product
     EVEN_K: tl.constexpr,
     CODES_NK: tl.constexpr,  # write the exact codes' e4m3 bytes to out [N, K] (uint8) instead
     # Tile configuration
@@ -81,10 +96,38 @@ def dequant_kernel(
             scale, zero = load_group_meta(s_ptr, z_ptr, group, offs_n, mask_n, stride_sg, ZERO_MODE)
         if is_mx(W_KIND):  # MX / NVFP4: scale groups of 32 (16) inputs inside the tile
             codes = dequantize_mx(codes, s_ptr, z_ptr, k0, K, offs_n, mask_n, stride_sg, W_KIND, BLOCK_K,
-                                  BLOCK_N)  # fmt: skip
+                                  BLOCK_N, X_QUANT != XQ_NVFP4)  # fmt: skip
         w = dequantize(codes, scale[None, :], zero[None, :], zero_int, W_KIND, ZERO_MODE, POST_SCALE,
                        tl.float32)  # fmt: skip
         if POST_SCALE:
             w = w * scale[None, :]
         ptrs = out_ptr + offs_k.to(tl.int64)[:, None] * N + offs_n[None, :]
         tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def dequant_act_kernel(
+    x_ptr,  # the quantizer's codes: e4m3 bytes [M, K], or two e2m1 codes per byte [M, K // 2]
+    xs_ptr,  # microscaled activations: their scale bytes [M, K // G] (unused for per-token e4m3 codes)
+    out_ptr,  # [M, K] bf16: the values the fused K loop's bf16 dot takes
+    M,
+    K,
+    stride_xm,  # bytes per row of codes
+    X_QUANT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[m0:m0+BLOCK_M, k0:k0+BLOCK_K] = x's dequantized codes (`WeightLayout.operands_scratch`):
+    value(code) * scale for microscaled activations (`common.load_act_mx`; NVFP4's tensor scale is
+    left for the accumulator), the e4m3 value itself for per-token codes (their row scale likewise).
+    Exact in bf16 (`common.load_act_mx`)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rows = offs_m.to(tl.int64)[:, None]
+    mask = (offs_m < M)[:, None] & (offs_k < K)[None, :]
+    if X_QUANT == XQ_FP8:
+        b = tl.load(x_ptr + rows * stride_xm + offs_k[None, :], mask=mask, other=0)
+        v = b.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        v = load_act_mx(x_ptr, xs_ptr, rows, offs_k[None, :], mask, K, stride_xm, X_QUANT)
+    tl.store(out_ptr + rows * K + offs_k[None, :], v.to(tl.bfloat16), mask=mask)

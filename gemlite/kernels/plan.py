@@ -620,10 +620,18 @@ class TorchStep:
 
 def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
     """GEMM with DEQUANT=1: dequantize W into a ``[K, N]`` scratch tensor, then ``x @ W`` by cuBLAS
-    (fp32 accumulation; one rounding to the output dtype, the bias added in fp32 before it)."""
+    (fp32 accumulation; one rounding to the output dtype, the bias added in fp32 before it). On
+    `WeightLayout.operands_scratch` layouts x is quantized first and its codes dequantized too (both
+    operands bf16, exact), and the fp32 product takes the row scales or NVFP4's tensor scales."""
     M, K = x.shape
     N = layout.out_features
-    w = torch.empty((K, N), dtype=layout.compute_dtype, device=x.device)
+    steps, factor = [], None
+    if layout.operands_scratch:
+        x, factor, steps = _dequant_act_plan(x, zeros, layout)
+        w_dtype = torch.bfloat16
+    else:
+        w_dtype = layout.compute_dtype
+    w = torch.empty((K, N), dtype=w_dtype, device=x.device)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     stride_wk, stride_wn = _weight_strides(layout, W_q)
     runtime, constexprs = kernel_params(dequant.dequant_kernel)
@@ -636,19 +644,55 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
         "zero_int": layout.zero_int or 0, "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
     }  # fmt: skip
     grid = (_cdiv(K, config.BLOCK_K), _cdiv(N, config.BLOCK_N))
-    steps = [
+    steps += [
         KernelLaunch(
             dequant.dequant_kernel, grid, tuple(named[n] for n in runtime),
             {n: meta[n] for n in constexprs}, config.num_warps, config.num_stages,
         ),
-        TorchStep(functools.partial(_cublas_mm, x, w, bias, out)),
+        TorchStep(functools.partial(_cublas_mm, x, w, bias, out, factor)),
     ]  # fmt: skip
     return out, steps
 
 
-def _cublas_mm(x, w, bias, out) -> None:
-    """out = x @ w + bias with fp32 accumulation and a single rounding to out's dtype."""
-    if x.is_cuda and out.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
+_ACT_TILE = {"BLOCK_M": 16, "BLOCK_K": 256}  # dequant_act_kernel's tile (4 warps)
+
+
+def _dequant_act_plan(x, zeros, layout):
+    """(bf16 ``[M, K]`` of x's dequantized codes, what the fp32 product is multiplied by (fp32 row
+    scales ``[M, 1]``, NVFP4's ``1 / (ts_x * ts_w)`` as a 1-element tensor, or None), [launches]) for an
+    `WeightLayout.operands_scratch` layout: the quantizer's launches, then `dequant.dequant_act_kernel`."""
+    M, K = x.shape
+    codes, x_scales, x_tensor, _, steps = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
+    x_deq = torch.empty((M, K), dtype=torch.bfloat16, device=x.device)
+    x_quant = int(layout.act_scheme.x_quant)
+    meta = {"X_QUANT": x_quant, **_ACT_TILE}
+    named = {
+        "x_ptr": codes, "xs_ptr": x_scales, "out_ptr": x_deq, "M": M, "K": K, "stride_xm": codes.shape[1],
+    }  # fmt: skip
+    runtime, constexprs = kernel_params(dequant.dequant_act_kernel)
+    grid = (_cdiv(M, _ACT_TILE["BLOCK_M"]), _cdiv(K, _ACT_TILE["BLOCK_K"]))
+    steps.append(
+        KernelLaunch(dequant.dequant_act_kernel, grid, tuple(named[n] for n in runtime),
+                     {n: meta[n] for n in constexprs}, 4, 1)  # fmt: skip
+    )
+    if x_tensor is not None:  # NVFP4: as `common.nvfp4_out_scale` (fp32 product, correctly rounded 1 / it)
+        factor = torch.empty(1, dtype=torch.float32, device=x.device)
+        steps.append(TorchStep(functools.partial(_nvfp4_factor, x_tensor, zeros, factor)))
+    elif x_quant in (int(ActQuant.FP8), int(ActQuant.INT8)):
+        factor = x_scales[:, None]  # per-token codes: the row scale
+    else:
+        factor = None  # MXFP8 / MXFP4 values carry their scales
+    return x_deq, factor, steps
+
+
+def _nvfp4_factor(x_tensor, zeros, factor) -> None:
+    torch.reciprocal(x_tensor[1:2] * zeros.reshape(-1)[:1], out=factor)
+
+
+def _cublas_mm(x, w, bias, out, factor=None) -> None:
+    """out = (x @ w) * factor + bias with fp32 accumulation and a single rounding to out's dtype (factor:
+    None, or an fp32 tensor broadcast over the product)."""
+    if factor is None and x.is_cuda and out.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
         # cuBLAS(Lt) adds the bias in its fp32 epilogue before the one conversion to out's dtype. PyTorch
         # lets cuBLAS reduce split-K partials in fp16/bf16 by default; our contract is fp32
         # accumulation, so that is switched off for this call (a process-wide flag, read when the GEMM
@@ -668,6 +712,8 @@ def _cublas_mm(x, w, bias, out) -> None:
             )
         return
     acc = torch.mm(x, w, out_dtype=torch.float32) if x.is_cuda else x.float() @ w.float()
+    if factor is not None:
+        acc *= factor
     if bias is not None:
         acc += bias.float()
     out.copy_(acc)
