@@ -165,8 +165,10 @@ def gemm_kernel(
     # cores idle while the 64 FADDs a thread of its promotion issue (sm_90 SASS). Here two tiles an
     # iteration, each product added one iteration late: each tile's FADDs issue under the other tile's
     # wgmma. The same sums in the same order. Only where every split walks an even number of tiles
-    # (TILE_PAIRS): a second loop for an odd tile made ptxas serialize the wgmmas of this one.
-    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS:
+    # (TILE_PAIRS): a second loop for an odd tile made ptxas serialize the wgmmas of this one. And only
+    # for tiles up to 64 deep (a pair then loads what one 128-deep tile does): paired, 128-deep tiles
+    # double their stages' shared memory (BM64 BN128 BK128 s4: 192 KB, one program an SM, not two).
+    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS and BLOCK_K <= 64:
         STEP: tl.constexpr = SPLIT_K * BLOCK_K
         lag0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         lag1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

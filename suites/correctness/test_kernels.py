@@ -345,8 +345,8 @@ def test_gemv_row_pairs_equal_single_rows(variant, act, out, bias, device):
 
 
 # e4m3 x e4m3 with channel scales (or none): the GEMM walks two K tiles an iteration where every split
-# has an even number of them (TILE_PAIRS), each tile's product promoted one iteration late; K = 224
-# (7 tiles of 32) or 3 splits of 96 (3 tiles each) take the one-tile loop.
+# has an even number of them (TILE_PAIRS) and BLOCK_K <= 64, each tile's product promoted one iteration
+# late; K = 224 (7 tiles of 32) or 3 splits of 96 (3 tiles each) take the one-tile loop.
 FP8_PAIR_CASES = [
     ("A8W8_FP8_dynamic", "float16", "float16", "input", 256, 1, True),
     ("A8W8_FP8_dynamic", "bfloat16", "float32", "none", 384, 3, True),
