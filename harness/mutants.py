@@ -881,9 +881,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "operands_scratch_nvfp4_one_tensor_scale",
         "DEQUANT=1 on NVFP4 x NVFP4 (both operands dequantized for cuBLAS): the product divided by the "
         "activations' tensor scale only, the weight's forgotten",
-        "gemlite/kernels/plan.py",
-        "torch.reciprocal(x_tensor[1:2] * zeros.reshape(-1)[:1], out=factor)",
-        "torch.reciprocal(x_tensor[1:2], out=factor)",
+        "gemlite/kernels/dequant.py",
+        "acc = acc * nvfp4_out_scale(xt_ptr, z_ptr)",
+        "acc = acc / tl.load(xt_ptr + 1)",
         focus="DEQUANT and nvact",
         tests=_PATHS,
     ),

@@ -32,8 +32,10 @@ from gemlite.kernels.common import (
     dequantize_mx,
     is_mx,
     load_act_mx,
+    load_bias,
     load_codes,
     load_group_meta,
+    nvfp4_out_scale,
 )
 
 
@@ -131,3 +133,38 @@ def dequant_act_kernel(
     else:
         v = load_act_mx(x_ptr, xs_ptr, rows, offs_k[None, :], mask, K, stride_xm, X_QUANT)
     tl.store(out_ptr + rows * K + offs_k[None, :], v.to(tl.bfloat16), mask=mask)
+
+
+@triton.jit
+def scale_cast_kernel(
+    acc_ptr,  # [M, N] fp32: cuBLAS's product of the two bf16 scratch operands
+    xs_ptr,  # per-token codes: the fp32 row scales [M]
+    xt_ptr,  # NVFP4: the activations' fp32 [amax, ts]
+    z_ptr,  # NVFP4: the weight's tensor scale
+    b_ptr,  # bias [N] (HAS_BIAS only)
+    out_ptr,  # [M, N] output
+    M,
+    N,
+    X_QUANT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """out = acc * (x's row scale, or NVFP4's 1 / (ts_x * ts_w)) + bias, one rounding: the fused
+    GEMM's epilogue (`gemm.gemm_kernel`, `common.write_result`) on the product of
+    `WeightLayout.operands_scratch`'s operands. One pass over the fp32 product (torch's multiply, add
+    and cast would take three)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    offs_mn = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    acc = tl.load(acc_ptr + offs_mn, mask=mask, other=0.0)
+    if X_QUANT == XQ_NVFP4:
+        acc = acc * nvfp4_out_scale(xt_ptr, z_ptr)
+    elif X_QUANT == XQ_FP8:
+        acc = acc * tl.load(xs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
+    if HAS_BIAS:
+        acc = acc + load_bias(b_ptr, offs_n, mask_n)[None, :]
+    tl.store(out_ptr + offs_mn, acc.to(out_ptr.dtype.element_ty), mask=mask)

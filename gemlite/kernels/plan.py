@@ -622,15 +622,14 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
     """GEMM with DEQUANT=1: dequantize W into a ``[K, N]`` scratch tensor, then ``x @ W`` by cuBLAS
     (fp32 accumulation; one rounding to the output dtype, the bias added in fp32 before it). On
     `WeightLayout.operands_scratch` layouts x is quantized first and its codes dequantized too (both
-    operands bf16, exact), and the fp32 product takes the row scales or NVFP4's tensor scales."""
+    operands bf16, exact), and `dequant.scale_cast_kernel` gives cuBLAS's fp32 product the row scales
+    or NVFP4's tensor scales, the bias and the cast."""
     M, K = x.shape
     N = layout.out_features
-    steps, factor = [], None
+    steps, x_scales, x_tensor = [], None, None
     if layout.operands_scratch:
-        x, factor, steps = _dequant_act_plan(x, zeros, layout)
-        w_dtype = torch.bfloat16
-    else:
-        w_dtype = layout.compute_dtype
+        x, x_scales, x_tensor, steps = _dequant_act_plan(x, layout)
+    w_dtype = x.dtype if layout.operands_scratch else layout.compute_dtype  # (x: the codes as bf16 now)
     w = torch.empty((K, N), dtype=w_dtype, device=x.device)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     stride_wk, stride_wn = _weight_strides(layout, W_q)
@@ -644,28 +643,43 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
         "zero_int": layout.zero_int or 0, "stride_wk": stride_wk, "stride_wn": stride_wn, "stride_sg": N,
     }  # fmt: skip
     grid = (_cdiv(K, config.BLOCK_K), _cdiv(N, config.BLOCK_N))
-    steps += [
+    steps.append(
         KernelLaunch(
             dequant.dequant_kernel, grid, tuple(named[n] for n in runtime),
             {n: meta[n] for n in constexprs}, config.num_warps, config.num_stages,
-        ),
-        TorchStep(functools.partial(_cublas_mm, x, w, bias, out, factor)),
+        )
+    )  # fmt: skip
+    if not layout.operands_scratch:
+        return out, steps + [TorchStep(functools.partial(_cublas_mm, x, w, bias, out))]
+    acc = torch.empty((M, N), dtype=torch.float32, device=x.device)
+    meta = {"X_QUANT": int(layout.act_scheme.x_quant), "HAS_BIAS": bias is not None, **_EPILOGUE_TILE}
+    named = {
+        "acc_ptr": acc, "xs_ptr": acc if x_scales is None else x_scales,
+        "xt_ptr": acc if x_tensor is None else x_tensor, "z_ptr": zeros,
+        "b_ptr": acc if bias is None else bias, "out_ptr": out, "M": M, "N": N,
+    }  # fmt: skip
+    runtime, constexprs = kernel_params(dequant.scale_cast_kernel)
+    grid = (_cdiv(M, _EPILOGUE_TILE["BLOCK_M"]), _cdiv(N, _EPILOGUE_TILE["BLOCK_N"]))
+    steps += [
+        TorchStep(functools.partial(_cublas_mm, x, w, None, acc)),  # fp32 out: no rounding
+        KernelLaunch(dequant.scale_cast_kernel, grid, tuple(named[n] for n in runtime),
+                     {n: meta[n] for n in constexprs}, 4, 1),
     ]  # fmt: skip
     return out, steps
 
 
 _ACT_TILE = {"BLOCK_M": 16, "BLOCK_K": 256}  # dequant_act_kernel's tile (4 warps)
+_EPILOGUE_TILE = {"BLOCK_M": 32, "BLOCK_N": 128}  # scale_cast_kernel's tile (4 warps)
 
 
-def _dequant_act_plan(x, zeros, layout):
-    """(bf16 ``[M, K]`` of x's dequantized codes, what the fp32 product is multiplied by (fp32 row
-    scales ``[M, 1]``, NVFP4's ``1 / (ts_x * ts_w)`` as a 1-element tensor, or None), [launches]) for an
-    `WeightLayout.operands_scratch` layout: the quantizer's launches, then `dequant.dequant_act_kernel`."""
+def _dequant_act_plan(x, layout):
+    """(bf16 ``[M, K]`` of x's dequantized codes, fp32 row scales ``[M]`` of per-token codes or None,
+    NVFP4's fp32 ``[amax, ts]`` or None, [launches]) for an `WeightLayout.operands_scratch` layout: the
+    quantizer's launches, then `dequant.dequant_act_kernel`."""
     M, K = x.shape
     codes, x_scales, x_tensor, _, steps = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
     x_deq = torch.empty((M, K), dtype=torch.bfloat16, device=x.device)
-    x_quant = int(layout.act_scheme.x_quant)
-    meta = {"X_QUANT": x_quant, **_ACT_TILE}
+    meta = {"X_QUANT": int(layout.act_scheme.x_quant), **_ACT_TILE}
     named = {
         "x_ptr": codes, "xs_ptr": x_scales, "out_ptr": x_deq, "M": M, "K": K, "stride_xm": codes.shape[1],
     }  # fmt: skip
@@ -675,24 +689,13 @@ def _dequant_act_plan(x, zeros, layout):
         KernelLaunch(dequant.dequant_act_kernel, grid, tuple(named[n] for n in runtime),
                      {n: meta[n] for n in constexprs}, 4, 1)  # fmt: skip
     )
-    if x_tensor is not None:  # NVFP4: as `common.nvfp4_out_scale` (fp32 product, correctly rounded 1 / it)
-        factor = torch.empty(1, dtype=torch.float32, device=x.device)
-        steps.append(TorchStep(functools.partial(_nvfp4_factor, x_tensor, zeros, factor)))
-    elif x_quant in (int(ActQuant.FP8), int(ActQuant.INT8)):
-        factor = x_scales[:, None]  # per-token codes: the row scale
-    else:
-        factor = None  # MXFP8 / MXFP4 values carry their scales
-    return x_deq, factor, steps
+    row_scales = x_scales if x_scales.dtype == torch.float32 else None  # (MX scales are bytes)
+    return x_deq, row_scales, x_tensor, steps
 
 
-def _nvfp4_factor(x_tensor, zeros, factor) -> None:
-    torch.reciprocal(x_tensor[1:2] * zeros.reshape(-1)[:1], out=factor)
-
-
-def _cublas_mm(x, w, bias, out, factor=None) -> None:
-    """out = (x @ w) * factor + bias with fp32 accumulation and a single rounding to out's dtype (factor:
-    None, or an fp32 tensor broadcast over the product)."""
-    if factor is None and x.is_cuda and out.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
+def _cublas_mm(x, w, bias, out) -> None:
+    """out = x @ w + bias with fp32 accumulation and a single rounding to out's dtype."""
+    if x.is_cuda and out.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
         # cuBLAS(Lt) adds the bias in its fp32 epilogue before the one conversion to out's dtype. PyTorch
         # lets cuBLAS reduce split-K partials in fp16/bf16 by default; our contract is fp32
         # accumulation, so that is switched off for this call (a process-wide flag, read when the GEMM
@@ -712,8 +715,6 @@ def _cublas_mm(x, w, bias, out, factor=None) -> None:
             )
         return
     acc = torch.mm(x, w, out_dtype=torch.float32) if x.is_cuda else x.float() @ w.float()
-    if factor is not None:
-        acc *= factor
     if bias is not None:
         acc += bias.float()
     out.copy_(acc)
