@@ -218,7 +218,8 @@ _GEMM_FAST = [
     # 8-bit activations: the fp8 dot promotes each K tile's product to fp32 after a wait on its
     # wgmma, so a 128-deep tile halves the waits and adds per product (sm_90 SASS, e4m3 BM128 BN128
     # w8: K loop 128 instructions a 64-deep tile, 160 a 128-deep one); one warpgroup on a 64-row
-    # tile leaves room for two programs an SM, one adding while the other's wgmma runs.
+    # tile leaves room for two programs an SM, one adding while the other's wgmma runs, and 128-row
+    # tiles walk two K tiles an iteration, each tile's adds under the other's wgmma (`gemm.py`).
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),

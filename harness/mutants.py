@@ -654,8 +654,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "8-bit codes against 8-bit activations (the typed loads): every K tile reads the weight's first "
         "K tile",
         "gemlite/kernels/gemm.py",
-        "w = tl.load(w_cols_typed + k_idx[:, None] * stride_wk, mask=mask_n[None, :])",
-        "w = tl.load(w_cols_typed + offs_k[:, None] * stride_wk, mask=mask_n[None, :])",
+        "    w = tl.load(w_cols + k_idx[:, None] * stride_wk, mask=mask_n[None, :])",
+        "    w = tl.load(w_cols + (k_idx % k_idx.shape[0])[:, None] * stride_wk, mask=mask_n[None, :])",
         focus="dynamic and GEMM",
     ),
     Mutant(

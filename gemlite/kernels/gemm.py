@@ -164,11 +164,13 @@ def gemm_kernel(
     # (`common.dot_acc`), and Triton waits for a tile's wgmma right after issuing it, so the tensor
     # cores idle while the 64 FADDs a thread of its promotion issue (sm_90 SASS). Here two tiles an
     # iteration, each product added one iteration late: each tile's FADDs issue under the other tile's
-    # wgmma. The same sums in the same order. Only where every split walks an even number of tiles
-    # (TILE_PAIRS): a second loop for an odd tile made ptxas serialize the wgmmas of this one. And only
-    # for tiles up to 64 deep (a pair then loads what one 128-deep tile does): paired, 128-deep tiles
-    # double their stages' shared memory (BM64 BN128 BK128 s4: 192 KB, one program an SM, not two).
-    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS and BLOCK_K <= 64:
+    # wgmma. The same sums in the same order (H100, BM128 BN128 BK128 w8 s3 at M = 4096: 0.86-0.88x
+    # the one-tile loop's time; suites/perf/NOTES.md, 2026-12-07 fifth session). Only where every split
+    # walks an even number of tiles (TILE_PAIRS): a second loop for an odd tile made ptxas serialize
+    # the wgmmas of this one. And only for 128-row tiles (one program an SM, two warpgroups): a 64-row
+    # tile leaves room for two programs an SM, one adding while the other's wgmma runs, and paired its
+    # stages double (BM64 BN128 BK128 s4: 192 KB, one program an SM, spills).
+    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS and BLOCK_M >= 128:
         STEP: tl.constexpr = SPLIT_K * BLOCK_K
         lag0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         lag1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

@@ -344,9 +344,9 @@ def test_gemv_row_pairs_equal_single_rows(variant, act, out, bias, device):
     assert_exact(y2, y1, what=f"{variant_id(variant)}: two rows per program")
 
 
-# e4m3 x e4m3 with channel scales (or none): the GEMM walks two K tiles an iteration where every split
-# has an even number of them (TILE_PAIRS) and BLOCK_K <= 64, each tile's product promoted one iteration
-# late; K = 224 (7 tiles of 32) or 3 splits of 96 (3 tiles each) take the one-tile loop.
+# e4m3 x e4m3 with channel scales (or none): a 128-row GEMM tile walks two K tiles an iteration where
+# every split has an even number of them (TILE_PAIRS), each tile's product promoted one iteration late;
+# K = 224 (7 tiles of 32) or 3 splits of 96 (3 tiles each) take the one-tile loop.
 FP8_PAIR_CASES = [
     ("A8W8_FP8_dynamic", "float16", "float16", "input", 256, 1, True),
     ("A8W8_FP8_dynamic", "bfloat16", "float32", "none", 384, 3, True),
@@ -363,7 +363,7 @@ FP8_PAIR_CASES = [
 )
 def test_fp8_tile_pairs(fmt, act, out, bias, K, splits, paired, device):
     case = kernel_case(dict(format=fmt), family="GEMM", act=act, out=out, M=5, N=64, K=K, bias=bias, seed=K)
-    config = autotune.Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, SPLIT_K=splits, GROUP_M=2)
+    config = autotune.Config(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, SPLIT_K=splits, GROUP_M=2)
     with autotune.forced_config("GEMM", config):
         _, ops, layer = run_contract(case, device)
         launches = family_launches(launch_plan(ops, layer, case.output_dtype, "GEMM"))
