@@ -43,6 +43,7 @@ from gemlite.packing import WORD_BITS
 from gemlite.schemes import act_scheme, check_format, weight_scheme
 from gemlite.schemes.activation import ActQuant
 from gemlite.schemes.base import K_MULTIPLE, KernelKind, ZeroMode
+from gemlite.schemes.mx import MXActQuant, MXScheme
 
 COMPUTE_DTYPES = (torch.float16, torch.bfloat16)  # of fp16/bf16 activations; codes: the act scheme's
 
@@ -234,10 +235,8 @@ class WeightLayout:
         accumulator then takes the activations' row or tensor scales (`gemlite.kernels.plan`):
         microscaled weights or activations (MX, NVFP4) with activations quantized at run time, where the
         fused loop dequantizes the x tile as well as the weight tile in every output tile's program."""
-        c = self.constexprs
-        mx_weight = c["W_KIND"] in (int(KernelKind.MXFP8), int(KernelKind.MXFP4), int(KernelKind.NVFP4))
-        mx_act = c["X_QUANT"] in (int(ActQuant.MXFP8), int(ActQuant.MXFP4), int(ActQuant.NVFP4))
-        return self.act.is_dynamic and (mx_weight or mx_act)
+        mx = isinstance(self.scheme, MXScheme) or isinstance(self.act_scheme, MXActQuant)
+        return self.act.is_dynamic and mx
 
     @property
     def act_scheme(self):

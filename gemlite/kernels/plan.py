@@ -654,7 +654,7 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
     acc = torch.empty((M, N), dtype=torch.float32, device=x.device)
     meta = {"X_QUANT": int(layout.act_scheme.x_quant), "HAS_BIAS": bias is not None, **_EPILOGUE_TILE}
     named = {
-        "acc_ptr": acc, "xs_ptr": acc if x_scales is None else x_scales,
+        "acc_ptr": acc, "xs_ptr": acc if x_scales is None else x_scales,  # (read for per-token codes only)
         "xt_ptr": acc if x_tensor is None else x_tensor, "z_ptr": zeros,
         "b_ptr": acc if bias is None else bias, "out_ptr": out, "M": M, "N": N,
     }  # fmt: skip
@@ -673,9 +673,9 @@ _EPILOGUE_TILE = {"BLOCK_M": 32, "BLOCK_N": 128}  # scale_cast_kernel's tile (4 
 
 
 def _dequant_act_plan(x, layout):
-    """(bf16 ``[M, K]`` of x's dequantized codes, fp32 row scales ``[M]`` of per-token codes or None,
-    NVFP4's fp32 ``[amax, ts]`` or None, [launches]) for an `WeightLayout.operands_scratch` layout: the
-    quantizer's launches, then `dequant.dequant_act_kernel`."""
+    """(bf16 ``[M, K]`` of x's dequantized codes, the quantizer's scales (fp32 per row for per-token
+    codes, bytes for microscaled ones), NVFP4's fp32 ``[amax, ts]`` or None, [launches]) for an
+    `WeightLayout.operands_scratch` layout: the quantizer's launches, then `dequant.dequant_act_kernel`."""
     M, K = x.shape
     codes, x_scales, x_tensor, _, steps = _act_quant_plan(x, layout.act_scheme, layout.act.group_size)
     x_deq = torch.empty((M, K), dtype=torch.bfloat16, device=x.device)
@@ -689,8 +689,7 @@ def _dequant_act_plan(x, layout):
         KernelLaunch(dequant.dequant_act_kernel, grid, tuple(named[n] for n in runtime),
                      {n: meta[n] for n in constexprs}, 4, 1)  # fmt: skip
     )
-    row_scales = x_scales if x_scales.dtype == torch.float32 else None  # (MX scales are bytes)
-    return x_deq, row_scales, x_tensor, steps
+    return x_deq, x_scales, x_tensor, steps
 
 
 def _cublas_mm(x, w, bias, out) -> None:

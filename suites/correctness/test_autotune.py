@@ -192,6 +192,12 @@ def test_dequant_tiles_follow_the_layout():
     assert "would not multiply" in autotune.illegal_reason("GEMM", dq64, a8w8)
     assert any(c.DEQUANT for c in autotune.legal_configs("GEMM", a8w4, "fast"))
     assert not any(c.DEQUANT for c in autotune.legal_configs("GEMM", a8w8, "max"))
+    # microscaled dynamic formats: both operands dequantized for cuBLAS (cuBLAS's tiles, not the scratch's)
+    nvfp4 = WeightLayout(FORMATS["A4W4_NVFP_dynamic"], 4096, 4096, 16, 32, torch.float16)
+    assert nvfp4.operands_scratch and not nvfp4.codes_scratch and not a8w8.operands_scratch
+    assert not a16.operands_scratch and not a8w4.operands_scratch
+    nv_dequant = [c for c in autotune.legal_configs("GEMM", nvfp4, "max") if c.DEQUANT]
+    assert nv_dequant and not set(nv_dequant) & set(scratch_tiles)
 
 
 def test_config_validation():
