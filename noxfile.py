@@ -160,8 +160,6 @@ def mutation(session: nox.Session) -> None:
     applies. Options after ``--`` go to ``python -m harness.mutation`` (``--only NAME``, ``--jobs N``,
     ``--list``). Without ``--jobs``: two jobs where the machine has two cores or more (one job took
     20.7 min for the 90 mutants on CI's 2-core machine, 2026-12-07)."""
-    import os
-
     args = list(session.posargs)
     if not any(a == "--jobs" or a.startswith("--jobs=") for a in args):
         args += ["--jobs", str(min(2, os.cpu_count() or 1))]

@@ -654,7 +654,7 @@ def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
     acc = torch.empty((M, N), dtype=torch.float32, device=x.device)
     meta = {"X_QUANT": int(layout.act_scheme.x_quant), "HAS_BIAS": bias is not None, **_EPILOGUE_TILE}
     named = {
-        "acc_ptr": acc, "xs_ptr": acc if x_scales is None else x_scales,  # (read for per-token codes only)
+        "acc_ptr": acc, "xs_ptr": x_scales,  # (always given: act dynamic; read for per-token codes)
         "xt_ptr": acc if x_tensor is None else x_tensor, "z_ptr": zeros,
         "b_ptr": acc if bias is None else bias, "out_ptr": out, "M": M, "N": N,
     }  # fmt: skip
