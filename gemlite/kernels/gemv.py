@@ -41,6 +41,8 @@ import triton.language as tl
 from gemlite.kernels.common import (
     KIND_FP8,
     KIND_INT8,
+    KIND_MXFP4,
+    KIND_NVFP4,
     KIND_PACKED,
     XQ_FP8,
     XQ_INT8,
@@ -56,6 +58,7 @@ from gemlite.kernels.common import (
     is_packed,
     load_act_mx,
     load_group_meta,
+    mx_scales,
     nvfp4_out_scale,
     write_result,
 )
@@ -91,6 +94,47 @@ def _fields_subnormal(words, W_BITS: tl.constexpr, E: tl.constexpr):
     v = (src & (((1 << W_BITS) - 1) << pos_in)).to(tl.float32, bitcast=True)
     inv = (((127 + 149) - pos_in - SUB_SHIFT) << 23).to(tl.float32, bitcast=True)
     return v, inv
+
+
+@triton.jit
+def _e2m1_fields(words, E: tl.constexpr):
+    """The E e2m1 codes of packed words ``[R, 1, BLOCK_N]`` (code j at bits 4j..4j+3, bit 3 the sign) as
+    fp32 ``value * 2**-126``, exactly: the magnitude's 3 bits (2 exponent, 1 mantissa) moved to bits
+    22-24 of the fp32 word, the sign to bit 31. Exponent field e >= 1 reads ``2**(e - 127) * (1 + m / 2)``
+    and e = 0 the subnormal ``m * 2**-127``: each e2m1 value ``2**(e - 1) * (1 + m / 2)`` (e >= 1),
+    ``m / 2`` (e = 0), times ``2**-126``. Two shifts and two masks per code (the shifts fold: pos is
+    per register), against `common.e2m1_to_f32`'s compares and selects after the code is cut out."""
+    pos = tl.arange(0, E)[None, :, None] * 4
+    w = words.to(tl.int32)
+    mag = tl.where(pos <= 22, w << tl.maximum(22 - pos, 0), w >> tl.maximum(pos - 22, 0)) & 0x01C00000
+    sign = (w << (28 - pos)) & -0x80000000
+    return (mag | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _e2m1_step(raw, x, k0, offs_r, offs_n, mask_n, K, s_ptr, z_ptr, stride_sg, W_KIND: tl.constexpr,
+               E: tl.constexpr, X_QUANT: tl.constexpr, SUBNORMAL: tl.constexpr):  # fmt: skip
+    """One K step of MXFP4 / NVFP4 words: ``[ROWS, BLOCK_N]`` sums ``s * sum_j x_j v_j`` over each
+    word's E codes (a word lies in one scale group: E divides 32 and 16), the group's scale applied
+    once per word instead of once per code. The products ``x_j v_j`` are exact in fp32 (an 11/8-bit
+    significand times a 2-bit one); MX scales are powers of two (exact), NVFP4's ``e4m3 / ts`` rounds
+    once per word rather than per code.
+
+    SUBNORMAL (fp16 x, or int8 / e4m3 codes without block scales: ``|x| < 2**16``): x is multiplied by
+    ``2**(126 - SUB_SHIFT)`` (per x element, exact) against the fields' ``v 2**-126``, so the sums come
+    out ``2**-SUB_SHIFT`` times the true ones, all in the normal range (`_row_result` multiplies back);
+    otherwise (bf16 x reaches 2**128, MX activations) each field is multiplied by ``2**126`` first.
+    """
+    v = _e2m1_fields(raw, E)
+    if SUBNORMAL:
+        p = tl.sum((x * _pow2(126 - SUB_SHIFT)) * v, axis=1, keep_dims=True)
+    else:
+        p = tl.sum(x * (v * _pow2(126)), axis=1, keep_dims=True)
+    # The scales as [ROWS, 1, BLOCK_N], the layout of the words (no layout conversion in the K loop).
+    k_rows = (k0 + offs_r * E)[:, None, None]
+    scale = mx_scales(s_ptr, z_ptr, k_rows, K, offs_n[None, None, :], mask_n[None, None, :], stride_sg,
+                      W_KIND, X_QUANT != XQ_NVFP4)  # fmt: skip
+    return tl.sum(p * scale, axis=1)
 
 
 @triton.jit
@@ -225,6 +269,9 @@ def _step(
 ):  # fmt: skip
     """The ``[ROWS, BLOCK_N]`` partial sums of the K step at k0 from its raw weight tile and x
     (``2**-SUB_SHIFT`` times them with SUBNORMAL fields)."""
+    if W_KIND == KIND_MXFP4 or W_KIND == KIND_NVFP4:
+        return _e2m1_step(raw, x, k0, offs_r, offs_n, mask_n, K, s_ptr, z_ptr, stride_sg, W_KIND, E, X_QUANT,
+                          SUBNORMAL)  # fmt: skip
     if is_packed(W_KIND):
         words = raw  # its E codes are cut out by a broadcast shift
         codes = (words.to(tl.int32) >> shifts) & ((1 << W_BITS) - 1)
@@ -341,9 +388,11 @@ def gemv_kernel(
     # Pre-scaled packed codes against x below 2**16 in magnitude (fp16, or int8 / e4m3 codes without
     # block scales): the grouped sums read the fields as subnormals (`_grouped_partial`), scaled by
     # 2**-SUB_SHIFT until `_row_result`. (bf16 x reaches 2**128: the fields are converted instead.)
-    SUBNORMAL: tl.constexpr = (W_KIND == KIND_PACKED and PRE_SCALE and X_GROUP == 0
-                               and (x_ptr.dtype.element_ty == tl.float16 or X_QUANT == XQ_INT8
-                                    or X_QUANT == XQ_FP8))  # fmt: skip
+    # MXFP4 / NVFP4 words against the same x: their fields are read as ``v 2**-126`` (`_e2m1_step`).
+    SMALL_X: tl.constexpr = X_GROUP == 0 and (x_ptr.dtype.element_ty == tl.float16 or X_QUANT == XQ_INT8
+                                              or X_QUANT == XQ_FP8)  # fmt: skip
+    SUBNORMAL: tl.constexpr = SMALL_X and ((W_KIND == KIND_PACKED and PRE_SCALE) or W_KIND == KIND_MXFP4
+                                           or W_KIND == KIND_NVFP4)  # fmt: skip
     # Pre-scaled packed codes whose iteration's two steps always share one scale group (channel-wise, or
     # groups of 2 * BLOCK_K or more, aligned): the two steps' sums are added before the group's scale and
     # zero (`_paired_partial`: the meta loaded and applied once per iteration, not per step).
