@@ -494,7 +494,8 @@ def dequantize_mx_rows(
 ):  # fmt: skip
     """GEMV's fp32 ``[ROWS, E, BLOCK_N]`` tile of a microscaled layout: `k_rows` ``[ROWS, 1, 1]`` is the K
     index of each row's first code; a word's E codes lie in one group (E divides G), so one scale per
-    (row, n), broadcast over the word (NVFP4 without TENSOR_SCALE: ts left out, `mx_scales`)."""
+    (row, n), broadcast over the word (NVFP4 without TENSOR_SCALE: ts left out, `mx_scales`). The GEMV
+    runs it for MXFP8; its e2m1 words take `gemv._e2m1_step` (codes read in place, a scale per word)."""
     scale = mx_scales(s_ptr, z_ptr, k_rows, K, offs_n, mask_n, stride_sg, W_KIND, TENSOR_SCALE)
     return mx_values(codes, W_KIND) * scale
 
