@@ -766,10 +766,21 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "e2m1_gemv_sign",
-        "GEMV's in-place e2m1 fields take the sign from bit 2 of each code (its magnitude's top bit)",
+        "GEMV's in-place e2m1 fields take the sign from bit 2 of each code (its magnitude's top bit): the "
+        "second copy shifted one bit too far",
         "gemlite/kernels/gemv.py",
-        "    sign = (w << (28 - pos)) & -0x80000000",
-        "    sign = (w << (29 - pos)) & -0x80000000",
+        "((1 << (22 - p)) + (1 << (28 - p)))",
+        "((1 << (22 - p)) + (1 << (29 - p)))",
+        focus="mx and GEMV",
+        tests=_PATHS,
+    ),
+    Mutant(
+        "e2m1_gemv_high_codes",
+        "GEMV's in-place e2m1 fields take the word's top two codes from the word shifted down by 4, not 8 "
+        "(the shift that the field positions below assume)",
+        "gemlite/kernels/gemv.py",
+        "    src = tl.where(high, w >> 8, w)",
+        "    src = tl.where(high, w >> 4, w)",
         focus="mx and GEMV",
         tests=_PATHS,
     ),

@@ -102,13 +102,21 @@ def _e2m1_fields(words, E: tl.constexpr):
     fp32 ``value * 2**-126``, exactly: the magnitude's 3 bits (2 exponent, 1 mantissa) moved to bits
     22-24 of the fp32 word, the sign to bit 31. Exponent field e >= 1 reads ``2**(e - 127) * (1 + m / 2)``
     and e = 0 the subnormal ``m * 2**-127``: each e2m1 value ``2**(e - 1) * (1 + m / 2)`` (e >= 1),
-    ``m / 2`` (e = 0), times ``2**-126``. Two shifts and two masks per code (the shifts fold: pos is
-    per register), against `common.e2m1_to_f32`'s compares and selects after the code is cut out."""
+    ``m / 2`` (e = 0), times ``2**-126``, against `common.e2m1_to_f32`'s compares and selects.
+
+    Three integer instructions a code: the code masked in place at bit p, then one multiply by
+    ``2**(22 - p) + 2**(28 - p)`` makes two copies of it, the first with its magnitude at bits 22-24
+    (its sign at 25), the second with its sign at bit 31 (its magnitude at 28-30); the copies cover
+    bits 22-25 and 28-31, so the sum carries nothing and a mask keeps the bits wanted. Codes at bit 24
+    and up are first taken from the word shifted down by 8 (one shift a word, shared by both). Two
+    shifts and two masks a code before (ptxas fused no pair of them)."""
     pos = tl.arange(0, E)[None, :, None] * 4
-    w = words.to(tl.int32)
-    mag = tl.where(pos <= 22, w << tl.maximum(22 - pos, 0), w >> tl.maximum(pos - 22, 0)) & 0x01C00000
-    sign = (w << (28 - pos)) & -0x80000000
-    return (mag | sign).to(tl.float32, bitcast=True)
+    w = words.to(tl.int32).to(tl.uint32, bitcast=True)  # words of 8 or 32 bits (the masks drop a sign)
+    high = pos >= 24
+    src = tl.where(high, w >> 8, w)  # folds: pos is per register
+    p = tl.where(high, pos - 8, pos)
+    copies = (src & (15 << p).to(tl.uint32)) * ((1 << (22 - p)) + (1 << (28 - p))).to(tl.uint32)
+    return (copies & 0x81C00000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
