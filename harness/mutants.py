@@ -366,8 +366,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "GEMV's subnormal fields: a row's sum multiplied back by 2**(SUB_SHIFT - 1), not 2**SUB_SHIFT "
         "(every output half its value)",
         "gemlite/kernels/gemv.py",
-        "acc_n = acc_n * _pow2(SUB_SHIFT)",
-        "acc_n = acc_n * _pow2(SUB_SHIFT - 1)",
+        "acc_n = acc_n * pow2(SUB_SHIFT)",
+        "acc_n = acc_n * pow2(SUB_SHIFT - 1)",
         focus="pre and GEMV",
         tests=_PATHS,
     ),
@@ -740,10 +740,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "e2m1_sign_bit",
-        "e2m1 sign read from bit 2 instead of bit 3 (the magnitude's top bit flips signs)",
+        "e2m1 sign read from bit 2 instead of bit 3 (the magnitude's top bit flips signs): "
+        "`e2m1_fields`' second copy multiplied in one bit too high",
         _COMMON,
-        "    bits = bits | ((codes & 8) << 28)",
-        "    bits = bits | ((codes & 4) << 29)",
+        "(codes.to(tl.uint32, bitcast=True) * 0x10400000)",
+        "(codes.to(tl.uint32, bitcast=True) * 0x20400000)",
         focus="A16W4_NVFP",
     ),
     Mutant(
@@ -789,8 +790,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "GEMV's in-place e2m1 step pre-scales fp16 x by 2**(125 - SUB_SHIFT), not 2**(126 - SUB_SHIFT): "
         "every fp16 MXFP4 / NVFP4 product half as large (the bf16 path is exact)",
         "gemlite/kernels/gemv.py",
-        "        p = tl.sum((x * _pow2(126 - SUB_SHIFT)) * v, axis=1, keep_dims=True)",
-        "        p = tl.sum((x * _pow2(125 - SUB_SHIFT)) * v, axis=1, keep_dims=True)",
+        "        p = tl.sum((x * pow2(126 - SUB_SHIFT)) * v, axis=1, keep_dims=True)",
+        "        p = tl.sum((x * pow2(125 - SUB_SHIFT)) * v, axis=1, keep_dims=True)",
         focus="mx and GEMV",
         tests=_PATHS,
     ),

@@ -399,17 +399,30 @@ def dequantize(
 
 
 @triton.jit
-def e2m1_to_f32(codes):
-    """e2m1 indices (int32 0..15, bit 3 the sign) to their fp32 values, by bit construction.
+def pow2(e: tl.constexpr):
+    """The fp32 ``2**e`` (a normal exponent), from its bits."""
+    return tl.full((), (127 + e) << 23, tl.int32).to(tl.float32, bitcast=True)
 
-    The magnitude index m = code & 7 is 2 exponent bits and 1 mantissa bit: for m >= 2 the fp32 bits
-    are ``(m << 22) + (126 << 23)`` (exponent field m >> 1 moved to bias 127 - 1, mantissa bit on top),
-    m = 1 is 0.5 and m = 0 is 0; the sign bit moves from bit 3 to bit 31. Exact: no rounding anywhere.
-    """
-    m = codes & 7
-    bits = tl.where(m >= 2, (m << 22) + 0x3F000000, tl.where(m == 1, 0x3F000000, 0))
-    bits = bits | ((codes & 8) << 28)
-    return bits.to(tl.float32, bitcast=True)
+
+@triton.jit
+def e2m1_fields(codes):
+    """e2m1 indices (int32 0..15, bit 3 the sign) as fp32 ``value * 2**-126``, exactly, by bit placement:
+    the magnitude's 3 bits (2 exponent, 1 mantissa) at bits 22-24 of the fp32 word, the sign at bit 31.
+    Exponent field e >= 1 reads ``2**(e - 127) * (1 + m / 2)`` and e = 0 the subnormal ``m * 2**-127``:
+    each e2m1 value ``2**(e - 1) * (1 + m / 2)`` (e >= 1), ``m / 2`` (e = 0), times ``2**-126``.
+
+    One multiply by ``2**22 + 2**28`` makes two copies of the code, at bits 22-25 (the magnitude where
+    wanted, the sign at 25) and 28-31 (the sign at 31): disjoint, so the sum carries nothing, and one
+    mask keeps the four bits wanted (two integer instructions, against the compares and selects of a
+    value table)."""
+    return ((codes.to(tl.uint32, bitcast=True) * 0x10400000) & 0x81C00000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def e2m1_to_f32(codes):
+    """e2m1 indices (int32 0..15, bit 3 the sign) to their fp32 values: `e2m1_fields` times ``2**126``,
+    exact (a 2-bit significand moved from the subnormal range)."""
+    return e2m1_fields(codes) * pow2(126)
 
 
 @triton.jit

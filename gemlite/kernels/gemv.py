@@ -60,17 +60,12 @@ from gemlite.kernels.common import (
     load_group_meta,
     mx_scales,
     nvfp4_out_scale,
+    pow2,
     write_result,
 )
 
 #: ``2**-SUB_SHIFT``: the scale of the grouped sums formed from subnormal fields (`_fields_subnormal`).
 SUB_SHIFT = tl.constexpr(37)
-
-
-@triton.jit
-def _pow2(e: tl.constexpr):
-    """The fp32 ``2**e`` (a normal exponent), from its bits."""
-    return tl.full((), (127 + e) << 23, tl.int32).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -99,17 +94,11 @@ def _fields_subnormal(words, W_BITS: tl.constexpr, E: tl.constexpr):
 @triton.jit
 def _e2m1_fields(words, E: tl.constexpr):
     """The E e2m1 codes of packed words ``[R, 1, BLOCK_N]`` (code j at bits 4j..4j+3, bit 3 the sign) as
-    fp32 ``value * 2**-126``, exactly: the magnitude's 3 bits (2 exponent, 1 mantissa) moved to bits
-    22-24 of the fp32 word, the sign to bit 31. Exponent field e >= 1 reads ``2**(e - 127) * (1 + m / 2)``
-    and e = 0 the subnormal ``m * 2**-127``: each e2m1 value ``2**(e - 1) * (1 + m / 2)`` (e >= 1),
-    ``m / 2`` (e = 0), times ``2**-126``, against `common.e2m1_to_f32`'s compares and selects.
-
-    Three integer instructions a code: the code masked in place at bit p, then one multiply by
-    ``2**(22 - p) + 2**(28 - p)`` makes two copies of it, the first with its magnitude at bits 22-24
-    (its sign at 25), the second with its sign at bit 31 (its magnitude at 28-30); the copies cover
-    bits 22-25 and 28-31, so the sum carries nothing and a mask keeps the bits wanted. Codes at bit 24
-    and up are first taken from the word shifted down by 8 (one shift a word, shared by both). Two
-    shifts and two masks a code before (ptxas fused no pair of them)."""
+    fp32 ``value * 2**-126``, exactly, `common.e2m1_fields`'s bit placement without cutting the code out
+    first: masked in place at bit p, the multiplier is ``2**(22 - p) + 2**(28 - p)`` (three integer
+    instructions a code: mask, multiply, mask). Codes at bit 24 and up are first taken from the word
+    shifted down by 8 (one shift a word, shared by both). Two shifts and two masks a code before
+    (ptxas fused no pair of them)."""
     pos = tl.arange(0, E)[None, :, None] * 4
     w = words.to(tl.int32).to(tl.uint32, bitcast=True)  # words of 8 or 32 bits (the masks drop a sign)
     high = pos >= 24
@@ -135,9 +124,9 @@ def _e2m1_step(raw, x, k0, offs_r, offs_n, mask_n, K, s_ptr, z_ptr, stride_sg, W
     """
     v = _e2m1_fields(raw, E)
     if SUBNORMAL:
-        p = tl.sum((x * _pow2(126 - SUB_SHIFT)) * v, axis=1, keep_dims=True)
+        p = tl.sum((x * pow2(126 - SUB_SHIFT)) * v, axis=1, keep_dims=True)
     else:
-        p = tl.sum(x * (v * _pow2(126)), axis=1, keep_dims=True)
+        p = tl.sum(x * (v * pow2(126)), axis=1, keep_dims=True)
     # The scales as [ROWS, 1, BLOCK_N], the layout of the words (no layout conversion in the K loop).
     k_rows = (k0 + offs_r * E)[:, None, None]
     scale = mx_scales(s_ptr, z_ptr, k_rows, K, offs_n[None, None, :], mask_n[None, None, :], stride_sg,
@@ -193,7 +182,7 @@ def _grouped_sums(words, x, W_BITS: tl.constexpr, E: tl.constexpr, SUBNORMAL: tl
     sx = tl.sum(x, axis=1)
     if SUBNORMAL:
         v, inv = _fields_subnormal(words, W_BITS, E)
-        sx = sx * _pow2(-SUB_SHIFT)
+        sx = sx * pow2(-SUB_SHIFT)
     else:
         v, inv = fields_in_place(words, W_BITS, E)  # q * 2**p exactly, and 2**-p
     return tl.sum((x * inv) * v, axis=1), sx
@@ -487,7 +476,7 @@ def _row_result(acc, row, xs_ptr, xt_ptr, z_ptr, X_QUANT: tl.constexpr, X_GROUP:
     (linear: split partials carry them too)."""
     acc_n = tl.sum(acc, axis=0)
     if SUBNORMAL:
-        acc_n = acc_n * _pow2(SUB_SHIFT)
+        acc_n = acc_n * pow2(SUB_SHIFT)
     if X_QUANT == XQ_NVFP4:
         acc_n = acc_n * nvfp4_out_scale(xt_ptr, z_ptr)  # both tensor scales
     elif X_SCALE and X_GROUP == 0:
