@@ -717,8 +717,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "e8m0_bias",
         "e8m0 scale bias off by one: byte b decoded as 2**(b - 126), every MX weight twice too large",
         _COMMON,
-        "return tl.where(e == 0, E8M0_SUBNORMAL_BITS, e << 23).to(tl.float32, bitcast=True)",
-        "return tl.where(e == 0, E8M0_SUBNORMAL_BITS, (e + 1) << 23).to(tl.float32, bitcast=True)",
+        "return tl.maximum(e << 23, E8M0_SUBNORMAL_BITS).to(tl.float32, bitcast=True)",
+        "return tl.maximum((e + 1) << 23, E8M0_SUBNORMAL_BITS).to(tl.float32, bitcast=True)",
         focus="A16W4_MXFP or A16W8_MXFP",
     ),
     Mutant(

@@ -428,8 +428,10 @@ def e2m1_to_f32(codes):
 @triton.jit
 def e8m0_to_f32(e):
     """e8m0 bytes (int32 0..254) to ``2**(e - 127)``: the byte is the fp32 exponent field; byte 0, 2**-127,
-    is the fp32 subnormal with the mantissa's top bit set. Exact."""
-    return tl.where(e == 0, E8M0_SUBNORMAL_BITS, e << 23).to(tl.float32, bitcast=True)
+    is the fp32 subnormal with the mantissa's top bit set. Exact. The larger of the two bit patterns is
+    the right one (``e << 23`` >= 2**23 > 0x00400000 for e >= 1, 0 for e = 0): one integer max instead
+    of a compare and a select."""
+    return tl.maximum(e << 23, E8M0_SUBNORMAL_BITS).to(tl.float32, bitcast=True)
 
 
 @triton.jit
