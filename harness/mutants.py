@@ -741,11 +741,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "e2m1_sign_bit",
         "e2m1 sign read from bit 2 instead of bit 3 (the magnitude's top bit flips signs): "
-        "`e2m1_fields`' second copy multiplied in one bit too high",
+        "`e2m1_fields`' second copy multiplied in one bit too high (the GEMV's in-place codes and the "
+        "GEMM tiles' alike)",
         _COMMON,
-        "(codes.to(tl.uint32, bitcast=True) * 0x10400000)",
-        "(codes.to(tl.uint32, bitcast=True) * 0x20400000)",
-        focus="A16W4_NVFP",
+        "(one << (28 - p))",
+        "(one << (29 - p))",
+        focus="mx and (GEMV or GEMM_SPLITK)",
+        tests=_PATHS,
     ),
     Mutant(
         "mx_gemv_group",
@@ -762,16 +764,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "gemlite/kernels/gemv.py",
         "    k_rows = (k0 + offs_r * E)[:, None, None]",
         "    k_rows = (k0 + offs_r * 0)[:, None, None]",
-        focus="mx and GEMV",
-        tests=_PATHS,
-    ),
-    Mutant(
-        "e2m1_gemv_sign",
-        "GEMV's in-place e2m1 fields take the sign from bit 2 of each code (its magnitude's top bit): the "
-        "second copy shifted one bit too far",
-        "gemlite/kernels/gemv.py",
-        "((1 << (22 - p)) + (1 << (28 - p)))",
-        "((1 << (22 - p)) + (1 << (29 - p)))",
         focus="mx and GEMV",
         tests=_PATHS,
     ),

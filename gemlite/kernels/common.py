@@ -405,17 +405,20 @@ def pow2(e: tl.constexpr):
 
 
 @triton.jit
-def e2m1_fields(codes):
-    """e2m1 indices (int32 0..15, bit 3 the sign) as fp32 ``value * 2**-126``, exactly, by bit placement:
-    the magnitude's 3 bits (2 exponent, 1 mantissa) at bits 22-24 of the fp32 word, the sign at bit 31.
-    Exponent field e >= 1 reads ``2**(e - 127) * (1 + m / 2)`` and e = 0 the subnormal ``m * 2**-127``:
-    each e2m1 value ``2**(e - 1) * (1 + m / 2)`` (e >= 1), ``m / 2`` (e = 0), times ``2**-126``.
+def e2m1_fields(codes, p=0):
+    """e2m1 codes (bit 3 the sign) masked in place at bit p <= 20 of an int32 (each element's other bits
+    zero; p = 0: indices 0..15) as fp32 ``value * 2**-126``, exactly, by bit placement: the magnitude's 3
+    bits (2 exponent, 1 mantissa) at bits 22-24 of the fp32 word, the sign at bit 31. Exponent field
+    e >= 1 reads ``2**(e - 127) * (1 + m / 2)`` and e = 0 the subnormal ``m * 2**-127``: each e2m1 value
+    ``2**(e - 1) * (1 + m / 2)`` (e >= 1), ``m / 2`` (e = 0), times ``2**-126``.
 
-    One multiply by ``2**22 + 2**28`` makes two copies of the code, at bits 22-25 (the magnitude where
-    wanted, the sign at 25) and 28-31 (the sign at 31): disjoint, so the sum carries nothing, and one
-    mask keeps the four bits wanted (two integer instructions, against the compares and selects of a
-    value table)."""
-    return ((codes.to(tl.uint32, bitcast=True) * 0x10400000) & 0x81C00000).to(tl.float32, bitcast=True)
+    One multiply by ``2**(22 - p) + 2**(28 - p)`` makes two copies of the code, at bits 22-25 (the
+    magnitude where wanted, the sign at 25) and 28-31 (the sign at 31): disjoint, so the sum carries
+    nothing, and one mask keeps the four bits wanted (two integer instructions, against the compares and
+    selects of a value table). p may be a tensor of per-register positions (`gemv._e2m1_fields`)."""
+    one = tl.full((), 1, tl.uint32)
+    copies = codes.to(tl.uint32, bitcast=True) * ((one << (22 - p)) + (one << (28 - p)))
+    return (copies & 0x81C00000).to(tl.float32, bitcast=True)
 
 
 @triton.jit

@@ -52,6 +52,7 @@ from gemlite.kernels.common import (
     act_operand,
     dequantize,
     dequantize_mx_rows,
+    e2m1_fields,
     fields_in_place,
     is_mx,
     is_mx_act,
@@ -93,19 +94,17 @@ def _fields_subnormal(words, W_BITS: tl.constexpr, E: tl.constexpr):
 
 @triton.jit
 def _e2m1_fields(words, E: tl.constexpr):
-    """The E e2m1 codes of packed words ``[R, 1, BLOCK_N]`` (code j at bits 4j..4j+3, bit 3 the sign) as
-    fp32 ``value * 2**-126``, exactly, `common.e2m1_fields`'s bit placement without cutting the code out
-    first: masked in place at bit p, the multiplier is ``2**(22 - p) + 2**(28 - p)`` (three integer
-    instructions a code: mask, multiply, mask). Codes at bit 24 and up are first taken from the word
-    shifted down by 8 (one shift a word, shared by both). Two shifts and two masks a code before
-    (ptxas fused no pair of them)."""
+    """The E e2m1 codes of packed words ``[R, 1, BLOCK_N]`` (code j at bits 4j..4j+3) as fp32
+    ``value * 2**-126`` (`common.e2m1_fields`), without cutting the codes out first: each is masked in
+    place at its bit p (three integer instructions a code: mask, multiply, mask). Codes at bit 24 and up
+    are first taken from the word shifted down by 8 (one shift a word, shared by both). Two shifts and
+    two masks a code before (ptxas fused no pair of them)."""
     pos = tl.arange(0, E)[None, :, None] * 4
-    w = words.to(tl.int32).to(tl.uint32, bitcast=True)  # words of 8 or 32 bits (the masks drop a sign)
+    w = words.to(tl.int32)  # words of 8 or 32 bits (the masks drop a sign extension)
     high = pos >= 24
     src = tl.where(high, w >> 8, w)  # folds: pos is per register
     p = tl.where(high, pos - 8, pos)
-    copies = (src & (15 << p).to(tl.uint32)) * ((1 << (22 - p)) + (1 << (28 - p))).to(tl.uint32)
-    return (copies & 0x81C00000).to(tl.float32, bitcast=True)
+    return e2m1_fields(src & (15 << p), p)
 
 
 @triton.jit
