@@ -371,6 +371,30 @@ def test_fp8_tile_pairs(fmt, act, out, bias, K, splits, paired, device):
     assert launches[0].constexprs["TILE_PAIRS"] is paired
 
 
+# 128 x 128 weight blocks (stored as a row of N scales per 128 inputs): a GEMM tile inside one block
+# column takes one weight scale a K tile (BLOCK_N = 64, 128), a wider one a row of column scales
+# (BLOCK_N = 256); K = 512: four block rows, each with its own scales, the paired and split tiles too.
+BLOCK_TILE_CASES = [
+    ("A8W8_FP8_block_dynamic", "bfloat16", "float16", 64, 1),
+    ("A8W8_FP8_block_dynamic", "float16", "float32", 256, 2),
+    ("A8W8_INT8_block_dynamic", "float16", "bfloat16", 128, 4),
+    ("A8W8_INT8_block_dynamic", "bfloat16", "float16", 256, 1),
+]
+
+
+@pytest.mark.parametrize(
+    "fmt,act,out,block_n,splits", BLOCK_TILE_CASES, ids=[f"{c[0]}-BN{c[3]}-sk{c[4]}" for c in BLOCK_TILE_CASES]
+)
+def test_block_scaled_tiles(fmt, act, out, block_n, splits, device):
+    case = kernel_case(dict(format=fmt), family="GEMM", act=act, out=out, M=5, N=320, K=512, bias="input",
+                       seed=block_n + splits)  # fmt: skip
+    config = autotune.Config(BLOCK_M=128, BLOCK_N=block_n, BLOCK_K=32, SPLIT_K=splits, GROUP_M=2)
+    with autotune.forced_config("GEMM", config):
+        _, ops, layer = run_contract(case, device)
+        launches = family_launches(launch_plan(ops, layer, case.output_dtype, "GEMM"))
+    assert launches[0].constexprs["BLOCK_N"] == block_n and launches[0].grid[1] == splits
+
+
 @pytest.mark.parametrize("family", ["GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"])
 @pytest.mark.parametrize("out", ["float16", "float32"], ids=["f16-atomic-ws", "f32-atomic-out"])
 def test_atomic_paths_when_allowed(family, out, device):
