@@ -330,9 +330,10 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
     and DEQUANT=1 configs (cuBLAS takes the whole product) take SPLIT_K == 1. Formats whose activations
     are codes (quantized at run time, or given by the caller): no DEQUANT=1 (a 16-bit cuBLAS product
     would not multiply their codes) except on `WeightLayout.codes_scratch` layouts, where DEQUANT=1 runs
-    the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64), and on
+    the 8-bit GEMM on an e4m3 copy of the codes with the config's tile (BLOCK_M >= 64), on
     `WeightLayout.operands_scratch` layouts (microscaled), where both operands are dequantized exactly
-    into bf16 for cuBLAS; BLOCK_K >= 32 for the 8-bit dot.
+    into bf16 for cuBLAS, and on `WeightLayout.fp8_scaled_mm` layouts (A8W8_FP8_dynamic), where
+    cuBLAS's fp8 GEMM multiplies the codes; BLOCK_K >= 32 for the 8-bit dot.
     """
     _check_family(family)
     if family in ("GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK"):
@@ -354,7 +355,8 @@ def illegal_reason(family: str, config: Config, layout) -> str | None:
         return f"{family}: only GEMM dequantizes into a scratch weight (DEQUANT=1), got {config.short()}"
     if config.DEQUANT and config.SPLIT_K != 1:
         return f"{family}: DEQUANT=1 hands cuBLAS the whole product: SPLIT_K must be 1, got {config.SPLIT_K}"
-    if layout.act.is_quantized and config.DEQUANT and not (layout.codes_scratch or layout.operands_scratch):
+    scratch = layout.codes_scratch or layout.operands_scratch or layout.fp8_scaled_mm
+    if layout.act.is_quantized and config.DEQUANT and not scratch:
         return (
             f"{layout.format.name} multiplies activation codes: DEQUANT=1 (a 16-bit cuBLAS product) "
             "would not multiply them"
@@ -390,6 +392,8 @@ def legal_configs(family: str, layout, mode: str | bool, M: int | None = None) -
     space = configs(family, mode)
     if not layout.codes_scratch:
         space = [c for c in space if c not in _GEMM_CODES_SCRATCH]
+    if layout.fp8_scaled_mm:  # cuBLAS takes the product whatever the tile: one candidate times it
+        space = [c for c in space if not c.DEQUANT or c == _GEMM_DEQUANT[0]]
     legal = [c for c in space if illegal_reason(family, c, layout) is None]
     return _for_rows(family, legal, M)
 

@@ -229,6 +229,18 @@ class WeightLayout:
         return self.zero_sums and packed and c["X_QUANT"] == int(ActQuant.FP8)
 
     @property
+    def fp8_scaled_mm(self) -> bool:
+        """A GEMM config with DEQUANT=1 hands the product to cuBLAS's fp8 GEMM (`torch._scaled_mm` with
+        row-wise scales: x's per-token scales and the weight's channel scales, fp32 accumulation without
+        fast accumulation, one rounding) after the per-token quantizer (`gemlite.kernels.plan`):
+        channel-scaled e4m3 weights against e4m3 activation codes quantized at run time (A8W8_FP8_dynamic).
+        K and N must be multiples of 16 (cuBLAS's fp8 operand alignment, checked by `torch._scaled_mm`)."""
+        c = self.constexprs
+        fp8 = c["W_KIND"] == int(KernelKind.FP8) and bool(c["POST_SCALE"])
+        per_token = self.act.is_dynamic and c["X_QUANT"] == int(ActQuant.FP8) and c["X_GROUP"] == 0
+        return fp8 and per_token and self.in_features % 16 == 0 and self.out_features % 16 == 0
+
+    @property
     def operands_scratch(self) -> bool:
         """A GEMM config with DEQUANT=1 dequantizes both operands into bf16 scratch tensors (exact: the
         values the fused K loop's bf16 dot multiplies) and hands the product to cuBLAS, whose fp32

@@ -919,6 +919,26 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=("suites/correctness/test_kernels.py", "suites/correctness/test_formats.py"),
     ),
     Mutant(
+        "scaled_mm_weight_scale_dropped",
+        "DEQUANT=1 on A8W8_FP8_dynamic (cuBLAS's fp8 GEMM): the weight's channel scales never reach it "
+        "(every column off by its scale)",
+        "gemlite/kernels/plan.py",
+        "        scales.view(1, N), bias, out,\n",
+        "        torch.ones_like(scales).view(1, N), bias, out,\n",
+        focus="scaled_mm or (fp8-dyn and DEQUANT)",
+        tests=("suites/correctness/test_kernels.py", "suites/correctness/test_paths.py"),
+    ),
+    Mutant(
+        "scaled_mm_bias_dropped",
+        "DEQUANT=1 on A8W8_FP8_dynamic: a bias of another dtype than the output (an fp32 bias), or any "
+        "bias with an fp32 output, is never added to cuBLAS's fp32 product",
+        "gemlite/kernels/plan.py",
+        "    acc.add_(bias)  # (a 16-bit bias widens exactly)\n",
+        "",
+        focus="scaled_mm or (fp8-dyn and DEQUANT)",
+        tests=("suites/correctness/test_kernels.py", "suites/correctness/test_paths.py"),
+    ),
+    Mutant(
         "operands_scratch_nvfp4_one_tensor_scale",
         "DEQUANT=1 on NVFP4 x NVFP4 (both operands dequantized for cuBLAS): the product divided by the "
         "activations' tensor scale only, the weight's forgotten",

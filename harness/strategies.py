@@ -260,10 +260,11 @@ PATH_VARIANTS: dict[str, dict] = {
     "mxfp4-mx-w8": dict(format="A16W4_MXFP", packing_bitwidth=8),
     "nvfp4-mx": dict(format="A16W4_NVFP"),
     # Dynamic activations (codes + per-token scales from gemlite/kernels/act_quant.py): no DEQUANT path,
-    # except the codes scratch of packed codes with float zeros (A8W4 / A8W2 HQQ dynamic) and the bf16
-    # operands of microscaled layouts (MX / NVFP4 weights or activations).
+    # except the codes scratch of packed codes with float zeros (A8W4 / A8W2 HQQ dynamic), the bf16
+    # operands of microscaled layouts (MX / NVFP4 weights or activations) and cuBLAS's fp8 GEMM of
+    # A8W8_FP8_dynamic (N = 48: cuBLAS takes fp8 operands whose K and N are multiples of 16).
     "int8-dyn-post": dict(format="A8W8_INT8_dynamic"),
-    "fp8-dyn-post": dict(format="A8W8_FP8_dynamic"),
+    "fp8-dyn-post": dict(format="A8W8_FP8_dynamic", N=48),
     # ... per 1 x 128 block (K = 256: whole blocks), e4m3 codes against HQQ groups, and microscaled
     # activation codes (MXFP8: e8m0 per 32; NVFP4: e4m3 per 16 and the call's tensor scale).
     "int8-block-dyn": dict(format="A8W8_INT8_block_dynamic", K=256),
@@ -296,10 +297,13 @@ _BIAS_IDS = {"none": "none", "input": "in", "float32": "f32"}
 _PATH_M, _PATH_N = 3, 40
 
 
-def _scratch(fmt: str, fields: dict, K: int) -> str | None:
+def _scratch(fmt: str, fields: dict, K: int, N: int) -> str | None:
     """The DEQUANT=1 path of the matrix's layout of `fmt` with dynamic activations: "codes"
-    (`WeightLayout.codes_scratch`), "operands" (`WeightLayout.operands_scratch`) or None (no DEQUANT)."""
-    layout = pinned(fmt, **fields, M=_PATH_M, K=K, N=_PATH_N).layout()
+    (`WeightLayout.codes_scratch`), "operands" (`WeightLayout.operands_scratch`), "cublas"
+    (`WeightLayout.fp8_scaled_mm`) or None (no DEQUANT)."""
+    layout = pinned(fmt, **fields, M=_PATH_M, K=K, N=N).layout()
+    if layout.fp8_scaled_mm:
+        return "cublas"
     return "codes" if layout.codes_scratch else "operands" if layout.operands_scratch else None
 
 
@@ -310,14 +314,15 @@ def path_cases() -> list[tuple[str, Case]]:
       reduction, and with ``set_deterministic(False)`` fp32 atomics into a workspace (fp16/bf16 out) or
       into the output (fp32 out);
     * GEMM with a K tail, split in two, and GEMM with DEQUANT=1 (for dynamic activation formats, whose
-      codes a 16-bit cuBLAS product would not multiply, only the codes scratch of A8W4 / A8W2 HQQ and
-      the bf16 operands of the microscaled ones), x every output dtype.
+      codes a 16-bit cuBLAS product would not multiply, only the codes scratch of A8W4 / A8W2 HQQ, the
+      bf16 operands of the microscaled ones and cuBLAS's fp8 GEMM of A8W8_FP8_dynamic), x every output
+      dtype.
 
     Rotated through those (so that across the matrix each value meets each path): the bias (none, the
     activation dtype, fp32), the activation dtype, the scale dtype (fp32 wherever the output is fp32:
     the paths that keep fp32 precision), a workspace bound that splits the 3 rows into launches of 2 + 1,
     packed codes handed to ``pack(packed=True)`` (packed formats) and a state_dict round trip. Shapes
-    are interpreter-sized: M = 3, N = 40.
+    are interpreter-sized: M = 3, N = 40 (48 for A8W8_FP8_dynamic, see `PATH_VARIANTS`).
 
     The fp32-output cases draw positive x and W (``dist="positive"``): no cancellation, so
     ``sum_k |x_k W_k|`` is ``|y|`` and the bound is at its tightest, ``~2 (K + 3) u_fp32 |y|``. An fp32
@@ -331,6 +336,7 @@ def path_cases() -> list[tuple[str, Case]]:
         sup = SUPPORT[variant["format"]]
         grouped = variant.get("group_size") is not None
         K = variant.get("K", 192 if grouped else 160)
+        N = variant.get("N", _PATH_N)
         rows = [(fam, det) for fam in _SPLIT_FAMILIES for det in (True, False)]
         rows += [("GEMM", True), ("DEQUANT", True)]
         dynamic = FORMATS[variant["format"]].act.is_dynamic
@@ -339,8 +345,8 @@ def path_cases() -> list[tuple[str, Case]]:
                 t = v + f + o + (0 if det else 1)
                 family = "GEMM" if path == "DEQUANT" else path
                 tile = PATH_TILES[family]
-                fields = {k: w for k, w in variant.items() if k not in ("format", "K")}
-                scratch = _scratch(variant["format"], fields, K) if dynamic and path == "DEQUANT" else None
+                fields = {k: w for k, w in variant.items() if k not in ("format", "K", "N")}
+                scratch = _scratch(variant["format"], fields, K, N) if dynamic and path == "DEQUANT" else None
                 if path == "DEQUANT" and dynamic and scratch is None:
                     continue  # dynamic activations without a scratch: no DEQUANT path
                 if path == "DEQUANT":
@@ -356,13 +362,13 @@ def path_cases() -> list[tuple[str, Case]]:
                 packed = PACKED_INPUT_DTYPES[word][t % 2] if sup.packed and t % 3 == 1 else None
                 # Splits of K = 160 / 192 at BLOCK_K = 64: 2 for every split family (GEMV_REVSPLITK: one
                 # per 2 * 64), so 2 rows per launch take 2 * 2 * N fp32 partials.
-                workspace = 2 * 2 * _PATH_N * 4 if split and t % 2 == 0 else None
+                workspace = 2 * 2 * N * 4 if split and t % 2 == 0 else None
                 case = pinned(
                     variant["format"],
                     **fields,
                     M=_PATH_M,
                     K=K,
-                    N=_PATH_N,
+                    N=N,
                     family=family,
                     input_dtype=("float16", "bfloat16")[(v + f + o) % 2],
                     output_dtype=out_dtype,

@@ -386,6 +386,8 @@ def plan(family, x, W_q, scales, zeros, bias, layout, out_dtype: torch.dtype, co
     ordinary launch on a slice of x and of out, so results equal the unchunked ones bit for bit).
     """
     pre = []
+    if config.DEQUANT and layout.fp8_scaled_mm:
+        return _scaled_mm_plan(x, W_q, scales, bias, layout, out_dtype)
     if config.DEQUANT and not layout.codes_scratch:
         return _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config)
     if config.DEQUANT:  # the exact codes into an [N, K] e4m3 scratch, read as an FP8 weight below
@@ -616,6 +618,37 @@ class TorchStep:
 
     def run(self) -> None:
         self.call()
+
+
+def _scaled_mm_plan(x, W_q, scales, bias, layout, out_dtype):
+    """GEMM with DEQUANT=1 on a `WeightLayout.fp8_scaled_mm` layout (A8W8_FP8_dynamic): the per-token
+    quantizer, then cuBLAS's fp8 GEMM on its codes and the weight's (`_scaled_mm`)."""
+    M, N = x.shape[0], layout.out_features
+    codes, x_scales, _, _, steps = _act_quant_plan(x, layout.act_scheme)
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    call = functools.partial(
+        _scaled_mm, codes.view(torch.float8_e4m3fn), W_q.view(torch.float8_e4m3fn), x_scales.view(M, 1),
+        scales.view(1, N), bias, out,
+    )  # fmt: skip
+    return out, steps + [TorchStep(call)]
+
+
+def _scaled_mm(a, w, scale_a, scale_b, bias, out) -> None:
+    """out = (a @ w^T) * scale_a * scale_b + bias for e4m3 codes a ``[M, K]`` and w ``[N, K]`` with fp32
+    scales ``[M, 1]`` and ``[1, N]``: `torch._scaled_mm` (cuBLAS on a GPU; row-wise scales; fp32
+    accumulation, not the fast one), whose fp32 epilogue applies both scales and adds a bias of the output
+    dtype before the one rounding. A bias of another dtype (an fp32 bias is kept at fp32 precision) or an
+    fp32 output with a bias (cuBLAS takes none there): the fp32 product, the bias added in fp32, then
+    the one rounding to out's dtype."""
+    if bias is None or (bias.dtype == out.dtype and out.dtype != torch.float32):
+        torch._scaled_mm(a, w.t(), scale_a=scale_a, scale_b=scale_b, bias=bias, out_dtype=out.dtype, out=out)
+        return
+    f32 = torch.float32
+    acc = out if out.dtype == f32 else torch.empty(out.shape, dtype=f32, device=out.device)
+    torch._scaled_mm(a, w.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=f32, out=acc)
+    acc.add_(bias)  # (a 16-bit bias widens exactly)
+    if acc is not out:
+        out.copy_(acc)
 
 
 def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):

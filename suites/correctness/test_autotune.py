@@ -173,14 +173,18 @@ def test_illegal_tiles_are_named():
 def test_dequant_tiles_follow_the_layout():
     """DEQUANT=1: cuBLAS's tiles on weight-only layouts (the codes scratch's tiles are legal there but
     not candidates); the codes scratch's 8-bit GEMM tiles (BLOCK_M >= 64) on A8W4 / A8W2 HQQ dynamic;
-    neither on other dynamic formats."""
+    one cuBLAS fp8 candidate on A8W8_FP8_dynamic; none on the other per-token dynamic formats."""
     dq16 = Config(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, DEQUANT=1)
     dq64 = Config(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, DEQUANT=1)
     a16 = _layout(group=32)
     a8w4 = WeightLayout(FORMATS["A8W4_HQQ_INT_dynamic"].with_group_size(128), 4096, 4096, 128, 32,
                         torch.float16)  # fmt: skip
-    a8w8 = WeightLayout(FORMATS["A8W8_FP8_dynamic"], 4096, 4096, 4096, 8, torch.float16)
-    assert not a16.codes_scratch and a8w4.codes_scratch and not a8w8.codes_scratch
+    a8w8 = WeightLayout(FORMATS["A8W8_INT8_dynamic"], 4096, 4096, 4096, 8, torch.float16)
+    fp8 = WeightLayout(FORMATS["A8W8_FP8_dynamic"], 4096, 4096, 4096, 8, torch.float16)
+    assert not a16.codes_scratch and a8w4.codes_scratch and not a8w8.codes_scratch and not fp8.codes_scratch
+    assert fp8.fp8_scaled_mm and not (a8w8.fp8_scaled_mm or a8w4.fp8_scaled_mm or a16.fp8_scaled_mm)
+    assert [c for c in autotune.legal_configs("GEMM", fp8, "max") if c.DEQUANT] == [dq for dq in
+            autotune.configs("GEMM", "max") if dq.DEQUANT][:1]  # fmt: skip
     assert autotune.illegal_reason("GEMM", dq16, a16) is None
     assert autotune.illegal_reason("GEMM", dq64, a16) is None
     scratch_tiles = [c for c in autotune.configs("GEMM", "max") if c.DEQUANT and c.BLOCK_M >= 64]

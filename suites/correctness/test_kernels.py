@@ -383,7 +383,9 @@ BLOCK_TILE_CASES = [
 
 
 @pytest.mark.parametrize(
-    "fmt,act,out,block_n,splits", BLOCK_TILE_CASES, ids=[f"{c[0]}-BN{c[3]}-sk{c[4]}" for c in BLOCK_TILE_CASES]
+    "fmt,act,out,block_n,splits",
+    BLOCK_TILE_CASES,
+    ids=[f"{c[0]}-BN{c[3]}-sk{c[4]}" for c in BLOCK_TILE_CASES],
 )
 def test_block_scaled_tiles(fmt, act, out, block_n, splits, device):
     case = kernel_case(dict(format=fmt), family="GEMM", act=act, out=out, M=5, N=320, K=512, bias="input",
@@ -393,6 +395,43 @@ def test_block_scaled_tiles(fmt, act, out, block_n, splits, device):
         _, ops, layer = run_contract(case, device)
         launches = family_launches(launch_plan(ops, layer, case.output_dtype, "GEMM"))
     assert launches[0].constexprs["BLOCK_N"] == block_n and launches[0].grid[1] == splits
+
+
+# A8W8_FP8_dynamic with DEQUANT=1: the per-token quantizer, then cuBLAS's fp8 GEMM (`torch._scaled_mm`,
+# row-wise scales); a bias of the output dtype goes to its epilogue, any other bias (or an fp32 output
+# with one) is added to its fp32 product before the one rounding.
+SCALED_MM_CASES = [
+    ("float16", "float16", "none"),
+    ("bfloat16", "bfloat16", "input"),
+    ("float16", "bfloat16", "input"),
+    ("bfloat16", "float16", "float32"),
+    ("float16", "float32", "float32"),
+    ("bfloat16", "float32", "none"),
+]
+
+
+@pytest.mark.parametrize(
+    "act,out,bias", SCALED_MM_CASES, ids=[f"{a}-{o}-b{b}" for a, o, b in SCALED_MM_CASES]
+)
+def test_fp8_dynamic_scaled_mm(act, out, bias, device):
+    case = kernel_case(dict(format="A8W8_FP8_dynamic"), family="GEMM", act=act, out=out, M=5, N=48, K=96,
+                       bias=bias, seed=7)  # fmt: skip
+    assert case.layout().fp8_scaled_mm
+    with autotune.forced_config("GEMM", autotune.Config(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, DEQUANT=1)):
+        _, ops, layer = run_contract(case, device)
+        steps = launch_plan(ops, layer, case.output_dtype, "GEMM")
+    assert [type(s).__name__ for s in steps][-1] == "TorchStep", "the product is cuBLAS's, not a kernel's"
+
+
+def test_fp8_scaled_mm_needs_aligned_sizes():
+    """cuBLAS takes fp8 operands whose K and N are multiples of 16: elsewhere DEQUANT=1 is illegal."""
+    dq = autotune.Config(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, DEQUANT=1)
+    for n, legal in ((48, True), (40, False)):
+        layout = pinned("A8W8_FP8_dynamic", M=2, N=n, K=96).layout()
+        assert layout.fp8_scaled_mm is legal
+        assert (autotune.illegal_reason("GEMM", dq, layout) is None) is legal
+    gemm = autotune.legal_configs("GEMM", pinned("A8W8_FP8_dynamic", M=2, N=48, K=96).layout(), "max")
+    assert sum(c.DEQUANT for c in gemm) == 1, "one cuBLAS candidate: the tile does not change its product"
 
 
 @pytest.mark.parametrize("family", ["GEMV", "GEMV_REVSPLITK", "GEMV_SPLITK", "GEMM_SPLITK"])

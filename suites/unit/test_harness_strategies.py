@@ -210,10 +210,10 @@ def test_path_matrix_reaches_every_path_of_every_scale_mode():
             for det in (True, False):
                 for out in ("float16", "bfloat16", "float32"):
                     assert (family, det, out, False) in combos, (vname, family, det, out)
-        # dynamic activations: no DEQUANT path, except the codes scratch (A8W4 / A8W2 HQQ dynamic) and the
-        # bf16 operands of microscaled layouts
+        # dynamic activations: no DEQUANT path, except the codes scratch (A8W4 / A8W2 HQQ dynamic), the
+        # bf16 operands of microscaled layouts and cuBLAS's fp8 GEMM (A8W8_FP8_dynamic)
         layout = mine[0].layout()
-        scratch = layout.codes_scratch or layout.operands_scratch
+        scratch = layout.codes_scratch or layout.operands_scratch or layout.fp8_scaled_mm
         dequant = not FORMATS[mine[0].format].act.is_dynamic or scratch
         for out in ("float16", "bfloat16", "float32"):
             assert ("GEMM", True, out, False) in combos and (("GEMM", True, out, True) in combos) == dequant
