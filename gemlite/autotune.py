@@ -229,6 +229,12 @@ _GEMM_FAST = [
     # tiles walk two K tiles an iteration, each tile's adds under the other's wgmma (`gemm.py`).
     _cfg(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4),
+    # Packed codes at M >= 256: a 128-row tile's dequantization takes as many issue cycles as its wgmma
+    # (A16W4 g128 BM128 BN128 BK64 w8: K loop 256 sm_90 SASS instructions, 512 issue cycles a scheduler
+    # against 512 tensor cycles on the H100), a 256-row tile dequantizes each weight for twice the rows
+    # (284 instructions, 568 issue cycles against 1024; 223 registers, no spills). From "max", untimed.
+    # (The last entry stays last: the "default" space's BK32 tile for groups of 32.)
+    _cfg(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
     _cfg(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 # Dequantize into a scratch weight, then cuBLAS (the BLOCK_K x BLOCK_N tile of the dequantization).
@@ -247,7 +253,6 @@ _GEMM_CODES_SCRATCH = [
 ]
 _GEMM_MAX_EXTRA = [
     _cfg(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
-    _cfg(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
 ]
 
 # Per family: "fast" and "max" (autotuned), "default" (mode False: the first legal one is used),

@@ -170,11 +170,11 @@ def gemm_kernel(
     # Block-scaled weights (A8W8_{FP8,INT8}_block_dynamic, stored as one scale row of N per 128 inputs):
     # a tile whose columns lie in one 128-column block (BLOCK_N divides it; tiles start at multiples of
     # BLOCK_N) has one weight scale per K tile, so each K tile's product takes one factor per row (its
-    # activation block scale times that scale): one FMA per accumulator element where
-    # a row of column scales cost a multiply and an FMA, and no scale row held in registers (sm_90 SASS,
-    # `tools/sass_count.py`, GEMM K loop a tile, e4m3 BM128 BN128 BK128 w8 s3: 282 -> 173 instructions,
-    # 251 -> 178 registers; BK64 250 -> 144; int8 BK128 346 -> 238). Not in the two-tile loop below: with
-    # its three accumulators the factors made ptxas spill (BK128) or gained nothing (BK64: 305 a pair).
+    # activation block scale times that scale): one FMA per accumulator element, where a row of column
+    # scales cost a multiply and an FMA and its registers (sm_90 SASS, `tools/sass_count.py`, GEMM K
+    # loop a tile, e4m3 BM128 BN128 BK128 w8 s3: 282 -> 173 instructions, 251 -> 178 registers; BK64
+    # 250 -> 144; int8 BK128 346 -> 238). Not in the two-tile loop below: with its three accumulators
+    # the factors made ptxas spill (BK128) or gained nothing (BK64: 305 a pair against 2 x 144).
     ONE_SCALE: tl.constexpr = (DIRECT_8BIT and PRE_SCALE and X_GROUP > 0 and ZERO_MODE != ZERO_FLOAT
                                and SCALE_BLOCK_N > 1 and SCALE_BLOCK_N % BLOCK_N == 0)  # fmt: skip
     # e4m3 x e4m3 against channel scales: each tile's product is promoted to the fp32 accumulator
@@ -186,8 +186,10 @@ def gemm_kernel(
     # walks an even number of tiles (TILE_PAIRS): a second loop for an odd tile made ptxas serialize
     # the wgmmas of this one. And only for 128-row tiles (one program an SM, two warpgroups): a 64-row
     # tile leaves room for two programs an SM, one adding while the other's wgmma runs, and paired its
-    # stages double (BM64 BN128 BK128 s4: 192 KB, one program an SM, spills).
-    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS and BLOCK_M >= 128:
+    # stages double (BM64 BN128 BK128 s4: 192 KB, one program an SM, spills). Larger tiles hold more
+    # than three 64-register accumulators a thread: BM256 BN128 BK64 paired spilled 1034 LDL/STL.
+    PAIRED: tl.constexpr = BLOCK_M == 128 and BLOCK_N <= 128
+    if DIRECT_8BIT and X_QUANT == XQ_FP8 and not PRE_SCALE and TILE_PAIRS and PAIRED:
         STEP: tl.constexpr = SPLIT_K * BLOCK_K
         lag0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         lag1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
