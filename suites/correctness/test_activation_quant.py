@@ -219,6 +219,25 @@ def test_nonfinite_rows_give_nan_rows(kind, family):
     assert_exact(y_bad[[0, 4]], y[[0, 4]], what="finite rows next to non-finite ones")
 
 
+@pytest.mark.parametrize("out", ["float16", "float32"])
+def test_nonfinite_rows_through_cublas_fp8(out):
+    """The same rule on A8W8_FP8_dynamic's DEQUANT=1 path (cuBLAS's fp8 GEMM on the quantizer's codes,
+    `WeightLayout.fp8_scaled_mm`: N = 48), with a bias of the output dtype (cuBLAS's epilogue) and with
+    an fp32 output (the bias added to its product after it)."""
+    from gemlite import autotune
+
+    x = torch.randn((5, 160)).half()
+    bad = x.clone()
+    bad[1, 7], bad[2, 0], bad[3, 159] = float("nan"), float("inf"), float("-inf")
+    nan_rows = torch.tensor([False, True, True, True, False])
+    layer, _, _ = _layer("fp8", 160, 48, torch.float16, getattr(torch, out))
+    assert layer.layout.fp8_scaled_mm
+    with autotune.forced_config("GEMM", autotune.Config(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, DEQUANT=1)):
+        y_bad, y = (layer.forward_manual(t.to(DEV), "GEMM").cpu() for t in (bad, x))
+    assert_exact(torch.isnan(y_bad), nan_rows[:, None].expand(5, 48), what="NaN output rows")
+    assert_exact(y_bad[[0, 4]], y[[0, 4]], what="finite rows next to non-finite ones")
+
+
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_helper_from_linear(kind, dtype):
