@@ -691,17 +691,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "block_act_scale_index",
         "1 x 128 activation blocks: every K tile of GEMM/GEMM_SPLITK takes the row's first block scale",
         "gemlite/kernels/gemm.py",
-        "offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP, mask=mask_m",
-        "offs_m.to(tl.int64) * (K // X_GROUP), mask=mask_m",
-        focus="block and GEMM",
-    ),
-    Mutant(
-        "block_tile_scale_first_row",
-        "128 x 128 weight blocks on GEMM/GEMM_SPLITK (a tile inside one block column, one weight scale a K "
-        "tile): every K tile takes the first block row's scale",
-        "gemlite/kernels/gemm.py",
-        "group = k0 // GROUP_SIZE if GROUP_SIZE > 0 else 0",
-        "group = 0",
+        "xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP",
+        "xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP)",
         focus="block and GEMM",
     ),
     Mutant(

@@ -62,12 +62,6 @@ def _load_typed(x_rows, w_cols, k_idx, stride_wk, mask_m, mask_n):
 
 
 @triton.jit
-def _act_block_scales(xs_ptr, k0, offs_m, mask_m, K, X_GROUP: tl.constexpr):
-    """Each row's scale of the 1 x X_GROUP activation block holding K index k0: fp32 ``[BLOCK_M]``."""
-    return tl.load(xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP, mask=mask_m, other=0.0)
-
-
-@triton.jit
 def gemm_kernel(
     # Pointers
     x_ptr,  # [M, K] activations: compute dtype, or int8 / e4m3-byte codes (X_QUANT); MXFP4/NVFP4 [M, K // 2]
@@ -100,7 +94,6 @@ def gemm_kernel(
     ZERO_MODE: tl.constexpr,
     POST_SCALE: tl.constexpr,  # scales multiply the accumulator (exact codes in the dot)
     PRE_SCALE: tl.constexpr,  # scales (and float zeros) multiply each weight in the K loop
-    SCALE_BLOCK_N: tl.constexpr,  # outputs sharing one scale: 128 for 128 x 128 weight blocks, else 1
     X_QUANT: tl.constexpr,  # common.XQ_*: how x is stored (the activation scheme's constant)
     X_GROUP: tl.constexpr,  # K per activation scale (128: 1 x 128 blocks, applied per K tile); 0: per row
     X_SCALE: tl.constexpr,  # x's codes come with fp32 scales (False: fp16/bf16 x, MX, codes given as is)
@@ -167,16 +160,6 @@ def gemm_kernel(
         x_rows_typed = x_typed + offs_m.to(tl.int64)[:, None] * stride_xm
         w_cols_typed = w_typed + offs_n.to(tl.int64)[None, :] * stride_wn
     k_first = pid_k * BLOCK_K
-    # Block-scaled weights (A8W8_{FP8,INT8}_block_dynamic, stored as one scale row of N per 128 inputs):
-    # a tile whose columns lie in one 128-column block (BLOCK_N divides it; tiles start at multiples of
-    # BLOCK_N) has one weight scale per K tile, so each K tile's product takes one factor per row (its
-    # activation block scale times that scale): one FMA per accumulator element, where a row of column
-    # scales cost a multiply and an FMA and its registers (sm_90 SASS, `tools/sass_count.py`, GEMM K
-    # loop a tile, e4m3 BM128 BN128 BK128 w8 s3: 282 -> 173 instructions, 251 -> 178 registers; BK64
-    # 250 -> 144; int8 BK128 346 -> 238). Not in the two-tile loop below: with its three accumulators
-    # the factors made ptxas spill (BK128) or gained nothing (BK64: 305 a pair against 2 x 144).
-    ONE_SCALE: tl.constexpr = (DIRECT_8BIT and PRE_SCALE and X_GROUP > 0 and ZERO_MODE != ZERO_FLOAT
-                               and SCALE_BLOCK_N > 1 and SCALE_BLOCK_N % BLOCK_N == 0)  # fmt: skip
     # e4m3 x e4m3 against channel scales: each tile's product is promoted to the fp32 accumulator
     # (`common.dot_acc`), and Triton waits for a tile's wgmma right after issuing it, so the tensor
     # cores idle while the 64 FADDs a thread of its promotion issue (sm_90 SASS). Here two tiles an
@@ -215,7 +198,7 @@ def gemm_kernel(
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None], other=0.0)
         else:
             x = tl.load(x_rows + k_idx[None, :], mask=mask_m[:, None] & (k_idx < K)[None, :], other=0.0)
-        if GROUP_SIZE > 0 and not ONE_SCALE:
+        if GROUP_SIZE > 0:
             # BLOCK_K divides GROUP_SIZE (autotune legality), so the tile lies in one group.
             scale, zero = load_group_meta(
                 s_ptr, z_ptr, k0 // GROUP_SIZE, offs_n, mask_n, stride_sg, ZERO_MODE
@@ -253,16 +236,7 @@ def gemm_kernel(
                     POST_SCALE or X_QUANT != XQ_NONE,
                     x.dtype,
                 )
-        if ONE_SCALE:
-            if X_QUANT == XQ_INT8:
-                part = tl.dot(x, w, out_dtype=tl.int32).to(tl.float32)  # a fresh tile: exact, then converted
-            else:
-                part = tl.dot(x, w)  # a fresh accumulator: BLOCK_K products in the MMA, as in dot_acc
-            # The tile's weight scale: its first column's (GROUP_SIZE 0: K is one block, one scale row).
-            group = k0 // GROUP_SIZE if GROUP_SIZE > 0 else 0
-            w_scale = tl.load(s_ptr + group * stride_sg + pid_n * BLOCK_N)
-            acc += part * (_act_block_scales(xs_ptr, k0, offs_m, mask_m, K, X_GROUP) * w_scale)[:, None]
-        elif PRE_SCALE and X_QUANT != XQ_NONE:
+        if PRE_SCALE and X_QUANT != XQ_NONE:
             # HQQ groups (or 128 x 128 weight blocks) with 8-bit activations: this tile's exact-code
             # product, then its group's zero (through the tile's row sums of x) and scale, in fp32.
             # (A K tile lies in one group, and in one activation block.)
@@ -280,7 +254,8 @@ def gemm_kernel(
                                mask=mask_m[:, None] & (offs_c < n_chunks)[None, :], other=0.0)  # fmt: skip
                 part = part - tl.sum(sums, axis=1)[:, None] * zero[None, :]
             if X_GROUP > 0:
-                part = part * _act_block_scales(xs_ptr, k0, offs_m, mask_m, K, X_GROUP)[:, None]
+                xs_blk = xs_ptr + offs_m.to(tl.int64) * (K // X_GROUP) + k0 // X_GROUP
+                part = part * tl.load(xs_blk, mask=mask_m, other=0.0)[:, None]
             acc += part * scale[None, :]
         else:
             acc = dot_acc(x, w, acc)

@@ -242,8 +242,6 @@ class WeightScheme:
             "ZERO_MODE": int(ZERO_MODES[layout.zero_mode]),
             "POST_SCALE": post,
             "PRE_SCALE": layout.has_scales and not post,
-            # outputs sharing one scale (128 for the 128 x 128 block-scaled 8-bit weights, else 1)
-            "SCALE_BLOCK_N": layout.spec.block_n,
         }
 
     def weight_bytes(self, spec: WeightSpec, K: int, N: int, scale_bytes: int) -> int:

@@ -371,9 +371,9 @@ def test_fp8_tile_pairs(fmt, act, out, bias, K, splits, paired, device):
     assert launches[0].constexprs["TILE_PAIRS"] is paired
 
 
-# 128 x 128 weight blocks (stored as a row of N scales per 128 inputs): a GEMM tile inside one block
-# column takes one weight scale a K tile (BLOCK_N = 64, 128), a wider one a row of column scales
-# (BLOCK_N = 256); K = 512: four block rows, each with its own scales, the paired and split tiles too.
+# 128 x 128 weight blocks (stored as a row of N scales per 128 inputs) on 128-row GEMM tiles narrower
+# than, as wide as and wider than a block (BLOCK_N = 64, 128, 256), split and not: K = 512, four block
+# rows, each with its own scales.
 BLOCK_TILE_CASES = [
     ("A8W8_FP8_block_dynamic", "bfloat16", "float16", 64, 1),
     ("A8W8_FP8_block_dynamic", "float16", "float32", 256, 2),
