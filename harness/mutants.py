@@ -924,8 +924,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "DEQUANT=1 on A8W8_FP8_dynamic: a bias of another dtype than the output (an fp32 bias), or any "
         "bias with an fp32 output, is never added to cuBLAS's fp32 product",
         "gemlite/kernels/plan.py",
-        "    acc.add_(bias)  # (a 16-bit bias widens exactly)\n",
-        "",
+        "    torch.add(acc, bias, out=out)  # in fp32",
+        "    out.copy_(acc)  # in fp32",
         focus="scaled_mm or (fp8-dyn and DEQUANT)",
         tests=("suites/correctness/test_kernels.py", "suites/correctness/test_paths.py"),
     ),

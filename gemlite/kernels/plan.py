@@ -646,9 +646,7 @@ def _scaled_mm(a, w, scale_a, scale_b, bias, out) -> None:
     f32 = torch.float32
     acc = out if out.dtype == f32 else torch.empty(out.shape, dtype=f32, device=out.device)
     torch._scaled_mm(a, w.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=f32, out=acc)
-    acc.add_(bias)  # (a 16-bit bias widens exactly)
-    if acc is not out:
-        out.copy_(acc)
+    torch.add(acc, bias, out=out)  # in fp32 (a 16-bit bias widens exactly), then the one cast to out
 
 
 def _dequant_plan(x, W_q, scales, zeros, bias, layout, out_dtype, config):
